@@ -1,0 +1,116 @@
+/**
+ * Command-line parsing for kdump-gdbserver, including the original tool's flags.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** Parsed command line. */
+export interface CliOptions {
+  files: string[];
+  port: number;
+  host: string;
+  stdio: boolean;
+  vmlinux?: string;
+  zeroExcluded: boolean;
+  cacheMb: number;
+  debug: boolean;
+  once: boolean;
+  tasksJson?: string;
+  processJson?: string;
+  version: boolean;
+  help: boolean;
+}
+
+/** Thrown for a bad command line; the message is one line for stderr. */
+export class UsageError extends Error {}
+
+/** Default page cache size in MiB. */
+export const DEFAULT_CACHE_MB = 64;
+
+/** Usage text. */
+export const USAGE = `usage: kdump-gdbserver [options] VMCORE [MORE_SPLIT_FILES...]
+
+Serve a Linux kernel crash dump to gdb over the remote protocol.
+
+  -p, --port N          TCP port to listen on (default 1234; 0 picks a free one)
+  -a, --host H          address to listen on (default 127.0.0.1: a vmcore holds secrets)
+      --stdio           speak the protocol on stdin/stdout (gdb: target remote | ...)
+  -v, --vmlinux FILE    the matching vmlinux: gdb loads it by itself and KASLR is applied
+      --zero-excluded   read pages the dump level filtered out as zeros instead of errors
+      --cache-mb N      page cache size in MiB (default ${DEFAULT_CACHE_MB})
+  -d, --debug           log every packet on stderr
+      --once            exit after the first client disconnects
+  -f VMCORE             the dump (same as the positional argument)
+  -k FILE               tasks JSON: every task as a thread (not implemented yet)
+  -j FILE               process JSON: one process's address space (not implemented yet)
+      --version         print the version
+  -h, --help            this help
+
+Dump formats: ELF, compressed kdump (zlib, LZO, snappy, zstd), flattened (makedumpfile -F and
+QEMU's kdump-* output), and split sets (give every file of a makedumpfile --split set).
+`;
+
+/** Parse argv (without the program name). Throws UsageError. */
+export function parseCli(argv: string[]): CliOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        port: { type: "string", short: "p" },
+        host: { type: "string", short: "a" },
+        stdio: { type: "boolean" },
+        vmlinux: { type: "string", short: "v" },
+        "zero-excluded": { type: "boolean" },
+        "cache-mb": { type: "string" },
+        debug: { type: "boolean", short: "d" },
+        once: { type: "boolean" },
+        file: { type: "string", short: "f" },
+        k: { type: "string", short: "k" },
+        j: { type: "string", short: "j" },
+        version: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  const v = parsed.values;
+  const files = [...(v.file ? [v.file] : []), ...parsed.positionals];
+  const port = v.port === undefined ? 1234 : Number(v.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`--port: "${v.port}" is not a port number`);
+  }
+  const cacheMb = v["cache-mb"] === undefined ? DEFAULT_CACHE_MB : Number(v["cache-mb"]);
+  if (!Number.isFinite(cacheMb) || cacheMb < 1 || cacheMb > 65536) {
+    throw new UsageError(`--cache-mb: "${v["cache-mb"]}" is not a size in MiB from 1 to 65536`);
+  }
+  const out: CliOptions = {
+    files,
+    port,
+    host: v.host ?? "127.0.0.1",
+    stdio: v.stdio ?? false,
+    vmlinux: v.vmlinux,
+    zeroExcluded: v["zero-excluded"] ?? false,
+    cacheMb,
+    debug: v.debug ?? false,
+    once: v.once ?? false,
+    tasksJson: v.k,
+    processJson: v.j,
+    version: v.version ?? false,
+    help: v.help ?? false,
+  };
+  if (!out.help && !out.version && files.length === 0) {
+    throw new UsageError("no dump file given (kdump-gdbserver --help for usage)");
+  }
+  return out;
+}
+
+/** True for addresses that stay on this machine. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}

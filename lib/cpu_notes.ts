@@ -1,0 +1,121 @@
+/**
+ * Per-CPU saved state from dump notes: NT_PRSTATUS and QEMU's own CPU notes.
+ *
+ * @module
+ */
+
+import type { ArchName } from "./target.ts";
+
+/** NT_PRSTATUS note type. */
+export const NT_PRSTATUS = 1;
+
+/** Saved state of one CPU as found in the dump. */
+export interface CpuState {
+  /** Index of the CPU in note order (the kernel and QEMU write one note per CPU, in CPU order). */
+  cpu: number;
+  /** `pr_pid`: the Linux pid of the running task (kernel kdump), or the vCPU number + 1 (QEMU). */
+  pid: number;
+  /** Registers by gdb name. */
+  registers: Map<string, bigint>;
+}
+
+// struct elf_prstatus: siginfo (12) + cursig (2) + pad (2) + sigpend (8) + sighold (8) = 32,
+// then pr_pid at 32, ppid, pgrp, sid, four struct timevals (64): pr_reg starts at 112.
+const PR_PID = 32;
+const PR_REG = 112;
+
+/** x86_64 `struct user_regs_struct` order, in gdb's register names. */
+const X86_64_PRSTATUS_REGS = [
+  "r15",
+  "r14",
+  "r13",
+  "r12",
+  "rbp",
+  "rbx",
+  "r11",
+  "r10",
+  "r9",
+  "r8",
+  "rax",
+  "rcx",
+  "rdx",
+  "rsi",
+  "rdi",
+  "orig_rax",
+  "rip",
+  "cs",
+  "eflags",
+  "rsp",
+  "ss",
+  "fs_base",
+  "gs_base",
+  "ds",
+  "es",
+  "fs",
+  "gs",
+];
+
+/** aarch64 `struct user_pt_regs`: x0..x30, sp, pc, pstate (gdb calls it cpsr). */
+const AARCH64_PRSTATUS_REGS = [
+  ...Array.from({ length: 31 }, (_, i) => `x${i}`),
+  "sp",
+  "pc",
+  "cpsr",
+];
+
+/** Register names of NT_PRSTATUS for an architecture, in note order. */
+export function prstatusRegisterNames(arch: ArchName): readonly string[] {
+  return arch === "x86_64" ? X86_64_PRSTATUS_REGS : AARCH64_PRSTATUS_REGS;
+}
+
+/** Decode one NT_PRSTATUS descriptor; undefined when it is too short for the architecture. */
+export function parsePrstatus(arch: ArchName, cpu: number, desc: Uint8Array): CpuState | undefined {
+  const names = prstatusRegisterNames(arch);
+  if (desc.length < PR_REG + names.length * 8) return undefined;
+  const v = new DataView(desc.buffer, desc.byteOffset, desc.byteLength);
+  const registers = new Map<string, bigint>();
+  names.forEach((name, i) => registers.set(name, v.getBigUint64(PR_REG + i * 8, true)));
+  if (arch === "aarch64") {
+    // gdb's cpsr is 32 bits wide.
+    registers.set("cpsr", registers.get("cpsr")! & 0xffffffffn);
+  }
+  return { cpu, pid: v.getInt32(PR_PID, true), registers };
+}
+
+/** Control registers and segment bases from QEMU's x86_64 "QEMU" note (QEMUCPUState). */
+export interface QemuCpuState {
+  cr0: bigint;
+  cr2: bigint;
+  cr3: bigint;
+  cr4: bigint;
+  fsBase: bigint;
+  gsBase: bigint;
+  kernelGsBase?: bigint;
+}
+
+// QEMUCPUState: version u32, size u32, 16 GPRs + rip + rflags (18 x u64) = 8 + 144 = 152,
+// then 10 segments (cs ds es fs gs ss ldt tr gdt idt) of 24 bytes {selector, limit, flags, pad,
+// base}, then cr[5], then kernel_gs_base (version 1 notes of newer QEMU).
+const QEMU_SEGMENTS = 152;
+const QEMU_SEGMENT_SIZE = 24;
+const QEMU_CR = QEMU_SEGMENTS + 10 * QEMU_SEGMENT_SIZE;
+
+/** Decode QEMU's x86_64 CPU note; undefined if it is not one. */
+export function parseQemuCpuState(desc: Uint8Array): QemuCpuState | undefined {
+  if (desc.length < QEMU_CR + 5 * 8) return undefined;
+  const v = new DataView(desc.buffer, desc.byteOffset, desc.byteLength);
+  const size = v.getUint32(4, true);
+  if (size > desc.length || size < QEMU_CR + 5 * 8) return undefined;
+  const segBase = (i: number) => v.getBigUint64(QEMU_SEGMENTS + i * QEMU_SEGMENT_SIZE + 16, true);
+  const cr = (i: number) => v.getBigUint64(QEMU_CR + i * 8, true);
+  const state: QemuCpuState = {
+    cr0: cr(0),
+    cr2: cr(2),
+    cr3: cr(3),
+    cr4: cr(4),
+    fsBase: segBase(3),
+    gsBase: segBase(4),
+  };
+  if (size >= QEMU_CR + 6 * 8) state.kernelGsBase = v.getBigUint64(QEMU_CR + 40, true);
+  return state;
+}

@@ -1,0 +1,239 @@
+/**
+ * A kernel's view of a dump: its page tables, KASLR offset, symbols, types and per-CPU tasks.
+ * Shared by the kernel, tasks and process targets.
+ *
+ * @module
+ */
+
+import type { DumpReader } from "./dump.ts";
+import { PhysicalMemory, type PhysicalMemoryOptions } from "./physical_memory.ts";
+import { type LinearRange, type PageTableWalker, VirtualMemory } from "./paging.ts";
+import {
+  findDirectMapBase,
+  START_KERNEL_MAP,
+  X86_64Walker,
+  x86LinearRanges,
+  x86PagingInfo,
+} from "./paging_x86_64.ts";
+import { arm64LinearRanges, arm64PagingInfo, Arm64Walker } from "./paging_aarch64.ts";
+import { Vmlinux } from "./vmlinux.ts";
+import { Btf } from "./btf.ts";
+import { errorText } from "./file_source.ts";
+
+/** Options for building the kernel view. */
+export interface KernelOptions extends PhysicalMemoryOptions {
+  /** Path of the matching vmlinux (symbols, types, and gdb's symbol file). */
+  vmlinux?: string;
+}
+
+/** What ran on one CPU when the dump was taken. */
+export interface CpuTask {
+  cpu: number;
+  /** Address of the task_struct, when known. */
+  task?: bigint;
+  pid?: number;
+  comm?: string;
+}
+
+/** Physical pages are never above 2^52: keeps the page-walk math in doubles. */
+const KERNEL_HALF = 0xffff000000000000n;
+
+/** The dumped kernel. */
+export class Kernel {
+  readonly dump: DumpReader;
+  readonly phys: PhysicalMemory;
+  /** Kernel virtual memory (undefined when the dump lacks what translation needs). */
+  readonly memory?: VirtualMemory;
+  readonly vmlinux?: Vmlinux;
+  readonly btf?: Btf;
+  /** KASLR offset of kernel text (VMCOREINFO KERNELOFFSET), 0 when not randomized. */
+  readonly kaslrOffset: bigint;
+  /** Where type information came from, for the banner. */
+  readonly typeSource: string;
+  readonly warnings: string[] = [];
+  /** Per-CPU running task. */
+  readonly cpuTasks: CpuTask[];
+  /** The CPU that panicked, when it can be told. */
+  readonly panicCpu?: number;
+  /** Direct map base (x86_64 page_offset_base) or linear map start (arm64). */
+  readonly directMapBase?: bigint;
+
+  constructor(dump: DumpReader, options: KernelOptions = {}) {
+    this.dump = dump;
+    this.phys = new PhysicalMemory(dump, options);
+    const vmci = dump.vmcoreinfo;
+    this.kaslrOffset = vmci?.kernelOffset ?? 0n;
+    if (options.vmlinux) this.vmlinux = new Vmlinux(options.vmlinux);
+    this.#checkVmlinux();
+
+    let btf: Btf | undefined;
+    let typeSource = "none (give --vmlinux for task names)";
+    if (this.vmlinux) {
+      const bytes = this.vmlinux.sectionBytes(".BTF");
+      if (bytes) {
+        try {
+          btf = new Btf(bytes);
+          typeSource = `BTF of ${this.vmlinux.path}`;
+        } catch (e) {
+          this.warnings.push(`${this.vmlinux.path}: .BTF: ${errorText(e)}`);
+        }
+      } else typeSource = "none: the vmlinux has no .BTF section";
+    }
+    this.btf = btf;
+    this.typeSource = typeSource;
+
+    const physTop = dump.maxPfn * dump.pageSize;
+    const image = this.vmlinux ? this.#relocatedImage() : undefined;
+    let walker: PageTableWalker | undefined;
+    let linear: LinearRange[] = [];
+    if (dump.arch === "x86_64") {
+      const info = vmci ? x86PagingInfo(vmci) : undefined;
+      let root = info?.root;
+      let levels = info?.levels ?? 4;
+      const sme = info?.smeMask ?? 0n;
+      if (root === undefined && dump.qemuCpus.length) {
+        // No VMCOREINFO: QEMU's note still has CR3 (the kernel half is shared by every mm).
+        const cr = dump.qemuCpus[0];
+        root = Number(cr.cr3 & 0x000ffffffffff000n & ~sme);
+        levels = (cr.cr4 & (1n << 12n)) !== 0n ? 5 : 4;
+        this.warnings.push("no VMCOREINFO: page tables taken from CPU 0's CR3");
+      }
+      if (root !== undefined) {
+        const w = new X86_64Walker(this.phys, root, levels, sme);
+        walker = w;
+        let pob = this.#readSymbolU64("page_offset_base", w);
+        if (pob === undefined || pob < KERNEL_HALF) pob = findDirectMapBase(w, levels);
+        this.directMapBase = pob;
+        linear = x86LinearRanges(
+          pob,
+          physTop,
+          image && info ? { ...image, physBase: info.physBase } : undefined,
+        );
+      }
+    } else {
+      const info = vmci ? arm64PagingInfo(vmci) : undefined;
+      if (info) {
+        walker = new Arm64Walker(this.phys, info.root, info.vaBits, info.granule);
+        linear = arm64LinearRanges(info, physTop, image);
+        this.directMapBase = linear.find((r) => r.name === "linear map")?.start;
+      }
+    }
+    if (walker) this.memory = new VirtualMemory(this.phys, walker, linear);
+    else {
+      this.warnings.push(
+        "cannot translate kernel addresses (no VMCOREINFO page-table facts): physical only",
+      );
+    }
+    this.panicCpu = this.#findPanicCpu();
+    this.cpuTasks = dump.cpus.map((c) => this.#cpuTask(c.cpu));
+  }
+
+  /** Kernel release (VMCOREINFO OSRELEASE, else the kdump header's utsname). */
+  get release(): string | undefined {
+    const r = this.dump.vmcoreinfo?.osRelease;
+    if (r) return r;
+    return (this.dump as { release?: string }).release;
+  }
+
+  /** Runtime address of a kernel symbol (vmlinux symbol table + KASLR, else VMCOREINFO). */
+  symbol(name: string): bigint | undefined {
+    const v = this.vmlinux?.symbol(name);
+    if (v !== undefined) return v >= KERNEL_HALF ? v + this.kaslrOffset : v;
+    return this.dump.vmcoreinfo?.symbol(name);
+  }
+
+  /** Address of a per-CPU variable for one CPU. */
+  perCpu(name: string, cpu: number): bigint | undefined {
+    const base = this.symbol(name);
+    const offsets = this.symbol("__per_cpu_offset");
+    if (base === undefined || offsets === undefined || !this.memory) return undefined;
+    const off = this.memory.readU64(offsets + BigInt(cpu) * 8n);
+    if (off === undefined) return undefined;
+    return (base + off) & 0xffffffffffffffffn;
+  }
+
+  /** Read a kernel u32 (little-endian). */
+  readU32(vaddr: bigint): number | undefined {
+    const buf = new Uint8Array(4);
+    if (!this.memory || this.memory.read(vaddr, buf).bytes !== 4) return undefined;
+    return new DataView(buf.buffer).getUint32(0, true);
+  }
+
+  /** Text segment address for gdb's qOffsets: the vmlinux's first PT_LOAD + KASLR offset. */
+  textSegment(): bigint | undefined {
+    return this.vmlinux ? this.vmlinux.firstLoadAddress + this.kaslrOffset : undefined;
+  }
+
+  close(): void {
+    this.vmlinux?.close();
+    this.dump.close();
+  }
+
+  #relocatedImage(): { start: bigint; end: bigint } | undefined {
+    const ext = this.vmlinux!.imageExtent;
+    if (ext.end <= ext.start) return undefined;
+    return { start: ext.start + this.kaslrOffset, end: ext.end + this.kaslrOffset };
+  }
+
+  #checkVmlinux(): void {
+    const v = this.vmlinux;
+    const vmci = this.dump.vmcoreinfo;
+    if (!v || !vmci) return;
+    const want = vmci.buildId?.toLowerCase();
+    if (want && v.buildId && !v.buildId.startsWith(want) && !want.startsWith(v.buildId)) {
+      this.warnings.push(
+        `${v.path}: build-id ${v.buildId} differs from the dump's ${want}: symbols will be wrong`,
+      );
+    }
+    const release = vmci.osRelease;
+    const banner = v.banner();
+    if (release && banner && !banner.includes(` ${release} `)) {
+      this.warnings.push(`${v.path}: built for another release than the dump's ${release}`);
+    }
+  }
+
+  /** Read a pointer-sized kernel variable before `memory` exists (during construction). */
+  #readSymbolU64(name: string, walker: PageTableWalker): bigint | undefined {
+    const addr = this.symbol(name);
+    if (addr === undefined) return undefined;
+    const pa = walker.walk(addr).paddr;
+    return pa < 0 ? undefined : this.phys.readU64(pa);
+  }
+
+  #findPanicCpu(): number | undefined {
+    const addr = this.symbol("panic_cpu");
+    if (addr !== undefined) {
+      const v = this.readU32(addr);
+      if (v !== undefined && v < this.dump.cpus.length) return v;
+    }
+    const cur = (this.dump as { currentCpu?: number }).currentCpu;
+    // makedumpfile records the CPU that saved the dump; QEMU's kdump writer leaves it 0.
+    if (cur !== undefined && cur > 0 && cur < this.dump.cpus.length) return cur;
+    return undefined;
+  }
+
+  #cpuTask(cpu: number): CpuTask {
+    const out: CpuTask = { cpu };
+    const btf = this.btf;
+    const mem = this.memory;
+    if (!btf || !mem) {
+      const pid = this.dump.cpus[cpu]?.pid;
+      // The kernel's own kdump writes the Linux pid; QEMU writes the vCPU number + 1.
+      if (pid !== undefined && this.dump.qemuCpus.length === 0) out.pid = pid;
+      return out;
+    }
+    const rq = this.perCpu("runqueues", cpu);
+    const curr = btf.member("rq", "curr");
+    if (rq === undefined || !curr) return out;
+    const task = mem.readU64(rq + BigInt(curr.offset));
+    if (task === undefined || task === 0n) return out;
+    out.task = task;
+    const pid = btf.member("task_struct", "pid");
+    const comm = btf.member("task_struct", "comm");
+    if (pid) out.pid = this.readU32(task + BigInt(pid.offset));
+    if (comm) out.comm = mem.readCString(task + BigInt(comm.offset), comm.size);
+    return out;
+  }
+}
+
+export { START_KERNEL_MAP };

@@ -1,0 +1,179 @@
+/**
+ * Kernel mode: every CPU of the dump is a gdb thread with the registers the dump saved, and
+ * memory is kernel virtual memory.
+ *
+ * @module
+ */
+
+import type { MemoryRead, MonitorOutput, RegisterValues, Target, ThreadInfo } from "./target.ts";
+import type { Kernel } from "./kernel.ts";
+import { pageStatusText } from "./dump.ts";
+import { resolve } from "node:path";
+
+/** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
+const SIGTRAP = 5;
+
+/** Serves a dumped kernel with one thread per CPU. */
+export class KernelTarget implements Target {
+  readonly kernel: Kernel;
+  #threads: ThreadInfo[];
+  #scratch = new Uint8Array(0);
+
+  constructor(kernel: Kernel) {
+    this.kernel = kernel;
+    this.#threads = kernel.dump.cpus.map((c) => ({
+      id: c.cpu + 1,
+      name: cpuThreadName(kernel, c.cpu),
+      core: c.cpu,
+    }));
+  }
+
+  get arch() {
+    return this.kernel.dump.arch;
+  }
+
+  threads(): ThreadInfo[] {
+    return this.#threads;
+  }
+
+  stopThread(): number {
+    return (this.kernel.panicCpu ?? 0) + 1;
+  }
+
+  stopSignal(): number {
+    return SIGTRAP;
+  }
+
+  registers(threadId: number): RegisterValues {
+    return this.kernel.dump.cpus[threadId - 1]?.registers ?? new Map();
+  }
+
+  readMemory(address: bigint, length: number): MemoryRead {
+    if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
+    const out = this.#scratch.subarray(0, length);
+    const mem = this.kernel.memory;
+    if (!mem) {
+      // No page tables: serve physical addresses so the user can still look around.
+      const r = this.kernel.phys.read(Number(address), out);
+      return r.bytes === length
+        ? { data: out }
+        : { data: out.subarray(0, r.bytes), error: pageStatusText(r.status) };
+    }
+    const r = mem.read(address, out);
+    return r.error === undefined
+      ? { data: out }
+      : { data: out.subarray(0, r.bytes), error: r.error };
+  }
+
+  execFile(): string | undefined {
+    const p = this.kernel.vmlinux?.path;
+    return p === undefined ? undefined : resolve(p);
+  }
+
+  textSegment(): bigint | undefined {
+    return this.kernel.textSegment();
+  }
+
+  vmcoreinfo(): Uint8Array | undefined {
+    return this.kernel.dump.vmcoreinfo?.raw;
+  }
+
+  monitorHelp(): string[] {
+    return [
+      "sys                 kernel release, build-id, CPUs, panic CPU, KASLR, dump format",
+      "vtop ADDRESS        translate a kernel virtual address and show the physical page",
+      "cache               page cache statistics",
+    ];
+  }
+
+  monitor(command: string, out: MonitorOutput): boolean {
+    const [verb, ...args] = command.trim().split(/\s+/);
+    switch (verb) {
+      case "sys":
+        out(systemSummary(this.kernel).join("\n") + "\n");
+        return true;
+      case "vtop":
+        out(vtop(this.kernel, args[0]) + "\n");
+        return true;
+      case "cache": {
+        const c = this.kernel.phys.cache;
+        const tl = this.kernel.memory;
+        out(
+          `page cache: ${c.size} of ${c.capacity} pages (${(c.bytes / 1048576).toFixed(1)} MiB), ` +
+            `${c.hits} hits, ${c.misses} misses; page-table walks: ${tl?.walks ?? 0}\n`,
+        );
+        return true;
+      }
+    }
+    return false;
+  }
+}
+
+/** Thread name for a CPU: `CPU 1: crasher.sh (pid 105)`, `CPU 0: idle`, or `CPU 0`. */
+export function cpuThreadName(kernel: Kernel, cpu: number): string {
+  const t = kernel.cpuTasks[cpu];
+  const panicked = kernel.panicCpu === cpu ? " [panic]" : "";
+  if (!t || t.pid === undefined) return `CPU ${cpu}${panicked}`;
+  if (t.pid === 0) return `CPU ${cpu}: idle${panicked}`;
+  const comm = t.comm ?? "?";
+  return `CPU ${cpu}: ${comm} (pid ${t.pid})${panicked}`;
+}
+
+/** Lines describing the dumped system, for the banner and `monitor sys`. */
+export function systemSummary(kernel: Kernel): string[] {
+  const d = kernel.dump;
+  const vmci = d.vmcoreinfo;
+  const lines = [
+    `dump:        ${d.files.join(", ")}`,
+    `format:      ${d.format}, ${d.pageSize}-byte pages, ${d.arch}`,
+    `release:     ${kernel.release ?? "unknown"}`,
+    `build-id:    ${vmci?.buildId ?? "unknown"}`,
+    `CPUs:        ${d.cpus.length}` +
+    (kernel.panicCpu !== undefined ? `, panic on CPU ${kernel.panicCpu}` : ""),
+    `KASLR:       ${
+      vmci?.kernelOffset !== undefined
+        ? `kernel offset 0x${kernel.kaslrOffset.toString(16)}`
+        : "no KERNELOFFSET in VMCOREINFO"
+    }`,
+  ];
+  if (kernel.directMapBase !== undefined) {
+    lines.push(`direct map:  0x${kernel.directMapBase.toString(16)}`);
+  }
+  if (kernel.memory) lines.push(`translation: ${kernel.memory.walker.description}`);
+  const crash = vmci?.crashTime;
+  if (crash) lines.push(`crash time:  ${new Date(crash * 1000).toISOString()}`);
+  lines.push(`types:       ${kernel.typeSource}`);
+  for (const [k, v] of Object.entries(d.details)) lines.push(`${(k + ":").padEnd(13)}${v}`);
+  for (const w of [...d.warnings, ...kernel.warnings]) lines.push(`warning:     ${w}`);
+  return lines;
+}
+
+function vtop(kernel: Kernel, arg: string | undefined): string {
+  if (!arg) return "usage: vtop ADDRESS";
+  let addr: bigint;
+  try {
+    addr = BigInt(arg.startsWith("0x") ? arg : "0x" + arg);
+  } catch {
+    return `vtop: bad address "${arg}"`;
+  }
+  const mem = kernel.memory;
+  if (!mem) return "vtop: no page tables in this dump";
+  const fast = mem.linear.find((r) => addr >= r.start && addr < r.end);
+  const walked = mem.walker.walk(addr);
+  const lines = [`virtual  0x${addr.toString(16)}`];
+  if (walked.paddr < 0) lines.push(`walk:    ${walked.error}`);
+  else {
+    lines.push(
+      `walk:    physical 0x${walked.paddr.toString(16)} (${walked.mappingSize / 1024} KiB mapping)`,
+    );
+    const pfn = Math.floor(walked.paddr / kernel.dump.pageSize);
+    lines.push(
+      `page:    pfn 0x${pfn.toString(16)}, ${pageStatusText(kernel.phys.pageStatus(pfn))}`,
+    );
+  }
+  if (fast) {
+    const p = Number(addr - fast.start) + fast.physStart;
+    lines.push(`linear:  ${fast.name}, physical 0x${p.toString(16)}`);
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,166 @@
+/**
+ * Virtual memory of a dump: translation through the kernel's page tables, with exact fast paths
+ * and a bounded translation cache, and reads that span pages.
+ *
+ * Architecture modules (`paging_x86_64.ts`, `paging_aarch64.ts`) provide the page-table walk;
+ * this module is what the rest of the product uses.
+ *
+ * @module
+ */
+
+import type { PhysicalMemory } from "./physical_memory.ts";
+import { PageStatus } from "./dump.ts";
+
+/** Result of one page-table walk. */
+export interface WalkResult {
+  /** Physical address of the translated byte, or -1 when not mapped. */
+  paddr: number;
+  /** Size of the mapping that holds the address (4 KiB, 2 MiB, 1 GiB, …). */
+  mappingSize: number;
+  /** Why the walk failed (when paddr is -1). */
+  error?: string;
+}
+
+/** A page-table walker for one architecture and one root table. */
+export interface PageTableWalker {
+  /** Translate one virtual address by walking the tables. */
+  walk(vaddr: bigint): WalkResult;
+  /** Short description for banners, e.g. "x86_64 4-level paging, root 0x2c0a000". */
+  readonly description: string;
+}
+
+/** A virtual range translated by arithmetic alone (kernel image, direct map). */
+export interface LinearRange {
+  name: string;
+  start: bigint;
+  end: bigint;
+  /** paddr = vaddr - start + physStart */
+  physStart: number;
+}
+
+/** A failed or short virtual read. */
+export interface VirtRead {
+  /** Bytes read from the start address. */
+  bytes: number;
+  /** Why the read stopped early (undefined when complete). */
+  error?: string;
+}
+
+/** Translation cache bound (entries, one per 4 KiB virtual page). */
+const TLB_ENTRIES = 1 << 16;
+const TLB_SHIFT = 12n;
+
+/**
+ * Kernel (or process) virtual memory over a dump's physical memory.
+ *
+ * Lookup order on the hot path: linear fast ranges, the translation cache, then the walk.
+ */
+export class VirtualMemory {
+  readonly phys: PhysicalMemory;
+  readonly walker: PageTableWalker;
+  readonly linear: LinearRange[];
+  /** The last translation failure's reason. */
+  lastError = "";
+  /** Walks done (cache misses), for benchmarks. */
+  walks = 0;
+  // vpn (vaddr >> 12, fits in a double) → physical page address.
+  #tlb = new Map<number, number>();
+  /** A second view for addresses this one does not own (user view → kernel view). */
+  #fallback?: { view: VirtualMemory; owns: (vaddr: bigint) => boolean };
+
+  constructor(phys: PhysicalMemory, walker: PageTableWalker, linear: LinearRange[] = []) {
+    this.phys = phys;
+    this.walker = walker;
+    this.linear = linear;
+  }
+
+  /**
+   * Send addresses for which `owns` is false to `view` (a process view sends kernel addresses
+   * to the kernel's tables).
+   */
+  setFallback(view: VirtualMemory, owns: (vaddr: bigint) => boolean): void {
+    this.#fallback = { view, owns };
+  }
+
+  /** Physical address of `vaddr`, or -1 (reason in `lastError`). */
+  translate(vaddr: bigint): number {
+    const fb = this.#fallback;
+    if (fb !== undefined && !fb.owns(vaddr)) {
+      const p = fb.view.translate(vaddr);
+      if (p < 0) this.lastError = fb.view.lastError;
+      return p;
+    }
+    for (const r of this.linear) {
+      if (vaddr >= r.start && vaddr < r.end) return Number(vaddr - r.start) + r.physStart;
+    }
+    const vpn = Number(vaddr >> TLB_SHIFT);
+    const offset = Number(vaddr & 0xfffn);
+    const hit = this.#tlb.get(vpn);
+    if (hit !== undefined) return hit + offset;
+    return this.#walk(vaddr, vpn, offset);
+  }
+
+  /** Translate by walking the page tables only (no fast path, no cache): for tests. */
+  translateByWalk(vaddr: bigint): number {
+    const r = this.walker.walk(vaddr);
+    if (r.paddr < 0) this.lastError = r.error ?? "not mapped";
+    return r.paddr;
+  }
+
+  /**
+   * Read `out.length` bytes at `vaddr`, across pages and mappings. Returns the readable prefix
+   * length and, if short, why it stopped.
+   */
+  read(vaddr: bigint, out: Uint8Array): VirtRead {
+    let done = 0;
+    while (done < out.length) {
+      const va = vaddr + BigInt(done);
+      const inPage = Number(va & 0xfffn);
+      const n = Math.min(out.length - done, 4096 - inPage);
+      const pa = this.translate(va);
+      if (pa < 0) {
+        return { bytes: done, error: `0x${va.toString(16)}: ${this.lastError}` };
+      }
+      const r = this.phys.read(pa, out.subarray(done, done + n));
+      done += r.bytes;
+      if (r.status !== PageStatus.Present) {
+        return {
+          bytes: done,
+          error: `0x${(vaddr + BigInt(done)).toString(16)} (physical 0x${
+            r.stoppedAt.toString(16)
+          }): ${this.phys.describe(r.status)}`,
+        };
+      }
+    }
+    return { bytes: done };
+  }
+
+  /** A little-endian u64 at `vaddr`, or undefined. */
+  readU64(vaddr: bigint): bigint | undefined {
+    const buf = new Uint8Array(8);
+    if (this.read(vaddr, buf).bytes !== 8) return undefined;
+    return new DataView(buf.buffer).getBigUint64(0, true);
+  }
+
+  /** A NUL-terminated string at `vaddr` (at most `max` bytes). */
+  readCString(vaddr: bigint, max = 256): string | undefined {
+    const buf = new Uint8Array(max);
+    const r = this.read(vaddr, buf);
+    if (r.bytes === 0) return undefined;
+    let end = buf.indexOf(0);
+    if (end < 0 || end > r.bytes) end = r.bytes;
+    return new TextDecoder().decode(buf.subarray(0, end));
+  }
+
+  #walk(vaddr: bigint, vpn: number, offset: number): number {
+    this.walks++;
+    const r = this.walker.walk(vaddr);
+    if (r.paddr < 0) {
+      this.lastError = r.error ?? "not mapped";
+      return -1;
+    }
+    if (this.#tlb.size >= TLB_ENTRIES) this.#tlb.clear();
+    this.#tlb.set(vpn, r.paddr - offset);
+    return r.paddr;
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * What a debug target can do, as the RSP server sees it.
+ *
+ * The server never knows where memory or registers come from (a dump file today, a live QEMU guest
+ * later): it only talks to this interface. Required members cover what every gdb session needs;
+ * optional members are capabilities a target opts into, and the server advertises only what the
+ * target offers.
+ *
+ * @module
+ */
+
+/** Architectures the server can describe to gdb. */
+export type ArchName = "x86_64" | "aarch64";
+
+/** One gdb thread: a CPU in kernel mode, a task in tasks mode, a thread in process mode. */
+export interface ThreadInfo {
+  /** Thread id as gdb sees it: positive, unique, stable for the session. */
+  id: number;
+  /** Short name shown by `info threads`, e.g. `CPU 1: crasher.sh (pid 105)`. */
+  name: string;
+  /** Longer text for qThreadExtraInfo; defaults to `name`. */
+  extra?: string;
+  /** CPU the thread ran on, when known. */
+  core?: number;
+}
+
+/**
+ * Register values by gdb register name (`rip`, `rsp`, `fs_base`, `x29`, `pc`, `cpsr`, …).
+ * A register absent from the map is sent to gdb as unavailable.
+ */
+export type RegisterValues = ReadonlyMap<string, bigint>;
+
+/** Result of a memory read: the readable prefix, and why it stopped if it is short. */
+export interface MemoryRead {
+  /** Bytes read from the start address; may be shorter than asked. */
+  data: Uint8Array;
+  /** Why the read stopped early (absent when complete), e.g. "page excluded from the dump". */
+  error?: string;
+}
+
+/** Text output sink for monitor commands: each call becomes one or more `O` packets. */
+export type MonitorOutput = (text: string) => void;
+
+/** A target the RSP server can serve. */
+export interface Target {
+  /** Architecture, which selects the register layout and target description. */
+  readonly arch: ArchName;
+  /** Threads in gdb order; the list is fixed for the life of a session. */
+  threads(): ThreadInfo[];
+  /** Thread to report in the initial stop reply (`?`), e.g. the CPU that panicked. */
+  stopThread(): number;
+  /** Signal number for the stop reply (gdb numbering; 11 = SIGSEGV for a crash, 5 = SIGTRAP). */
+  stopSignal(): number;
+  /** Saved registers of one thread. */
+  registers(threadId: number): RegisterValues;
+  /**
+   * Read memory at a target address (kernel virtual by default). Must never throw for an
+   * unreadable address: report it through `MemoryRead.error` instead.
+   */
+  readMemory(address: bigint, length: number): MemoryRead;
+
+  /** Path of the executable gdb should load (qXfer:exec-file:read), e.g. `--vmlinux`. */
+  execFile?(): string | undefined;
+  /** Absolute address for qOffsets' `TextSeg=` (first PT_LOAD of the symbol file + KASLR offset). */
+  textSegment?(): bigint | undefined;
+  /** Raw VMCOREINFO note text, for `qlinux.vmcoreinfo` and `qXfer:vmcoreinfo:read`. */
+  vmcoreinfo?(): Uint8Array | undefined;
+  /** Auxiliary vector of a process target (qXfer:auxv:read). */
+  auxv?(): Uint8Array | undefined;
+  /**
+   * Target-specific monitor commands. Return false when the command is unknown so the server can
+   * fall back to its own commands and then say it is unknown.
+   */
+  monitor?(command: string, out: MonitorOutput): boolean;
+  /** Lines of `monitor help` describing the target's own commands. */
+  monitorHelp?(): string[];
+}
