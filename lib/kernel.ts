@@ -35,8 +35,10 @@ export interface CpuTask {
   comm?: string;
 }
 
-/** Physical pages are never above 2^52: keeps the page-walk math in doubles. */
+/** Kernel image symbols lie above this; per-CPU symbols (x86_64) are small offsets below. */
 const KERNEL_HALF = 0xffff000000000000n;
+/** Lowest kernel address of x86_64 with 5-level paging (the direct map may start there). */
+const KERNEL_SPACE = 0xff00000000000000n;
 
 /** The dumped kernel. */
 export class Kernel {
@@ -102,7 +104,7 @@ export class Kernel {
         const w = new X86_64Walker(this.phys, root, levels, sme);
         walker = w;
         let pob = this.#readSymbolU64("page_offset_base", w);
-        if (pob === undefined || pob < KERNEL_HALF) pob = findDirectMapBase(w, levels);
+        if (pob === undefined || pob < KERNEL_SPACE) pob = findDirectMapBase(w, levels);
         this.directMapBase = pob;
         linear = x86LinearRanges(
           pob,

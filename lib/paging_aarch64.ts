@@ -20,7 +20,10 @@ export interface Arm64PagingInfo {
   granule: number;
   /** kimage_voffset: kernel image virtual minus physical. */
   kimageVoffset: bigint;
-  /** PHYS_OFFSET (memstart_addr): physical address of the linear map's start. */
+  /**
+   * PHYS_OFFSET (memstart_addr): the physical address the linear map's start stands for.
+   * Negative when KASLR moved the linear map (it is printed as a 64-bit hex value).
+   */
   physOffset: bigint;
   /** VA_BITS the kernel was built with (sizes the linear map). */
   configVaBits: number;
@@ -38,7 +41,7 @@ export function arm64PagingInfo(vmci: VmcoreInfo): Arm64PagingInfo | undefined {
     vaBits: t1sz !== undefined && t1sz > 0n ? 64 - Number(t1sz) : Number(vaBitsCfg),
     granule: vmci.pageSize ?? 4096,
     kimageVoffset: voff,
-    physOffset: vmci.number("PHYS_OFFSET") ?? 0n,
+    physOffset: BigInt.asIntN(64, vmci.number("PHYS_OFFSET") ?? 0n),
     configVaBits: Number(vaBitsCfg),
   };
 }
@@ -151,12 +154,14 @@ export function arm64LinearRanges(
     });
   }
   const pageOffset = (1n << 64n) - (1n << BigInt(info.configVaBits));
-  const physStart = Number(info.physOffset);
+  // __phys_to_virt(p) = (p - PHYS_OFFSET) | PAGE_OFFSET
+  const physStart = info.physOffset > 0n ? Number(info.physOffset) : 0;
   if (physTop > physStart) {
+    const start = pageOffset + BigInt(physStart) - info.physOffset;
     out.push({
       name: "linear map",
-      start: pageOffset,
-      end: pageOffset + BigInt(physTop - physStart),
+      start,
+      end: start + BigInt(physTop - physStart),
       physStart,
     });
   }

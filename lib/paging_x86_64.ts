@@ -59,6 +59,41 @@ export class X86_64Walker implements PageTableWalker {
       (smeMask ? `, SME mask 0x${smeMask.toString(16)}` : "");
   }
 
+  /**
+   * The lowest mapped virtual address at or above `start` (page-aligned), by descending the
+   * tables and skipping empty entries; undefined when nothing above is mapped.
+   */
+  firstMappedFrom(start: bigint): bigint | undefined {
+    const vaBits = this.#levels === 5 ? 57n : 48n;
+    const signExtend = (v: bigint) =>
+      (v & (1n << (vaBits - 1n))) !== 0n ? v | ~((1n << vaBits) - 1n) & 0xffffffffffffffffn : v;
+    const visit = (
+      table: number,
+      level: number,
+      base: bigint,
+      from: bigint,
+    ): bigint | undefined => {
+      const shift = 12n + 9n * BigInt(level - 1);
+      const first = base === (from & ~((1n << (shift + 9n)) - 1n))
+        ? Number((from >> shift) & 0x1ffn)
+        : 0;
+      for (let index = first; index < 512; index++) {
+        const entry = this.#phys.readU64(table + index * 8);
+        if (entry === undefined || (entry & PRESENT) === 0n) continue;
+        const va = base + (BigInt(index) << shift);
+        const leaf = level === 1 ||
+          ((level === 2 || level === 3) && (entry & PAGE_SIZE_BIT) !== 0n);
+        if (leaf) return va < from ? from & ~0xfffn : va;
+        const found = visit(Number(entry & this.#addrMask), level - 1, va, from);
+        if (found !== undefined) return found;
+      }
+      return undefined;
+    };
+    // Work on the address without its sign extension; put it back on the result.
+    const found = visit(this.#root, this.#levels, 0n, start & ((1n << vaBits) - 1n));
+    return found === undefined ? undefined : signExtend(found);
+  }
+
   walk(vaddr: bigint): WalkResult {
     // Canonical check: bits above the top level's index must copy the sign bit.
     const vaBits = this.#levels === 5 ? 57n : 48n;
@@ -94,32 +129,21 @@ export class X86_64Walker implements PageTableWalker {
   }
 }
 
-/** Direct-map start candidates: where KASLR's randomized region begins, 4- and 5-level. */
+/** Lowest possible direct-map start (KASLR randomizes upwards from here), 4- and 5-level. */
 const PAGE_OFFSET_BASE_L4 = 0xffff888000000000n;
 const PAGE_OFFSET_BASE_L5 = 0xff11000000000000n;
-const GIB = 1n << 30n;
 
 /**
- * Find the direct map's base (`page_offset_base`, randomized per boot) from the page tables:
- * the first 1 GiB-aligned address at or above the region's lowest possible start that maps
- * physical address 0. KASLR places the direct map first, on a 1 GiB boundary.
+ * Find the direct map's base (`page_offset_base`, randomized per boot) from the page tables
+ * alone: KASLR puts the direct map first in its region, and it starts by mapping physical
+ * address 0. So the first mapped address at or above the region's lowest start is the base,
+ * provided it translates to physical 0.
  */
 export function findDirectMapBase(walker: X86_64Walker, levels: 4 | 5): bigint | undefined {
   const start = levels === 5 ? PAGE_OFFSET_BASE_L5 : PAGE_OFFSET_BASE_L4;
-  const topShift = levels === 5 ? 48n : 39n;
-  const topSize = 1n << topShift;
-  // Scan top-level slots, then 1 GiB steps within present slots; bounded to 64 slots.
-  for (let slot = 0n; slot < 64n; slot++) {
-    const slotBase = start + slot * topSize;
-    const probe = walker.walk(slotBase);
-    if (probe.paddr < 0 && probe.error?.startsWith("non-canonical")) return undefined;
-    for (let va = slotBase; va < slotBase + topSize && va - slotBase < 512n * GIB; va += GIB) {
-      const r = walker.walk(va);
-      if (r.paddr === 0) return va;
-      if (r.paddr > 0) break; // this slot maps something else first: not the direct map start
-    }
-  }
-  return undefined;
+  const first = walker.firstMappedFrom(start);
+  if (first === undefined) return undefined;
+  return walker.walk(first).paddr === 0 ? first : undefined;
 }
 
 /** Exact linear ranges for x86_64: the direct map, and the kernel image when its extent is known. */
