@@ -1,0 +1,218 @@
+/**
+ * Page decompression for kdump (diskdump) files: one call per page, synchronous,
+ * output checked to be exactly one page.
+ *
+ * Each codec uses the fastest decoder measured on real kernel pages that also
+ * fails cleanly on damaged input (bench/codecs_bench.ts):
+ * - zlib: node:zlib inflateSync (kdump pages are zlib-wrapped, from compress2);
+ * - LZO1X: our own wasm decoder (lib/lzo1x.ts);
+ * - snappy: hysnappy (wasm), after checking the stream's length preamble;
+ * - zstd: @bokuweb/zstd-wasm, after checking the frame header's content size.
+ * Only zlib verifies a checksum; for the others a damaged page is caught only
+ * when the stream stops making sense or its length comes out wrong.
+ */
+
+import { inflateSync } from "node:zlib";
+import { snappyUncompressor } from "hysnappy";
+import { decompress as zstdDecompress, init as zstdInit } from "@bokuweb/zstd-wasm";
+import { LZO1X_ERRORS, lzo1xDecompress } from "./lzo1x.ts";
+
+/** Page compression methods found in kdump page descriptors. */
+export type PageCodec = "raw" | "zlib" | "lzo" | "snappy" | "zstd";
+
+// page_desc.flags values (makedumpfile's DUMP_DH_COMPRESSED_*).
+const FLAG_ZLIB = 0x1;
+const FLAG_LZO = 0x2;
+const FLAG_SNAPPY = 0x4;
+const FLAG_ZSTD = 0x20;
+
+/** page_desc.flags bits: zlib 0x1, LZO 0x2, snappy 0x4, zstd 0x20; 0 = stored raw. */
+export function codecFromFlags(flags: number): PageCodec | undefined {
+  switch (flags) {
+    case 0:
+      return "raw";
+    case FLAG_ZLIB:
+      return "zlib";
+    case FLAG_LZO:
+      return "lzo";
+    case FLAG_SNAPPY:
+      return "snappy";
+    case FLAG_ZSTD:
+      return "zstd";
+    default:
+      return undefined; // unknown or several bits: no way to decode it
+  }
+}
+
+/** Thrown when compressed data is damaged or does not decode to exactly out.length bytes. */
+export class CodecError extends Error {
+  override name = "CodecError";
+}
+
+/** The smallest and largest page sizes a kdump file can declare. */
+const MIN_PAGE = 4096;
+const MAX_PAGE = 65536;
+
+/**
+ * No codec here expands a page by more than a few percent, so a longer input
+ * is damage (a bad page_desc size); refusing it also keeps the wasm decoders
+ * from growing their memory to hold it.
+ */
+function maxCompressedLength(pageSize: number): number {
+  return 2 * pageSize + 4096;
+}
+
+/**
+ * Decode `src` into `out`, which must come out exactly full (out.length = page size, 4 KiB..64 KiB).
+ * Throws CodecError otherwise. Must never hang, never read/write out of bounds, on any input.
+ */
+export function decompressPage(codec: PageCodec, src: Uint8Array, out: Uint8Array): void {
+  if (out.length < MIN_PAGE || out.length > MAX_PAGE) {
+    throw new CodecError(`page size ${out.length} is outside ${MIN_PAGE}..${MAX_PAGE}`);
+  }
+  switch (codec) {
+    case "raw":
+      if (src.length !== out.length) {
+        throw new CodecError(`raw page is ${src.length} bytes, expected ${out.length}`);
+      }
+      out.set(src);
+      return;
+    case "zlib":
+      checkInputLength(codec, src, out);
+      return decodeZlib(src, out);
+    case "lzo":
+      checkInputLength(codec, src, out);
+      return decodeLzo(src, out);
+    case "snappy":
+      checkInputLength(codec, src, out);
+      return decodeSnappy(src, out);
+    case "zstd":
+      checkInputLength(codec, src, out);
+      return decodeZstd(src, out);
+    default:
+      throw new CodecError(`unknown page codec ${String(codec)}`);
+  }
+}
+
+function checkInputLength(codec: string, src: Uint8Array, out: Uint8Array): void {
+  if (src.length > maxCompressedLength(out.length)) {
+    throw new CodecError(
+      `${codec} page of ${src.length} bytes is too long for a ${out.length}-byte page`,
+    );
+  }
+}
+
+function wrongLength(codec: string, got: number, want: number): CodecError {
+  return new CodecError(`${codec} page decodes to ${got} bytes, expected ${want}`);
+}
+
+function decodeZlib(src: Uint8Array, out: Uint8Array): void {
+  let data: Uint8Array;
+  try {
+    // maxOutputLength stops a page that inflates to more than a page early.
+    data = inflateSync(src, { maxOutputLength: out.length });
+  } catch (e) {
+    throw new CodecError(`zlib page is damaged: ${(e as Error).message}`, { cause: e });
+  }
+  if (data.length !== out.length) throw wrongLength("zlib", data.length, out.length);
+  out.set(data);
+}
+
+function decodeLzo(src: Uint8Array, out: Uint8Array): void {
+  const n = lzo1xDecompress(src, out);
+  if (n < 0) throw new CodecError(`LZO page is damaged: ${LZO1X_ERRORS[n] ?? `error ${n}`}`);
+  if (n !== out.length) throw wrongLength("LZO", n, out.length);
+}
+
+// One decoder instance for the process: hysnappy's snappyUncompress would
+// instantiate its wasm module on every call.
+const snappyUncompress = snappyUncompressor();
+
+/**
+ * Reads the snappy preamble (the uncompressed length as a little-endian
+ * base-128 varint); returns [length, preamble size], or undefined if damaged.
+ */
+function snappyPreamble(src: Uint8Array): [number, number] | undefined {
+  let len = 0;
+  for (let i = 0; i < 5 && i < src.length; i++) {
+    const b = src[i];
+    len += (b & 0x7f) * 2 ** (7 * i);
+    if (b < 0x80) return [len, i + 1];
+  }
+  return undefined;
+}
+
+function decodeSnappy(src: Uint8Array, out: Uint8Array): void {
+  // hysnappy decodes as many bytes as the preamble announces into a buffer
+  // sized by its caller's length, so the preamble must be checked first.
+  const pre = snappyPreamble(src);
+  if (pre === undefined) throw new CodecError("snappy page has a damaged length preamble");
+  if (pre[0] !== out.length) throw wrongLength("snappy", pre[0], out.length);
+  let data: Uint8Array;
+  try {
+    data = snappyUncompress(src, out.length);
+  } catch (e) {
+    throw new CodecError(`snappy page is damaged: ${(e as Error).message}`, { cause: e });
+  }
+  if (data.length !== out.length) throw wrongLength("snappy", data.length, out.length);
+  out.set(data);
+}
+
+// The package loads its wasm from its own directory in node_modules, which
+// needs read permission; without it only zstd pages fail, not the import.
+let zstdLoadError: Error | undefined;
+try {
+  await zstdInit();
+} catch (e) {
+  zstdLoadError = e as Error;
+}
+
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/**
+ * Parses a zstd frame header just far enough to return its content size:
+ * a number, undefined when the frame does not record it, or null when the
+ * header is damaged (bad magic, reserved bit set, or cut short).
+ */
+function zstdContentSize(src: Uint8Array): number | undefined | null {
+  if (src.length < 5) return null;
+  const magic = (src[0] | (src[1] << 8) | (src[2] << 16) | (src[3] << 24)) >>> 0;
+  if (magic !== ZSTD_MAGIC) return null;
+  const fhd = src[4];
+  if (fhd & 0x08) return null; // reserved bit
+  const singleSegment = (fhd >> 5) & 1;
+  const fcsFlag = fhd >> 6;
+  const dictIdSize = [0, 1, 2, 4][fhd & 3];
+  const fcsSize = fcsFlag === 0 ? singleSegment : 1 << fcsFlag; // 0/1, 2, 4, 8 bytes
+  const at = 5 + (singleSegment ? 0 : 1) + dictIdSize; // after the window descriptor and dict id
+  if (src.length < at + fcsSize) return null;
+  let size = 0;
+  for (let i = fcsSize - 1; i >= 0; i--) size = size * 256 + src[at + i];
+  if (fcsSize === 0) return undefined;
+  return fcsSize === 2 ? size + 256 : size;
+}
+
+function decodeZstd(src: Uint8Array, out: Uint8Array): void {
+  if (zstdLoadError) {
+    throw new CodecError(`zstd decoder failed to load: ${zstdLoadError.message}`, {
+      cause: zstdLoadError,
+    });
+  }
+  // The library mallocs the frame's declared content size inside its wasm
+  // heap and decodes into it; a damaged or huge size would make that fail
+  // badly, so only frames that declare exactly one page (or nothing, then
+  // bounded to one page) reach it.
+  const declared = zstdContentSize(src);
+  if (declared === null) throw new CodecError("zstd page has a damaged frame header");
+  if (declared !== undefined && declared !== out.length) {
+    throw wrongLength("zstd", declared, out.length);
+  }
+  let data: Uint8Array;
+  try {
+    data = zstdDecompress(src, { defaultHeapSize: out.length });
+  } catch (e) {
+    throw new CodecError(`zstd page is damaged: ${(e as Error).message}`, { cause: e });
+  }
+  if (data.length !== out.length) throw wrongLength("zstd", data.length, out.length);
+  out.set(data);
+}
