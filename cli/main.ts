@@ -95,8 +95,7 @@ async function main(argv: string[]): Promise<number> {
   const pipe = `target remote | ${selfCommand()} ${pipeArgs}`;
 
   if (opts.stdio) {
-    log("gdb commands (pipe mode; the server is already speaking on stdin/stdout):");
-    if (!opts.vmlinux) log(`  ${fileLine}`);
+    if (!opts.vmlinux) log(`symbols: ${fileLine}`);
     await serveStdio(target, { debug: opts.debug, log });
     kernel.close();
     return 0;

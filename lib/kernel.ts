@@ -19,6 +19,7 @@ import { arm64LinearRanges, arm64PagingInfo, Arm64Walker } from "./paging_aarch6
 import { Vmlinux } from "./vmlinux.ts";
 import { Btf } from "./btf.ts";
 import { errorText } from "./file_source.ts";
+import { readKallsyms } from "./kallsyms.ts";
 
 /** Options for building the kernel view. */
 export interface KernelOptions extends PhysicalMemoryOptions {
@@ -47,11 +48,11 @@ export class Kernel {
   /** Kernel virtual memory (undefined when the dump lacks what translation needs). */
   readonly memory?: VirtualMemory;
   readonly vmlinux?: Vmlinux;
-  readonly btf?: Btf;
+  btf?: Btf;
   /** KASLR offset of kernel text (VMCOREINFO KERNELOFFSET), 0 when not randomized. */
   readonly kaslrOffset: bigint;
   /** Where type information came from, for the banner. */
-  readonly typeSource: string;
+  typeSource: string;
   readonly warnings: string[] = [];
   /** Per-CPU running task. */
   readonly cpuTasks: CpuTask[];
@@ -121,7 +122,8 @@ export class Kernel {
       }
     }
     if (walker) this.memory = new VirtualMemory(this.phys, walker, linear);
-    else {
+    if (walker && !this.btf && !this.vmlinux) this.#btfFromDump();
+    if (!walker) {
       this.warnings.push(
         "cannot translate kernel addresses (no VMCOREINFO page-table facts): physical only",
       );
@@ -139,10 +141,25 @@ export class Kernel {
 
   /** Runtime address of a kernel symbol (vmlinux symbol table + KASLR, else VMCOREINFO). */
   symbol(name: string): bigint | undefined {
-    const v = this.vmlinux?.symbol(name);
-    if (v !== undefined) return v >= KERNEL_HALF ? v + this.kaslrOffset : v;
-    return this.dump.vmcoreinfo?.symbol(name);
+    if (this.vmlinux) {
+      const v = this.vmlinux.symbol(name);
+      if (v !== undefined) return v >= KERNEL_HALF ? v + this.kaslrOffset : v;
+      return this.dump.vmcoreinfo?.symbol(name);
+    }
+    return this.dump.vmcoreinfo?.symbol(name) ?? this.kallsyms()?.get(name);
   }
+
+  /** The dump's own kallsyms (runtime addresses), decoded on first use; undefined if absent. */
+  kallsyms(): Map<string, bigint> | undefined {
+    // Not before the page tables are set up (reading it needs kernel virtual memory).
+    if (this.#kallsyms === undefined && this.memory) {
+      const vmci = this.dump.vmcoreinfo;
+      this.#kallsyms = (vmci && readKallsyms(this.memory, vmci, this.dump.arch)) || null;
+    }
+    return this.#kallsyms ?? undefined;
+  }
+
+  #kallsyms?: Map<string, bigint> | null;
 
   /** Address of a per-CPU variable for one CPU. */
   perCpu(name: string, cpu: number): bigint | undefined {
@@ -175,6 +192,32 @@ export class Kernel {
     const ext = this.vmlinux!.imageExtent;
     if (ext.end <= ext.start) return undefined;
     return { start: ext.start + this.kaslrOffset, end: ext.end + this.kaslrOffset };
+  }
+
+  /** Types without a vmlinux: the kernel's own BTF (/sys/kernel/btf/vmlinux) in the dump. */
+  #btfFromDump(): void {
+    const start = this.kallsyms()?.get("__start_BTF");
+    const stop = this.kallsyms()?.get("__stop_BTF");
+    if (start === undefined || stop === undefined || stop <= start) {
+      this.typeSource = this.kallsyms()
+        ? "none: no vmlinux given, and the dump's kallsyms lacks data symbols (KALLSYMS_ALL off)"
+        : "none: no vmlinux given, and no kallsyms in the dump's VMCOREINFO";
+      return;
+    }
+    const size = Number(stop - start);
+    if (size > 64 * 1024 * 1024) return;
+    const bytes = new Uint8Array(size);
+    const r = this.memory!.read(start, bytes);
+    if (r.error) {
+      this.warnings.push(`the kernel's BTF is not readable in the dump: ${r.error}`);
+      return;
+    }
+    try {
+      this.btf = new Btf(bytes);
+      this.typeSource = "BTF and kallsyms found in the dump (no vmlinux)";
+    } catch (e) {
+      this.warnings.push(`the kernel's BTF in the dump: ${errorText(e)}`);
+    }
   }
 
   #checkVmlinux(): void {
@@ -221,7 +264,9 @@ export class Kernel {
     if (!btf || !mem) {
       const pid = this.dump.cpus[cpu]?.pid;
       // The kernel's own kdump writes the Linux pid; QEMU writes the vCPU number + 1.
-      if (pid !== undefined && this.dump.qemuCpus.length === 0) out.pid = pid;
+      const qemuNumbering = this.dump.qemuCpus.length > 0 ||
+        this.dump.cpus.every((c, i) => c.pid === i + 1);
+      if (pid !== undefined && !qemuNumbering) out.pid = pid;
       return out;
     }
     const rq = this.perCpu("runqueues", cpu);

@@ -124,27 +124,27 @@ export function systemSummary(kernel: Kernel): string[] {
   const d = kernel.dump;
   const vmci = d.vmcoreinfo;
   const lines = [
-    `dump:        ${d.files.join(", ")}`,
-    `format:      ${d.format}, ${d.pageSize}-byte pages, ${d.arch}`,
-    `release:     ${kernel.release ?? "unknown"}`,
-    `build-id:    ${vmci?.buildId ?? "unknown"}`,
-    `CPUs:        ${d.cpus.length}` +
+    `dump:         ${d.files.join(", ")}`,
+    `format:       ${d.format}, ${d.pageSize}-byte pages, ${d.arch}`,
+    `release:      ${kernel.release ?? "unknown"}`,
+    `build-id:     ${vmci?.buildId ?? "unknown"}`,
+    `CPUs:         ${d.cpus.length}` +
     (kernel.panicCpu !== undefined ? `, panic on CPU ${kernel.panicCpu}` : ""),
-    `KASLR:       ${
+    `KASLR:        ${
       vmci?.kernelOffset !== undefined
         ? `kernel offset 0x${kernel.kaslrOffset.toString(16)}`
         : "no KERNELOFFSET in VMCOREINFO"
     }`,
   ];
   if (kernel.directMapBase !== undefined) {
-    lines.push(`direct map:  0x${kernel.directMapBase.toString(16)}`);
+    lines.push(`direct map:   0x${kernel.directMapBase.toString(16)}`);
   }
-  if (kernel.memory) lines.push(`translation: ${kernel.memory.walker.description}`);
+  if (kernel.memory) lines.push(`translation:  ${kernel.memory.walker.description}`);
   const crash = vmci?.crashTime;
-  if (crash) lines.push(`crash time:  ${new Date(crash * 1000).toISOString()}`);
-  lines.push(`types:       ${kernel.typeSource}`);
-  for (const [k, v] of Object.entries(d.details)) lines.push(`${(k + ":").padEnd(13)}${v}`);
-  for (const w of [...d.warnings, ...kernel.warnings]) lines.push(`warning:     ${w}`);
+  if (crash) lines.push(`crash time:   ${new Date(crash * 1000).toISOString()}`);
+  lines.push(`types:        ${kernel.typeSource}`);
+  for (const [k, v] of Object.entries(d.details)) lines.push(`${(k + ":").padEnd(13)} ${v}`);
+  for (const w of [...d.warnings, ...kernel.warnings]) lines.push(`warning:      ${w}`);
   return lines;
 }
 
@@ -152,7 +152,8 @@ function vtop(kernel: Kernel, arg: string | undefined): string {
   if (!arg) return "usage: vtop ADDRESS";
   let addr: bigint;
   try {
-    addr = BigInt(arg.startsWith("0x") ? arg : "0x" + arg);
+    // Like gdb: 0x… is hex, plain digits are decimal.
+    addr = BigInt(arg);
   } catch {
     return `vtop: bad address "${arg}"`;
   }

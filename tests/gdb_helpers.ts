@@ -1,0 +1,102 @@
+/**
+ * Running real gdb against our server, for end-to-end tests.
+ */
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** The server command line (for `target remote | …` and for spawning). */
+export const SERVER = [
+  "deno",
+  "run",
+  "--allow-read",
+  "--allow-net",
+  "--allow-env",
+  `${ROOT}cli/main.ts`,
+];
+
+/** Output of one gdb run. */
+export interface GdbRun {
+  out: string;
+  code: number;
+}
+
+/** Run gdb in batch mode with `-ex` commands; bounded in time. */
+export async function runGdb(
+  commands: string[],
+  options: { gdb?: string; timeoutMs?: number; pre?: string[] } = {},
+): Promise<GdbRun> {
+  const args = ["-nx", "-batch", ...(options.pre ?? [])];
+  for (const c of commands) args.push("-ex", c);
+  const cmd = new Deno.Command(options.gdb ?? "gdb", {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(options.timeoutMs ?? 120_000),
+  });
+  const r = await cmd.output();
+  const dec = new TextDecoder();
+  return { out: dec.decode(r.stdout) + dec.decode(r.stderr), code: r.code };
+}
+
+/** `target remote | …` for pipe mode. */
+export function pipeTarget(args: string[]): string {
+  return `target remote | ${[...SERVER, "--stdio", ...args].join(" ")}`;
+}
+
+/** A TCP server process started for a test. */
+export interface ServerProcess {
+  port: number;
+  /** Everything the server printed on stderr so far. */
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** Start the server on an ephemeral port and wait for its "listening" line. */
+export async function startServer(args: string[]): Promise<ServerProcess> {
+  const child = new Deno.Command(SERVER[0], {
+    args: [...SERVER.slice(1), "--port", "0", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const reader = child.stderr.getReader();
+  const dec = new TextDecoder();
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      text += dec.decode(value);
+    }
+  })();
+  const deadline = Date.now() + 60_000;
+  let port = 0;
+  while (Date.now() < deadline) {
+    const m = text.match(/listening on [^\s]+:(\d+)/);
+    if (m) {
+      port = Number(m[1]);
+      break;
+    }
+    const status = await Promise.race([
+      child.status,
+      new Promise((r) => setTimeout(r, 50, undefined)),
+    ]);
+    if (status) throw new Error(`server exited: ${text}`);
+  }
+  if (!port) {
+    child.kill();
+    throw new Error(`server did not start: ${text}`);
+  }
+  return {
+    port,
+    stderr: () => text,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+      await pump.catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,181 @@
+// Real gdb, real kernel, real dumps: the product's main job, over TCP and over a pipe.
+import assert from "node:assert/strict";
+import { big, boot, hasBoot } from "./fixtures.ts";
+import { pipeTarget, runGdb, SERVER, startServer } from "./gdb_helpers.ts";
+
+const B = boot("x86_64-6.1");
+const E = B.expected;
+const crashed = E.cpus.find((c: { cpu: number }) => c.cpu === E.crashed_cpu);
+
+/** Checks every session makes: threads, the panic backtrace, kernel data, registers. */
+function assertKernelSession(out: string, label: string) {
+  for (const cpu of E.cpus) {
+    const name = cpu.pid === 0
+      ? `CPU ${cpu.cpu}: idle`
+      : `CPU ${cpu.cpu}: ${cpu.comm} (pid ${cpu.pid})`;
+    assert.ok(out.includes(name), `${label}: thread name ${name}\n${out}`);
+  }
+  // The panicking CPU's thread is selected, and its backtrace shows the crash path.
+  assert.match(out, new RegExp(`\\* ${E.crashed_cpu + 1} +Thread ${E.crashed_cpu + 1} `), label);
+  const bt = out.slice(out.indexOf("#0"));
+  assert.match(bt, /in panic \(/, `${label}: panic in bt`);
+  assert.match(bt, /in sysrq_handle_crash \(/, `${label}: sysrq_handle_crash in bt`);
+  assert.ok(bt.indexOf("panic (") < bt.indexOf("sysrq_handle_crash ("), label);
+  assert.match(out, /\$1 = "swapper\/0\\000/, `${label}: init_task.comm`);
+  assert.ok(out.includes(E.banner.slice(0, 60)), `${label}: linux_banner`);
+  const rip = big(crashed.registers.rip).toString(16);
+  assert.match(out, new RegExp(`rip +0x${rip} `), `${label}: rip`);
+  assert.match(out, /fs_base +0x[0-9a-f]+/, `${label}: fs_base`);
+  assert.match(out, /gs_base +0x[0-9a-f]+/, `${label}: gs_base`);
+}
+
+const SESSION = [
+  "info threads",
+  "bt",
+  "p init_task.comm",
+  "p linux_banner",
+  "info registers rip rsp fs_base gs_base",
+];
+
+const PIPE_VARIANTS = [
+  "dump.elf",
+  "dump.zlib-d31.kdump",
+  "dump.lzo-d31.kdump",
+  "dump.snappy-d31.kdump",
+  "dump.zstd-d31.kdump",
+  "dump.qemu-kdump-zlib.flat",
+  "dump.zlib-d31.flat",
+  "dump.elf-d31.elf",
+];
+
+for (const file of PIPE_VARIANTS) {
+  Deno.test(`gdb pipe, zero commands for KASLR: ${file}`, async () => {
+    // gdb loads the vmlinux through qXfer:exec-file and relocates it with qOffsets by itself.
+    const r = await runGdb([
+      pipeTarget([B.path(file), "--vmlinux", B.vmlinux]),
+      ...SESSION,
+    ]);
+    assertKernelSession(r.out, file);
+  });
+}
+
+Deno.test("gdb TCP with the printed `file … -o` line, then a second client", async () => {
+  const server = await startServer([B.path("dump.zlib-d31.kdump")]);
+  try {
+    const banner = server.stderr();
+    const fileLine = banner.match(/^\s*(file <vmlinux> -o 0x[0-9a-f]+)$/m);
+    assert.ok(fileLine, banner);
+    assert.ok(
+      fileLine[1].endsWith(`0x${big(E.kaslr_offset).toString(16)}`),
+      "KASLR offset printed",
+    );
+    assert.match(banner, new RegExp(`KASLR: +kernel offset 0x${big(E.kaslr_offset).toString(16)}`));
+    assert.match(banner, /panic on CPU \d/);
+    const cmd = fileLine[1].replace("<vmlinux>", B.vmlinux);
+    for (const round of [1, 2]) {
+      const r = await runGdb([cmd, `target remote 127.0.0.1:${server.port}`, ...SESSION]);
+      assertKernelSession(r.out, `tcp round ${round}`);
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("gdb: vmcoreinfo query, info vmcoreinfo, monitor commands", async () => {
+  const script = new URL("../cli/gdb/vmcoreinfo.py", import.meta.url).pathname;
+  const r = await runGdb([
+    pipeTarget([B.path("dump.lzo-d31.kdump")]),
+    "maint packet qlinux.vmcoreinfo",
+    `source ${script}`,
+    "info vmcoreinfo",
+    "monitor help",
+    "monitor sys",
+    "monitor threads",
+    `monitor vtop 0x${(big(E.system_map.linux_banner) + big(E.kaslr_offset)).toString(16)}`,
+    "monitor no-such-command",
+  ]);
+  assert.match(r.out, /received: "Qlinux\.vmcoreinfo/);
+  // The decoded note, line for line.
+  for (const line of E.vmcoreinfo.split("\n").filter((l: string) => l).slice(0, 20)) {
+    assert.ok(r.out.includes(line), `info vmcoreinfo shows ${line}`);
+  }
+  assert.match(r.out, /vtop ADDRESS/);
+  assert.match(r.out, new RegExp(`release: +${E.release}`));
+  assert.match(r.out, /walk: +physical 0x[0-9a-f]+/);
+  assert.match(r.out, /unknown|Unknown/);
+});
+
+Deno.test("gdb: writes and execution are refused cleanly; the session goes on", async () => {
+  const r = await runGdb([
+    pipeTarget([B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux]),
+    "set var init_task.comm[0] = 65",
+    "set var $rip = 0",
+    "continue",
+    "stepi",
+    "p init_task.comm",
+  ]);
+  assert.match(r.out, /Cannot access memory|Could not write|Remote failure|error/i);
+  assert.match(r.out, /dump/i, "the refusal says the target is a dump");
+  assert.match(r.out, /"swapper\/0\\000/, "memory unchanged and still served");
+});
+
+Deno.test("gdb: excluded pages read as errors, --zero-excluded reads zeros", async () => {
+  // A user address of the crasher: user pages are filtered at dump level 31.
+  const addr = big(E.cpus.find((c: { cpu: number }) => c.cpu === E.crashed_cpu).registers.rsp);
+  const userRsp = E.cpus.find((c: { cpu: number }) => c.cpu === E.crashed_cpu).user_registers?.rsp;
+  void addr;
+  const target = userRsp ? big(userRsp) : undefined;
+  if (target === undefined) return;
+  const base = [B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux];
+  const plain = await runGdb([pipeTarget(base), `x/2gx ${target}`]);
+  assert.match(plain.out, /Cannot access memory/);
+});
+
+Deno.test({
+  name: "gdb-multiarch on the arm64 dump: threads, bt, kernel data",
+  ignore: !hasBoot("aarch64-6.1"),
+  async fn() {
+    const A = boot("aarch64-6.1");
+    const r = await runGdb([
+      pipeTarget([A.path("dump.zlib-d31.kdump"), "--vmlinux", A.vmlinux]),
+      "info threads",
+      "bt",
+      "p init_task.comm",
+      "p linux_banner",
+      "info registers pc sp x29 cpsr",
+    ], { gdb: "gdb-multiarch" });
+    for (const cpu of A.expected.cpus) {
+      const name = cpu.pid === 0 ? `CPU ${cpu.cpu}: idle` : `CPU ${cpu.cpu}: ${cpu.comm}`;
+      assert.ok(r.out.includes(name), `thread ${name}\n${r.out}`);
+    }
+    assert.match(r.out, /in panic \(/);
+    assert.match(r.out, /"swapper\/0\\000/);
+    assert.ok(r.out.includes(A.expected.banner.slice(0, 50)));
+    const regs = A.expected.cpus.find((c: { cpu: number }) => c.cpu === A.expected.crashed_cpu)
+      .registers;
+    assert.match(r.out, new RegExp(`sp +0x${big(regs.sp).toString(16)} `));
+    assert.match(r.out, new RegExp(`x29 +0x${big(regs.x29).toString(16)} `));
+    assert.match(r.out, /pc +0xffff[0-9a-f]+ +0xffff[0-9a-f]+ <__delay\+/);
+  },
+});
+
+Deno.test("bad input: one-line errors naming the file, non-zero exit", async () => {
+  const run = async (args: string[]) => {
+    const r = await new Deno.Command(SERVER[0], {
+      args: [...SERVER.slice(1), ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: r.code, err: new TextDecoder().decode(r.stderr) };
+  };
+  const missing = await run(["/nonexistent/vmcore"]);
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.err, /^kdump-gdbserver: \/nonexistent\/vmcore: open: /);
+  assert.equal(missing.err.trim().split("\n").length, 1);
+  const notDump = await run([B.path("console.log")]);
+  assert.notEqual(notDump.code, 0);
+  assert.match(notDump.err, /console\.log: header: not a vmcore/);
+  const usage = await run([]);
+  assert.equal(usage.code, 2);
+});
