@@ -83,6 +83,7 @@ export class KernelTarget implements Target {
       "sys                 kernel release, build-id, CPUs, panic CPU, KASLR, dump format",
       "vtop ADDRESS        translate a kernel virtual address and show the physical page",
       "cache               page cache statistics",
+      "sym NAME            runtime address of a kernel symbol (vmlinux or the dump's kallsyms)",
     ];
   }
 
@@ -95,6 +96,15 @@ export class KernelTarget implements Target {
       case "vtop":
         out(vtop(this.kernel, args[0]) + "\n");
         return true;
+      case "sym": {
+        const addr = args[0] ? this.kernel.symbol(args[0]) : undefined;
+        out(
+          addr === undefined
+            ? `sym: ${args[0] ? `no symbol "${args[0]}"` : "usage: sym NAME"}\n`
+            : `${args[0]} = 0x${addr.toString(16)}\n`,
+        );
+        return true;
+      }
       case "cache": {
         const c = this.kernel.phys.cache;
         const tl = this.kernel.memory;

@@ -1,0 +1,28 @@
+// The bundled sample dump (committed, no fixture build needed) served to real gdb without a
+// vmlinux: thread names and the banner come from the kallsyms and BTF inside the dump.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { pipeTarget, runGdb } from "./gdb_helpers.ts";
+
+const SAMPLE = new URL("../testdata/sample/x86_64-6.1.kdump", import.meta.url).pathname;
+const E = JSON.parse(
+  readFileSync(new URL("../testdata/sample/expected.json", import.meta.url), "utf8"),
+);
+
+Deno.test("sample dump: gdb without a vmlinux sees named CPU threads and kernel data", async () => {
+  const r = await runGdb([
+    pipeTarget([SAMPLE]),
+    "info threads",
+    "monitor sym linux_banner",
+    'python gdb.execute("x/s " + gdb.execute("monitor sym linux_banner", to_string=True).split()[-1])',
+    "monitor sys",
+  ]);
+  for (const cpu of E.cpus) {
+    assert.ok(r.out.includes(`CPU ${cpu.cpu}: ${cpu.comm} (pid ${cpu.pid})`), r.out);
+  }
+  const addr = BigInt(E.system_map.linux_banner) + BigInt(E.kaslr_offset);
+  assert.ok(r.out.includes(`linux_banner = 0x${addr.toString(16)}`), r.out);
+  assert.ok(r.out.includes(E.banner.slice(0, 60)), "banner read through the page tables");
+  assert.match(r.out, new RegExp(`panic on CPU ${E.crashed_cpu}`));
+  assert.match(r.out, /BTF and kallsyms found in the dump/);
+});
