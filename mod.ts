@@ -39,7 +39,7 @@ export {
   type WalkResult,
 } from "./lib/paging.ts";
 export { findDirectMapBase, X86_64Walker, x86PagingInfo } from "./lib/paging_x86_64.ts";
-export { Arm64Walker, arm64PagingInfo } from "./lib/paging_aarch64.ts";
+export { arm64PagingInfo, Arm64Walker } from "./lib/paging_aarch64.ts";
 export { Vmlinux } from "./lib/vmlinux.ts";
 export { Btf, type MemberInfo } from "./lib/btf.ts";
 export { type CpuTask, Kernel, type KernelOptions } from "./lib/kernel.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { isLoopback, parseCli, USAGE, UsageError } from "./args.ts";
+import { parseCli, USAGE, UsageError } from "./args.ts";
 import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
 import { KernelTarget, systemSummary } from "../lib/kernel_target.ts";
@@ -101,11 +101,6 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  if (!isLoopback(opts.host)) {
-    log(
-      `warning: listening on ${opts.host}: anyone who can reach it can read this dump's memory`,
-    );
-  }
   const server = await serveTcp(target, {
     host: opts.host,
     port: opts.port,

@@ -5,7 +5,11 @@
  */
 
 import { DumpError } from "./errors.ts";
-import { type DumpReader, PageStatus } from "./dump.ts";
+import { type DumpReader, PageStatus, type VirtualMapping } from "./dump.ts";
+import type { ArchName } from "./target.ts";
+import type { ElfNote } from "./elf.ts";
+import type { VmcoreInfo } from "./vmcoreinfo.ts";
+import type { CpuState, QemuCpuState } from "./cpu_notes.ts";
 import type { KdumpReader } from "./dump_kdump.ts";
 
 /** Presents the parts of a split set as one dump. Metadata comes from the first part. */
@@ -41,31 +45,31 @@ export class SplitDumpReader implements DumpReader {
     this.format = `split ${this.#first.format}, ${sorted.length} parts`;
   }
 
-  get arch() {
+  get arch(): ArchName {
     return this.#first.arch;
   }
-  get pageSize() {
+  get pageSize(): number {
     return this.#first.pageSize;
   }
-  get maxPfn() {
+  get maxPfn(): number {
     return this.#first.maxPfn;
   }
-  get notes() {
+  get notes(): readonly ElfNote[] {
     return this.#first.notes;
   }
-  get vmcoreinfo() {
+  get vmcoreinfo(): VmcoreInfo | undefined {
     return this.#first.vmcoreinfo;
   }
-  get cpus() {
+  get cpus(): readonly CpuState[] {
     return this.#first.cpus;
   }
-  get qemuCpus() {
+  get qemuCpus(): readonly QemuCpuState[] {
     return this.#first.qemuCpus;
   }
-  get compressed() {
+  get compressed(): boolean {
     return true;
   }
-  get warnings() {
+  get warnings(): string[] {
     const w = this.parts.flatMap((p) => p.warnings);
     const last = this.parts[this.parts.length - 1];
     if (this.parts[0].startPfn > 0 || last.endPfn < last.maxPfn) {
@@ -78,10 +82,10 @@ export class SplitDumpReader implements DumpReader {
     }
     return w;
   }
-  get details() {
+  get details(): Record<string, string | number> {
     return { ...this.#first.details, "split part": this.parts.length };
   }
-  get virtualMappings() {
+  get virtualMappings(): VirtualMapping[] {
     return [];
   }
 

@@ -5,7 +5,14 @@
  * @module
  */
 
-import type { MemoryRead, MonitorOutput, RegisterValues, Target, ThreadInfo } from "./target.ts";
+import type {
+  ArchName,
+  MemoryRead,
+  MonitorOutput,
+  RegisterValues,
+  Target,
+  ThreadInfo,
+} from "./target.ts";
 import type { Kernel } from "./kernel.ts";
 import { pageStatusText } from "./dump.ts";
 import { resolve } from "node:path";
@@ -28,7 +35,7 @@ export class KernelTarget implements Target {
     }));
   }
 
-  get arch() {
+  get arch(): ArchName {
     return this.kernel.dump.arch;
   }
 

@@ -1,0 +1,138 @@
+/**
+ * Register layouts shared by the architectures: a layout lists the registers in remote register
+ * number order (which is the order of the `g` packet and of the target description), builds the
+ * `target.xml` gdb reads, and encodes `g` and `p` replies from {@link RegisterValues}.
+ *
+ * @module
+ */
+
+import type { ArchName, RegisterValues } from "./target.ts";
+
+/** One register as gdb's target description declares it. */
+export interface RegisterDef {
+  /** gdb's name, also the key in {@link RegisterValues}. */
+  name: string;
+  /** Size in bits (a multiple of 8). */
+  bits: number;
+  /** Target description type: `int`, `int64`, `code_ptr`, `data_ptr`, `i387_ext`, a flags id… */
+  type: string;
+  /** Register group (`general`, `float`, …) when not the default for its type. */
+  group?: string;
+}
+
+/** One `<feature>` of a target description. */
+export interface RegisterFeature {
+  /** Feature name gdb recognises, e.g. `org.gnu.gdb.i386.core`. */
+  name: string;
+  /** XML type definitions (flags, vectors, unions) the registers refer to. */
+  typesXml?: string;
+  /** Registers of the feature, in `g` order. */
+  registers: RegisterDef[];
+}
+
+/** A complete register layout of one architecture. */
+export interface RegisterLayout {
+  /** Architecture it describes. */
+  readonly arch: ArchName;
+  /** Registers in remote number order (`p` numbers index this). */
+  readonly registers: readonly RegisterDef[];
+  /** Byte offset of each register in the `g` block. */
+  readonly offsets: readonly number[];
+  /** Size of the whole `g` block in bytes. */
+  readonly gBytes: number;
+  /** The target description, UTF-8. */
+  readonly targetXml: Uint8Array;
+}
+
+/**
+ * Build a layout from its features.
+ * @param arch our architecture name
+ * @param bfdArchitecture gdb's `<architecture>` value, e.g. `i386:x86-64`
+ * @param features features in `g` order
+ */
+export function defineLayout(
+  arch: ArchName,
+  bfdArchitecture: string,
+  features: RegisterFeature[],
+): RegisterLayout {
+  const registers = features.flatMap((f) => f.registers);
+  const offsets: number[] = [];
+  let offset = 0;
+  for (const r of registers) {
+    if (r.bits % 8 !== 0) throw new Error(`register ${r.name}: ${r.bits} bits is not whole bytes`);
+    offsets.push(offset);
+    offset += r.bits / 8;
+  }
+  const lines = [
+    `<?xml version="1.0"?>`,
+    `<!DOCTYPE target SYSTEM "gdb-target.dtd">`,
+    `<target version="1.0">`,
+    `<architecture>${bfdArchitecture}</architecture>`,
+    `<osabi>GNU/Linux</osabi>`,
+  ];
+  for (const f of features) {
+    lines.push(`<feature name="${f.name}">`);
+    if (f.typesXml) lines.push(f.typesXml.trim());
+    for (const r of f.registers) {
+      const group = r.group ? ` group="${r.group}"` : "";
+      lines.push(`<reg name="${r.name}" bitsize="${r.bits}" type="${r.type}"${group}/>`);
+    }
+    lines.push(`</feature>`);
+  }
+  lines.push(`</target>`, "");
+  return {
+    arch,
+    registers,
+    offsets,
+    gBytes: offset,
+    targetXml: new TextEncoder().encode(lines.join("\n")),
+  };
+}
+
+/** Sink for register hex: the reply writer's payload methods. */
+export interface RegisterSink {
+  /** Append hex of bytes. */
+  hex(data: Uint8Array): void;
+  /** Append ASCII text. */
+  text(s: string): void;
+}
+
+const scratch = new Uint8Array(64);
+
+/** Append one register: little-endian hex of its value, or `x` digits when it is unavailable. */
+function encodeOne(def: RegisterDef, value: bigint | undefined, sink: RegisterSink): void {
+  const size = def.bits / 8;
+  if (value === undefined) {
+    sink.text("x".repeat(size * 2));
+    return;
+  }
+  let v = BigInt.asUintN(def.bits, value);
+  const bytes = size <= scratch.length ? scratch.subarray(0, size) : new Uint8Array(size);
+  for (let i = 0; i < size; i++) {
+    bytes[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  sink.hex(bytes);
+}
+
+/** Encode the `g` reply: every register of the layout, in order. */
+export function encodeAllRegisters(
+  layout: RegisterLayout,
+  values: RegisterValues,
+  sink: RegisterSink,
+): void {
+  for (const def of layout.registers) encodeOne(def, values.get(def.name), sink);
+}
+
+/** Encode a `p` reply for register number `regno`; false when the layout has no such register. */
+export function encodeRegister(
+  layout: RegisterLayout,
+  regno: number,
+  values: RegisterValues,
+  sink: RegisterSink,
+): boolean {
+  const def = layout.registers[regno];
+  if (def === undefined) return false;
+  encodeOne(def, values.get(def.name), sink);
+  return true;
+}

@@ -1,0 +1,598 @@
+/**
+ * The tasks of a dumped kernel, read through BTF offsets and kernel symbols: the task list
+ * (every thread of every process, plus each CPU's idle task), the saved kernel registers of a
+ * task that is not running (what `switch_to` left behind), and the user-mode registers at the
+ * top of a task's kernel stack.
+ *
+ * @module
+ */
+
+import type { Kernel } from "./kernel.ts";
+import type { MemberInfo } from "./btf.ts";
+import type { VirtualMemory } from "./paging.ts";
+import type { RegisterValues } from "./target.ts";
+import { DumpError } from "./errors.ts";
+
+/** One task (a thread, in user-space words) of the dumped kernel. */
+export interface TaskInfo {
+  /** Address of its task_struct. */
+  address: bigint;
+  /** Thread id (`task->pid`). */
+  pid: number;
+  /** Process id (`task->tgid`). */
+  tgid: number;
+  /** Process id of the parent (`task->real_parent->tgid`). */
+  ppid: number;
+  /** `task->comm`. */
+  comm: string;
+  /** One-letter state as `ps` prints it: R S D T t X Z P I. */
+  state: string;
+  /** A kernel thread (PF_KTHREAD), which has no user space. */
+  kernelThread: boolean;
+  /** CPU the task was running on when the dump was taken (the CPU's `rq->curr`). */
+  runningOn?: number;
+  /** CPU whose idle task this is (the idle tasks all have pid 0). */
+  idleOf?: number;
+  /** CPU the task last ran on (`task->thread_info.cpu` or `task->cpu`). */
+  cpu?: number;
+  /** `task->mm` (0 for kernel threads). */
+  mm: bigint;
+}
+
+/** Reads the fields of one structure from a window of its bytes, loaded with one read. */
+class StructWindow {
+  readonly lo: number;
+  #buf: Uint8Array;
+  #view: DataView;
+
+  constructor(members: readonly (MemberInfo | undefined)[]) {
+    let lo = Infinity;
+    let hi = 0;
+    for (const m of members) {
+      if (!m) continue;
+      lo = Math.min(lo, m.offset);
+      hi = Math.max(hi, m.offset + m.size);
+    }
+    if (lo === Infinity) lo = hi = 0;
+    this.lo = lo;
+    this.#buf = new Uint8Array(hi - lo);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Load the window of the structure at `address`; false when it cannot be read whole. */
+  load(mem: VirtualMemory, address: bigint): boolean {
+    return mem.read(address + BigInt(this.lo), this.#buf).error === undefined;
+  }
+
+  /** An unsigned integer member of 1, 2, 4 or 8 bytes, as a bigint. */
+  big(m: MemberInfo): bigint {
+    const o = m.offset - this.lo;
+    switch (m.size) {
+      case 1:
+        return BigInt(this.#view.getUint8(o));
+      case 2:
+        return BigInt(this.#view.getUint16(o, true));
+      case 4:
+        return BigInt(this.#view.getUint32(o, true));
+    }
+    return this.#view.getBigUint64(o, true);
+  }
+
+  /** A 32-bit (or smaller) member as a number; 8-byte members are truncated to their low half. */
+  num(m: MemberInfo): number {
+    const o = m.offset - this.lo;
+    switch (m.size) {
+      case 1:
+        return this.#view.getUint8(o);
+      case 2:
+        return this.#view.getUint16(o, true);
+    }
+    return this.#view.getUint32(o, true);
+  }
+
+  /** A signed 32-bit member. */
+  i32(m: MemberInfo): number {
+    return this.#view.getInt32(m.offset - this.lo, true);
+  }
+
+  /** A char array member, up to its first NUL. */
+  str(m: MemberInfo): string {
+    const o = m.offset - this.lo;
+    const bytes = this.#buf.subarray(o, o + m.size);
+    let end = bytes.indexOf(0);
+    if (end < 0) end = bytes.length;
+    return latin1OrUtf8(bytes.subarray(0, end));
+  }
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const latin1 = new TextDecoder("latin1");
+
+/** comm is usually ASCII; keep odd bytes visible instead of failing. */
+function latin1OrUtf8(bytes: Uint8Array): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return latin1.decode(bytes);
+  }
+}
+
+/** PF_KTHREAD in task->flags (the same value from Linux 2.6 to 6.12). */
+const PF_KTHREAD = 0x00200000;
+/** ps letters by the index `task_state_index()` computes. */
+const STATE_LETTERS = "RSDTtXZPI";
+/** TASK_REPORT: the state bits ps reports (running … parked). */
+const TASK_REPORT = 0x7f;
+const TASK_UNINTERRUPTIBLE = 0x2;
+/** TASK_IDLE = TASK_UNINTERRUPTIBLE | TASK_NOLOAD: reported as I. */
+const TASK_IDLE = 0x402;
+/** TASK_RTLOCK_WAIT (5.15+): a sleeping spinlock on PREEMPT_RT, reported as D. */
+const TASK_RTLOCK_WAIT = 0x1000;
+/** No more tasks than this are followed (the kernel's PID_MAX_LIMIT): stops runaway lists. */
+const MAX_TASKS = 4 * 1024 * 1024;
+
+/** The ps letter of a task, as the kernel's `task_state_index()` computes it. */
+export function taskStateLetter(state: number, exitState: number): string {
+  let report = (state | exitState) & TASK_REPORT;
+  if ((state & TASK_IDLE) === TASK_IDLE) report = TASK_REPORT + 1;
+  if (state & TASK_RTLOCK_WAIT) report = TASK_UNINTERRUPTIBLE;
+  const index = report === 0 ? 0 : 32 - Math.clz32(report);
+  return STATE_LETTERS[index] ?? "?";
+}
+
+/** Names of the x86_64 `struct pt_regs` members, as gdb names the registers. */
+const X86_64_PT_REGS: readonly [string, string][] = [
+  ["r15", "r15"],
+  ["r14", "r14"],
+  ["r13", "r13"],
+  ["r12", "r12"],
+  ["bp", "rbp"],
+  ["bx", "rbx"],
+  ["r11", "r11"],
+  ["r10", "r10"],
+  ["r9", "r9"],
+  ["r8", "r8"],
+  ["ax", "rax"],
+  ["cx", "rcx"],
+  ["dx", "rdx"],
+  ["si", "rsi"],
+  ["di", "rdi"],
+  ["orig_ax", "orig_rax"],
+  ["ip", "rip"],
+  ["cs", "cs"],
+  ["flags", "eflags"],
+  ["sp", "rsp"],
+  ["ss", "ss"],
+];
+
+/** x86_64 `struct inactive_task_frame` members (what `__switch_to_asm` pushed), gdb names. */
+const X86_64_SWITCH_FRAME: readonly [string, string][] = [
+  ["r15", "r15"],
+  ["r14", "r14"],
+  ["r13", "r13"],
+  ["r12", "r12"],
+  ["bx", "rbx"],
+  ["bp", "rbp"],
+];
+
+/** arm64 `struct cpu_context` members (what `cpu_switch_to` saved), gdb names. */
+const ARM64_CPU_CONTEXT: readonly [string, string][] = [
+  ...Array.from({ length: 10 }, (_, i): [string, string] => [`x${19 + i}`, `x${19 + i}`]),
+  ["fp", "x29"],
+  ["sp", "sp"],
+  ["pc", "pc"],
+];
+
+/** Where THREAD_SIZE came from, for banners and tests. */
+export interface ThreadSize {
+  bytes: number;
+  /** e.g. "init_stack..__end_init_stack" or "assumed (x86_64 default)". */
+  source: string;
+}
+
+/**
+ * THREAD_SIZE, the size of a kernel stack: the extent of the boot task's stack in the kernel
+ * image (`init_stack` to `__end_init_stack`, called `__end_init_task` before 6.2), which the
+ * linker script sizes to THREAD_SIZE. Without those symbols: the architecture's usual value.
+ */
+export function threadSize(kernel: Kernel): ThreadSize {
+  const start = kernel.symbol("__start_init_stack") ?? kernel.symbol("__start_init_task") ??
+    kernel.symbol("init_stack");
+  for (const endName of ["__end_init_stack", "__end_init_task"]) {
+    const end = kernel.symbol(endName);
+    if (start === undefined || end === undefined) continue;
+    const bytes = Number(end - start);
+    // A power of two of at least one page: anything else means the symbols are not what we think.
+    if (bytes >= 4096 && bytes <= 1 << 20 && (bytes & (bytes - 1)) === 0) {
+      return { bytes, source: `init_stack..${endName}` };
+    }
+  }
+  const page = kernel.dump.pageSize;
+  // arm64 uses a whole page when pages are larger than 16 KiB (VMAP_STACK); x86_64: 16 KiB.
+  const bytes = Math.max(16384, kernel.dump.arch === "aarch64" ? page : 0);
+  return { bytes, source: `assumed (${kernel.dump.arch} default without KASAN)` };
+}
+
+/** The tasks of a kernel, and the registers each one saved. */
+export class KernelTasks {
+  readonly kernel: Kernel;
+  readonly threadSize: ThreadSize;
+  #mem: VirtualMemory;
+  #m: Record<string, MemberInfo | undefined>;
+  #task: StructWindow;
+  #signal: StructWindow;
+  #list?: TaskInfo[];
+  #byAddress = new Map<bigint, TaskInfo>();
+  #regs = new Map<bigint, RegisterValues>();
+  #userRegs = new Map<bigint, RegisterValues | undefined>();
+  #ptRegsPadding?: number;
+
+  /** @throws DumpError when the dump lacks what reading tasks needs (BTF, symbols, page tables) */
+  constructor(kernel: Kernel) {
+    this.kernel = kernel;
+    const file = kernel.dump.files[0] ?? "dump";
+    const btf = kernel.btf;
+    if (!btf) {
+      throw new DumpError(
+        file,
+        "task list",
+        `no kernel type information (${kernel.typeSource}): give the matching --vmlinux`,
+      );
+    }
+    if (!kernel.memory) {
+      throw new DumpError(file, "task list", "kernel addresses cannot be translated");
+    }
+    this.#mem = kernel.memory;
+    const t = (path: string) => btf.member("task_struct", path);
+    const m: Record<string, MemberInfo | undefined> = {
+      tasks: t("tasks"),
+      pid: t("pid"),
+      tgid: t("tgid"),
+      comm: t("comm"),
+      state: t("__state") ?? t("state"),
+      exitState: t("exit_state"),
+      flags: t("flags"),
+      realParent: t("real_parent"),
+      signal: t("signal"),
+      threadNode: t("thread_node"),
+      threadGroup: t("thread_group"),
+      cpu: t("cpu") ?? t("thread_info.cpu"),
+      mm: t("mm"),
+      stack: t("stack"),
+      threadSp: t("thread.sp"),
+      fsbase: t("thread.fsbase"),
+      gsbase: t("thread.gsbase"),
+      cpuContext: t("thread.cpu_context"),
+      cred: t("real_cred") ?? t("cred"),
+      threadHead: btf.member("signal_struct", "thread_head"),
+      rqIdle: btf.member("rq", "idle"),
+      uid: btf.member("cred", "uid"),
+    };
+    for (const need of ["tasks", "pid", "tgid", "comm", "state", "flags", "signal", "mm"]) {
+      if (!m[need]) {
+        throw new DumpError(file, "task list", `task_struct has no "${need}" member in the BTF`);
+      }
+    }
+    if (!m.threadHead && !m.threadGroup) {
+      throw new DumpError(file, "task list", "neither signal->thread_head nor thread_group");
+    }
+    this.#m = m;
+    this.#task = new StructWindow([
+      m.tasks,
+      m.pid,
+      m.tgid,
+      m.comm,
+      m.state,
+      m.exitState,
+      m.flags,
+      m.realParent,
+      m.signal,
+      m.threadNode,
+      m.threadGroup,
+      m.cpu,
+      m.mm,
+    ]);
+    this.#signal = new StructWindow([m.threadHead]);
+    this.threadSize = threadSize(kernel);
+  }
+
+  /**
+   * Every task: the idle task of each CPU, then each process on `init_task.tasks` followed by its
+   * other threads. Read once, then cached.
+   * @throws DumpError when the task list cannot be followed from init_task
+   */
+  list(): TaskInfo[] {
+    if (this.#list) return this.#list;
+    const m = this.#m;
+    const file = this.kernel.dump.files[0] ?? "dump";
+    const initTask = this.kernel.symbol("init_task");
+    if (initTask === undefined) throw new DumpError(file, "task list", "no init_task symbol");
+    const out: TaskInfo[] = [];
+    const parents: bigint[] = [];
+    const add = (address: bigint, idleOf?: number): TaskInfo | undefined => {
+      if (this.#byAddress.has(address)) return this.#byAddress.get(address);
+      const info = this.#readTask(address, parents);
+      if (!info) return undefined;
+      if (idleOf !== undefined) info.idleOf = idleOf;
+      out.push(info);
+      this.#byAddress.set(address, info);
+      return info;
+    };
+
+    // Idle tasks (pid 0) are on no list: each CPU's runqueue points to its own.
+    const cpus = this.kernel.dump.cpus.length;
+    for (let cpu = 0; cpu < Math.max(cpus, 1); cpu++) {
+      let idle = cpu === 0 ? initTask : undefined;
+      const rq = m.rqIdle ? this.kernel.perCpu("runqueues", cpu) : undefined;
+      if (rq !== undefined) idle = this.#mem.readU64(rq + BigInt(m.rqIdle!.offset)) ?? idle;
+      if (idle) add(idle, cpu);
+    }
+    if (!this.#byAddress.has(initTask)) {
+      throw new DumpError(file, "task list", `init_task at 0x${initTask.toString(16)} unreadable`);
+    }
+
+    // Thread-group leaders are on init_task.tasks; each one's threads on signal->thread_head.
+    const tasksOff = BigInt(m.tasks!.offset);
+    const head = initTask + tasksOff;
+    let node = this.#mem.readU64(head);
+    const seen = new Set<bigint>();
+    while (node !== undefined && node !== head && out.length < MAX_TASKS) {
+      if (seen.has(node)) break; // a damaged list that loops
+      seen.add(node);
+      const leader = node - tasksOff;
+      const known = this.#byAddress.has(leader);
+      const info = add(leader);
+      if (!info) break;
+      // #readTask just noted where the leader's thread list is.
+      if (!known) this.#addThreads(leader, add);
+      node = this.#mem.readU64(node);
+    }
+
+    // ppid: the parent's tgid; parents are nearly always in the list already.
+    for (let i = 0; i < out.length; i++) {
+      const p = parents[i];
+      const known = this.#byAddress.get(p);
+      if (known) out[i].ppid = known.tgid;
+      else if (p) out[i].ppid = this.kernel.readU32(p + BigInt(m.tgid!.offset)) ?? 0;
+    }
+    this.#list = out;
+    return out;
+  }
+
+  /** The task at a task_struct address, when it is in the list. */
+  byAddress(address: bigint): TaskInfo | undefined {
+    this.list();
+    return this.#byAddress.get(address);
+  }
+
+  /** Threads of process `tgid` (its leader first), or an empty list. */
+  threadsOf(tgid: number): TaskInfo[] {
+    const all = this.list().filter((t) => t.tgid === tgid && t.idleOf === undefined);
+    return all.sort((a, b) => (a.pid === tgid ? -1 : b.pid === tgid ? 1 : 0));
+  }
+
+  /**
+   * Kernel-mode registers of a task by gdb name: the CPU's saved registers for a task that was
+   * running, else what the last context switch saved on its kernel stack.
+   */
+  kernelRegisters(task: TaskInfo): RegisterValues {
+    if (task.runningOn !== undefined) {
+      return this.kernel.dump.cpus[task.runningOn]?.registers ?? new Map();
+    }
+    let regs = this.#regs.get(task.address);
+    if (!regs) {
+      regs = this.kernel.dump.arch === "x86_64"
+        ? this.#x86SwitchRegisters(task.address)
+        : this.#arm64SwitchRegisters(task.address);
+      this.#regs.set(task.address, regs);
+    }
+    return regs;
+  }
+
+  /**
+   * User-mode registers of a task: the `struct pt_regs` the kernel entry saved at the top of the
+   * task's kernel stack. Undefined for kernel threads and when the stack is not in the dump.
+   */
+  userRegisters(task: TaskInfo): RegisterValues | undefined {
+    if (task.kernelThread) return undefined;
+    if (this.#userRegs.has(task.address)) return this.#userRegs.get(task.address);
+    const regs = this.kernel.dump.arch === "x86_64"
+      ? this.#x86UserRegisters(task)
+      : this.#arm64UserRegisters(task);
+    this.#userRegs.set(task.address, regs);
+    return regs;
+  }
+
+  /** The user id of a task (`real_cred->uid`), when readable. */
+  uid(task: TaskInfo): number | undefined {
+    const { cred, uid } = this.#m;
+    if (!cred || !uid) return undefined;
+    const c = this.#mem.readU64(task.address + BigInt(cred.offset));
+    return c ? this.kernel.readU32(c + BigInt(uid.offset)) : undefined;
+  }
+
+  /** Address of a task's `struct pt_regs` (top of its kernel stack), when known. */
+  ptRegsAddress(task: TaskInfo): bigint | undefined {
+    const stackM = this.#m.stack;
+    const size = this.kernel.btf!.structSize("pt_regs");
+    if (!stackM || !size) return undefined;
+    const stack = this.#mem.readU64(task.address + BigInt(stackM.offset));
+    if (!stack) return undefined;
+    const pad = this.kernel.dump.arch === "x86_64" ? this.#x86StackPadding(stack, size) : 0;
+    return stack + BigInt(this.threadSize.bytes - pad - size);
+  }
+
+  #readTask(address: bigint, parents: bigint[]): TaskInfo | undefined {
+    const w = this.#task;
+    const m = this.#m;
+    if (!w.load(this.#mem, address)) return undefined;
+    const flags = w.num(m.flags!);
+    const info: TaskInfo = {
+      address,
+      pid: w.i32(m.pid!),
+      tgid: w.i32(m.tgid!),
+      ppid: 0,
+      comm: w.str(m.comm!),
+      state: taskStateLetter(w.num(m.state!), m.exitState ? w.num(m.exitState) : 0),
+      kernelThread: (flags & PF_KTHREAD) !== 0,
+      mm: w.big(m.mm!),
+    };
+    if (m.cpu) info.cpu = w.num(m.cpu);
+    const running = this.kernel.cpuTasks.find((c) => c.task === address);
+    if (running) info.runningOn = running.cpu;
+    parents.push(m.realParent ? w.big(m.realParent) : 0n);
+    // Remember where the thread list starts while the window holds this task.
+    this.#lastSignal = w.big(m.signal!);
+    this.#lastThreadGroup = m.threadGroup ? w.big(m.threadGroup) : 0n;
+    return info;
+  }
+
+  #lastSignal = 0n;
+  #lastThreadGroup = 0n;
+
+  /** Add the threads of a process other than its leader (just read by #readTask). */
+  #addThreads(leader: bigint, add: (address: bigint) => TaskInfo | undefined): void {
+    const m = this.#m;
+    let head: bigint;
+    let linkOff: bigint;
+    let node: bigint | undefined;
+    if (m.threadHead && m.threadNode) {
+      // Linux 3.14+: signal->thread_head links task->thread_node (thread_group is gone in 6.7).
+      const signal = this.#lastSignal;
+      if (!signal || !this.#signal.load(this.#mem, signal)) return;
+      head = signal + BigInt(m.threadHead.offset);
+      linkOff = BigInt(m.threadNode.offset);
+      node = this.#signal.big({ offset: m.threadHead.offset, type: 0, size: 8 });
+    } else {
+      // Older kernels: a ring through task->thread_group with no separate head.
+      linkOff = BigInt(m.threadGroup!.offset);
+      head = leader + linkOff;
+      node = this.#lastThreadGroup;
+    }
+    let n = 0;
+    while (node && node !== head && n++ < MAX_TASKS) {
+      const task = node - linkOff;
+      if (task !== leader && !add(task)) return;
+      node = this.#mem.readU64(node);
+    }
+  }
+
+  #x86SwitchRegisters(task: bigint): RegisterValues {
+    const regs = new Map<string, bigint>();
+    const btf = this.kernel.btf!;
+    const spM = this.#m.threadSp;
+    if (!spM) return regs;
+    const sp = this.#mem.readU64(task + BigInt(spM.offset));
+    if (!sp) return regs;
+    const frameSize = btf.structSize("inactive_task_frame") ?? 56;
+    const fields = [...X86_64_SWITCH_FRAME, ["ret_addr", "rip"] as [string, string]];
+    const members = fields.map(([f]) => btf.member("inactive_task_frame", f));
+    const w = new StructWindow(members);
+    if (!w.load(this.#mem, sp)) {
+      // The stack is not in the dump: at least say where it is.
+      regs.set("rsp", sp);
+      return regs;
+    }
+    fields.forEach(([, name], i) => {
+      const mem = members[i];
+      if (mem) regs.set(name, w.big(mem));
+    });
+    // __switch_to_asm returns to ret_addr with rsp just above the frame it pops: that is the
+    // state of the caller (__schedule), whose CFI gdb unwinds from.
+    regs.set("rsp", sp + BigInt(frameSize));
+    this.#addFsGs(task, regs);
+    return regs;
+  }
+
+  #arm64SwitchRegisters(task: bigint): RegisterValues {
+    const regs = new Map<string, bigint>();
+    const btf = this.kernel.btf!;
+    const base = this.#m.cpuContext;
+    if (!base) return regs;
+    const members = ARM64_CPU_CONTEXT.map(([f]) => btf.member("cpu_context", f));
+    const w = new StructWindow(members);
+    if (!w.load(this.#mem, task + BigInt(base.offset))) return regs;
+    ARM64_CPU_CONTEXT.forEach(([, name], i) => {
+      const mem = members[i];
+      if (mem) regs.set(name, w.big(mem));
+    });
+    // cpu_switch_to stored its lr as pc: lr had that value when the task switched out.
+    const pc = regs.get("pc");
+    if (pc !== undefined) regs.set("x30", pc);
+    return regs;
+  }
+
+  #x86UserRegisters(task: TaskInfo): RegisterValues | undefined {
+    const at = this.ptRegsAddress(task);
+    if (at === undefined) return undefined;
+    const btf = this.kernel.btf!;
+    const members = X86_64_PT_REGS.map(([f]) => btf.member("pt_regs", f));
+    const w = new StructWindow(members);
+    if (!w.load(this.#mem, at)) return undefined;
+    const regs = new Map<string, bigint>();
+    X86_64_PT_REGS.forEach(([, name], i) => {
+      const mem = members[i];
+      if (mem) regs.set(name, w.big(mem));
+    });
+    if (task.runningOn !== undefined) {
+      // In the kernel the CPU keeps the user's FS base (the kernel uses GS).
+      const fs = this.kernel.dump.cpus[task.runningOn]?.registers.get("fs_base");
+      if (fs !== undefined) regs.set("fs_base", fs);
+    } else this.#addFsGs(task.address, regs);
+    return regs;
+  }
+
+  #arm64UserRegisters(task: TaskInfo): RegisterValues | undefined {
+    const at = this.ptRegsAddress(task);
+    if (at === undefined) return undefined;
+    const buf = new Uint8Array(34 * 8);
+    if (this.#mem.read(at, buf).error !== undefined) return undefined;
+    const v = new DataView(buf.buffer);
+    // struct user_pt_regs heads struct pt_regs: regs[31], sp, pc, pstate.
+    const regs = new Map<string, bigint>();
+    for (let i = 0; i < 31; i++) regs.set(`x${i}`, v.getBigUint64(i * 8, true));
+    regs.set("sp", v.getBigUint64(31 * 8, true));
+    regs.set("pc", v.getBigUint64(32 * 8, true));
+    regs.set("cpsr", v.getBigUint64(33 * 8, true) & 0xffffffffn);
+    return regs;
+  }
+
+  /** The user FS and GS bases saved at the last switch (x86_64 `thread.fsbase`/`gsbase`). */
+  #addFsGs(task: bigint, regs: Map<string, bigint>): void {
+    const { fsbase, gsbase } = this.#m;
+    if (fsbase) {
+      const v = this.#mem.readU64(task + BigInt(fsbase.offset));
+      if (v !== undefined) regs.set("fs_base", v);
+    }
+    if (gsbase) {
+      const v = this.#mem.readU64(task + BigInt(gsbase.offset));
+      if (v !== undefined) regs.set("gs_base", v);
+    }
+  }
+
+  /**
+   * TOP_OF_KERNEL_STACK_PADDING on x86_64: 0, or 16 bytes when the kernel was built with FRED
+   * (6.9+). Told by FRED's entry symbol when the symbol table is known, else by which position
+   * holds a user-mode frame (CS and SS with privilege level 3).
+   */
+  #x86StackPadding(stack: bigint, ptRegsSize: number): number {
+    if (this.#ptRegsPadding !== undefined) return this.#ptRegsPadding;
+    const fred = this.kernel.symbol("asm_fred_entrypoint_user") !== undefined;
+    const candidates = fred ? [16, 0] : [0, 16];
+    const btf = this.kernel.btf!;
+    const cs = btf.member("pt_regs", "cs");
+    const ss = btf.member("pt_regs", "ss");
+    for (const pad of candidates) {
+      if (!cs || !ss) break;
+      const base = stack + BigInt(this.threadSize.bytes - pad - ptRegsSize);
+      const csv = this.kernel.readU32(base + BigInt(cs.offset));
+      const ssv = this.kernel.readU32(base + BigInt(ss.offset));
+      if (csv === undefined || ssv === undefined) continue;
+      if ((csv & 0xffff & 3) === 3 && (ssv & 0xffff & 3) === 3) {
+        this.#ptRegsPadding = pad;
+        return pad;
+      }
+    }
+    return candidates[0];
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * Tasks mode: every task of the dumped kernel is a gdb thread, with the kernel registers it saved
+ * when it last switched out (or its CPU's registers when it was running), over kernel memory.
+ *
+ * The same target serves a task list read from the original tool's `-k` JSON file.
+ *
+ * @module
+ */
+
+import type { MemoryRead, MonitorOutput, RegisterValues, Target, ThreadInfo } from "./target.ts";
+import type { Kernel } from "./kernel.ts";
+import { KernelTarget } from "./kernel_target.ts";
+import { KernelTasks, type TaskInfo } from "./tasks.ts";
+
+/** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
+const SIGTRAP = 5;
+/** The kernel's PID_MAX_LIMIT: thread ids above it cannot collide with a pid. */
+const PID_MAX_LIMIT = 4 * 1024 * 1024;
+
+/** One row of `monitor ps`; absent fields print as `-`. */
+export interface PsRow {
+  /** Thread id the row belongs to in gdb. */
+  threadId: number;
+  pid: number;
+  tid: number;
+  ppid?: number;
+  uid?: number;
+  cpu?: number;
+  /** CPU it was running on at the time of the dump. */
+  running?: number;
+  state?: string;
+  address?: bigint;
+  comm: string;
+}
+
+/** One thread of a tasks target. */
+export interface TaskThread {
+  info: ThreadInfo;
+  /** Registers, computed when gdb first asks. */
+  registers: () => RegisterValues;
+  ps: PsRow;
+}
+
+/** Name of a task as `ps` shows it: kernel threads in brackets. */
+export function psComm(comm: string, kernelThread: boolean): string {
+  return kernelThread ? `[${comm}]` : comm;
+}
+
+/**
+ * gdb thread ids for tasks: the thread id (pid) itself when it is positive and unique, so
+ * `Thread 95` is task 95; idle tasks (all pid 0) and duplicates get ids above PID_MAX_LIMIT.
+ */
+export function assignThreadIds(tids: readonly number[]): number[] {
+  const count = new Map<number, number>();
+  for (const t of tids) count.set(t, (count.get(t) ?? 0) + 1);
+  let next = PID_MAX_LIMIT + 1;
+  return tids.map((t) => (t > 0 && t <= PID_MAX_LIMIT && count.get(t) === 1 ? t : next++));
+}
+
+/** Thread name: `95 sleep`, `2 [kthreadd]`, `100 crasher.sh (CPU 1)`. */
+export function taskThreadName(tid: number, comm: string, running?: number): string {
+  return running === undefined ? `${tid} ${comm}` : `${tid} ${comm} (CPU ${running})`;
+}
+
+/** Format `monitor ps` lines. `>` marks tasks running on a CPU, as crash does. */
+export function formatPs(rows: readonly PsRow[]): string {
+  const dash = (v: number | string | undefined) => (v === undefined ? "-" : String(v));
+  const lines = ["    PID     TID    PPID  CPU ST   UID  THREAD   TASK                COMM"];
+  for (const r of rows) {
+    const mark = r.running !== undefined ? ">" : " ";
+    lines.push(
+      `${mark}${dash(r.pid).padStart(6)} ${dash(r.tid).padStart(7)} ${dash(r.ppid).padStart(7)} ` +
+        `${dash(r.running ?? r.cpu).padStart(4)} ${dash(r.state).padEnd(2)} ` +
+        `${dash(r.uid).padStart(5)}  ${String(r.threadId).padEnd(8)} ` +
+        `${(r.address === undefined ? "-" : "0x" + r.address.toString(16)).padEnd(19)} ${r.comm}`,
+    );
+  }
+  lines.push(`${rows.length} task${rows.length === 1 ? "" : "s"}; > marks tasks running on a CPU.`);
+  return lines.join("\n") + "\n";
+}
+
+/** Filter ps rows by a monitor argument: a pid/tid, or a substring of the name. */
+export function filterPs(rows: readonly PsRow[], arg: string | undefined): readonly PsRow[] {
+  if (!arg) return rows;
+  if (/^\d+$/.test(arg)) {
+    const n = Number(arg);
+    return rows.filter((r) => r.pid === n || r.tid === n);
+  }
+  return rows.filter((r) => r.comm.includes(arg));
+}
+
+/** Serves a list of kernel tasks as threads over kernel memory. */
+export class TasksTarget implements Target {
+  readonly kernel: Kernel;
+  /** Where the task list came from, for banners (`the dump's task list`, a JSON file). */
+  readonly source: string;
+  #kernelTarget: KernelTarget;
+  #threads: ThreadInfo[];
+  #byId: Map<number, TaskThread>;
+  #stop: number;
+
+  /**
+   * @param threads threads in gdb order
+   * @param stopThread thread to report as stopped (the panicking task), else the first
+   */
+  constructor(kernel: Kernel, threads: TaskThread[], source: string, stopThread?: number) {
+    this.kernel = kernel;
+    this.source = source;
+    this.#kernelTarget = new KernelTarget(kernel);
+    this.#threads = threads.map((t) => t.info);
+    this.#byId = new Map(threads.map((t) => [t.info.id, t]));
+    this.#stop = stopThread ?? this.#threads[0]?.id ?? 1;
+  }
+
+  get arch() {
+    return this.kernel.dump.arch;
+  }
+
+  threads(): ThreadInfo[] {
+    return this.#threads;
+  }
+
+  stopThread(): number {
+    return this.#stop;
+  }
+
+  stopSignal(): number {
+    return SIGTRAP;
+  }
+
+  registers(threadId: number): RegisterValues {
+    return this.#byId.get(threadId)?.registers() ?? new Map();
+  }
+
+  readMemory(address: bigint, length: number): MemoryRead {
+    return this.#kernelTarget.readMemory(address, length);
+  }
+
+  execFile(): string | undefined {
+    return this.#kernelTarget.execFile();
+  }
+
+  textSegment(): bigint | undefined {
+    return this.#kernelTarget.textSegment();
+  }
+
+  vmcoreinfo(): Uint8Array | undefined {
+    return this.#kernelTarget.vmcoreinfo();
+  }
+
+  monitorHelp(): string[] {
+    return [
+      "ps [PID|NAME]       list tasks: pid, thread id, parent, CPU, state, uid, gdb thread, task",
+      ...this.#kernelTarget.monitorHelp(),
+    ];
+  }
+
+  monitor(command: string, out: MonitorOutput): boolean {
+    const [verb, arg] = command.trim().split(/\s+/);
+    if (verb === "ps") {
+      const rows = [...this.#byId.values()].map((t) => t.ps);
+      out(formatPs(filterPs(rows, arg)));
+      return true;
+    }
+    return this.#kernelTarget.monitor(command, out);
+  }
+}
+
+/** ps rows of kernel tasks (uid read on demand: one more pointer per task). */
+export function taskPsRow(tasks: KernelTasks, t: TaskInfo, threadId: number): PsRow {
+  return {
+    threadId,
+    pid: t.tgid,
+    tid: t.pid,
+    ppid: t.ppid,
+    get uid() {
+      return tasks.uid(t);
+    },
+    cpu: t.cpu,
+    running: t.runningOn,
+    state: t.state,
+    address: t.address,
+    comm: psComm(t.comm, t.kernelThread),
+  };
+}
+
+/**
+ * Tasks mode from the dump itself (`--tasks`): needs the kernel's types (BTF) and symbols.
+ * @throws DumpError when the task list cannot be read
+ */
+export function tasksTarget(kernel: Kernel, tasks = new KernelTasks(kernel)): TasksTarget {
+  const list = tasks.list();
+  const ids = assignThreadIds(list.map((t) => t.pid));
+  let stop: number | undefined;
+  const panicCpu = kernel.panicCpu ?? 0;
+  const threads = list.map((t, i): TaskThread => {
+    const id = ids[i];
+    if (t.runningOn === panicCpu) stop = id;
+    const comm = psComm(t.comm, t.kernelThread);
+    return {
+      info: {
+        id,
+        name: taskThreadName(t.pid, comm, t.runningOn),
+        extra: `${t.state}, task 0x${t.address.toString(16)}`,
+        core: t.runningOn ?? t.cpu,
+      },
+      registers: () => tasks.kernelRegisters(t),
+      ps: taskPsRow(tasks, t, id),
+    };
+  });
+  return new TasksTarget(kernel, threads, "the dump's task list", stop);
+}

@@ -1,0 +1,211 @@
+/**
+ * Byte channels for RSP sessions: a TCP server (concurrent clients, each an independent session)
+ * and stdin/stdout (gdb's `target remote | COMMAND`). Each read is handed to the session, whose
+ * replies go out in one write (looping over partial writes); input is not read again until the
+ * replies are written, so a client that never reads cannot make the server buffer without bound.
+ *
+ * @module
+ */
+
+import { RspSession } from "./rsp_session.ts";
+import type { Target } from "./target.ts";
+
+/** Options of {@link serveTcp} and {@link serveStdio}. */
+export interface ServeOptions {
+  /** Address to listen on (TCP). Default `127.0.0.1`. */
+  host?: string;
+  /** Port to listen on (TCP); 0 picks a free one. Default 1234. */
+  port?: number;
+  /** Serve one client, then stop (TCP). */
+  once?: boolean;
+  /** Log every packet in and out (truncated) through `log`. */
+  debug?: boolean;
+  /** Writes one line of diagnostics. Default: stderr. */
+  log?: (line: string) => void;
+}
+
+/** A running TCP server. */
+export interface RspServer {
+  /** Address it listens on. */
+  readonly hostname: string;
+  /** Port it listens on (the real one when 0 was asked). */
+  readonly port: number;
+  /** Resolves once the server has stopped listening and every session has ended. */
+  readonly finished: Promise<void>;
+  /** Number of sessions in progress. */
+  readonly activeSessions: number;
+  /** Stop listening, drop every connection, and wait for the sessions to end. */
+  close(): Promise<void>;
+}
+
+/** The minimal duplex a session runs on (a `Deno.Conn` is one). */
+export interface ByteChannel {
+  /** Read into `buffer`; the number of bytes read, or null at end of input. */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Write some of `data`; the number of bytes written. */
+  write(data: Uint8Array): Promise<number>;
+}
+
+const READ_BUFFER_SIZE = 65536;
+
+/** Default log: one line on stderr. */
+function stderrLog(line: string): void {
+  console.error(line);
+}
+
+/** Whether a host name or address only accepts local connections. */
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/** Errors that just mean the peer went away. */
+function isDisconnect(e: unknown): boolean {
+  return e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset ||
+    e instanceof Deno.errors.ConnectionAborted || e instanceof Deno.errors.BadResource ||
+    e instanceof Deno.errors.NotConnected || e instanceof Deno.errors.Interrupted;
+}
+
+async function writeAll(channel: ByteChannel, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) offset += await channel.write(data.subarray(offset));
+}
+
+/**
+ * Run one session on a channel until the client leaves, detaches or the channel fails. Never
+ * throws: a failing channel ends this session only.
+ * @param label names the client in log lines
+ */
+export async function serveChannel(
+  target: Target,
+  channel: ByteChannel,
+  options: ServeOptions & { label?: string } = {},
+): Promise<void> {
+  const log = options.log ?? stderrLog;
+  const label = options.label ?? "client";
+  const session = new RspSession(target, { debug: options.debug, log, label });
+  const buffer = new Uint8Array(READ_BUFFER_SIZE);
+  try {
+    while (!session.closed) {
+      const n = await channel.read(buffer);
+      if (n === null) break;
+      if (n === 0) continue;
+      session.receive(buffer.subarray(0, n));
+      do {
+        const out = session.produce();
+        if (out.length > 0) await writeAll(channel, out);
+      } while (!session.inputDrained);
+    }
+  } catch (e) {
+    if (!isDisconnect(e)) log(`[${label}] session ended by error: ${e}`);
+  }
+}
+
+/**
+ * Serve a target over TCP. Each connection gets its own session; a failing one never affects the
+ * others or the listener. A non-loopback address is allowed, with a warning: whoever reaches it
+ * can read the target's memory.
+ */
+export function serveTcp(target: Target, options: ServeOptions = {}): Promise<RspServer> {
+  try {
+    return Promise.resolve(listenTcp(target, options));
+  } catch (e) {
+    return Promise.reject(e); // e.g. the port is in use
+  }
+}
+
+function listenTcp(target: Target, options: ServeOptions): RspServer {
+  const log = options.log ?? stderrLog;
+  const hostname = options.host ?? "127.0.0.1";
+  const listener = Deno.listen({ hostname, port: options.port ?? 1234, transport: "tcp" });
+  const port = listener.addr.port;
+  if (!isLoopback(hostname)) {
+    log(
+      `warning: listening on ${hostname}:${port}, not a loopback address: anyone who can reach ` +
+        `it can read the target's memory`,
+    );
+  }
+  const conns = new Set<Deno.TcpConn>();
+  const sessions = new Set<Promise<void>>();
+  let stopping = false;
+
+  const stopListening = () => {
+    try {
+      listener.close();
+    } catch {
+      // already closed
+    }
+  };
+
+  const runConnection = async (conn: Deno.TcpConn) => {
+    const peer = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+    conns.add(conn);
+    try {
+      conn.setNoDelay(true); // Nagle would hold back the end of split replies (~40 ms each)
+      log(`[${peer}] connected`);
+      await serveChannel(target, conn, { ...options, log, label: peer });
+    } finally {
+      conns.delete(conn);
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+      log(`[${peer}] disconnected`);
+    }
+  };
+
+  const acceptLoop = async () => {
+    while (!stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (stopping || e instanceof Deno.errors.BadResource) break;
+        log(`accept failed: ${e}`);
+        continue;
+      }
+      if (options.once) {
+        stopping = true;
+        stopListening();
+      }
+      const session = runConnection(conn);
+      sessions.add(session);
+      session.finally(() => sessions.delete(session));
+    }
+    while (sessions.size > 0) await Promise.all([...sessions]);
+  };
+  const finished = acceptLoop();
+
+  return {
+    hostname,
+    port,
+    finished,
+    get activeSessions() {
+      return sessions.size;
+    },
+    async close() {
+      stopping = true;
+      stopListening();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+      }
+      await finished;
+    },
+  };
+}
+
+/**
+ * Serve a target on stdin/stdout, for `target remote | COMMAND`. Resolves when stdin closes or
+ * the client detaches. Diagnostics go to stderr (gdb shows them), never to stdout.
+ */
+export async function serveStdio(target: Target, options: ServeOptions = {}): Promise<void> {
+  const channel: ByteChannel = {
+    read: (buffer) => Deno.stdin.read(buffer),
+    write: (data) => Deno.stdout.write(data),
+  };
+  await serveChannel(target, channel, { ...options, label: "stdio" });
+}

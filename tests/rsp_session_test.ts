@@ -1,0 +1,428 @@
+/** Session tests: the packet dispatcher against a fake target, without sockets or gdb. */
+
+import assert from "node:assert/strict";
+import { MAX_PACKET_SIZE, RspSession } from "../lib/rsp_session.ts";
+import { framePacket, hexEncodeText, latin1String } from "../lib/rsp_wire.ts";
+import { serveChannel } from "../lib/transport.ts";
+import { X86_64_LAYOUT } from "../lib/regs_x86_64.ts";
+import { AARCH64_LAYOUT } from "../lib/regs_aarch64.ts";
+import type { MemoryRead } from "../lib/target.ts";
+import { MemoryChannel, parseReplies, SessionClient, unescape, unhex } from "./rsp_client.ts";
+import {
+  FAKE_BASE,
+  FAKE_THREAD_NAMES,
+  FAKE_VMCOREINFO,
+  FakeTarget,
+  type FakeTargetOptions,
+} from "./rsp_fake_target.ts";
+
+const BASE = FAKE_BASE.toString(16);
+
+function client(options: FakeTargetOptions = {}, log?: (line: string) => void): SessionClient {
+  return new SessionClient(new RspSession(new FakeTarget(options), { log: log ?? (() => {}) }));
+}
+
+function connected(options: FakeTargetOptions = {}): SessionClient {
+  const c = client(options);
+  c.handshake();
+  return c;
+}
+
+/** Little-endian hex of a 64-bit value. */
+function le64(v: bigint): string {
+  let s = "";
+  for (let i = 0n; i < 8n; i++) s += ((v >> (8n * i)) & 0xffn).toString(16).padStart(2, "0");
+  return s;
+}
+
+Deno.test("qSupported offers only what the target has", () => {
+  const plain = client().session;
+  const c = new SessionClient(plain);
+  const features = c.handshake().split(";");
+  assert.ok(features.includes(`PacketSize=${MAX_PACKET_SIZE.toString(16)}`));
+  for (const f of ["qXfer:features:read+", "qXfer:threads:read+", "QStartNoAckMode+"]) {
+    assert.ok(features.includes(f), f);
+  }
+  assert.ok(features.includes("qXfer:vmcoreinfo:read+"));
+  assert.ok(!features.some((f) => f.startsWith("qXfer:exec-file")));
+  assert.ok(!features.some((f) => f.startsWith("qXfer:auxv")));
+  const withExec = connected({ execFile: "/boot/vmlinux" });
+  assert.ok(withExec.request("qSupported").includes("qXfer:exec-file:read+"));
+});
+
+Deno.test("ack mode: every packet is acked, bad checksums are refused, - resends", () => {
+  const c = client();
+  assert.deepEqual(c.send(framePacket("qAttached")), ["+", "1"]);
+  assert.deepEqual(c.send("$qAttached#00"), ["-"]);
+  assert.deepEqual(c.send("-"), ["1"]); // the last packet again
+  assert.deepEqual(c.send(framePacket("vMustReplyEmpty")), ["+", ""]);
+  // After no-ack mode: no acks, and a bad checksum is handled anyway.
+  assert.deepEqual(c.send(framePacket("QStartNoAckMode")), ["+", "OK"]);
+  assert.deepEqual(c.send("+" + latin1String(framePacket("qAttached"))), ["1"]);
+  assert.deepEqual(c.send("$qAttached#00"), ["1"]);
+  assert.deepEqual(c.send("-"), []);
+});
+
+Deno.test("target.xml is served in chunks that reassemble to the layout's description", () => {
+  for (const arch of ["x86_64", "aarch64"] as const) {
+    const c = connected({ arch });
+    const layout = arch === "x86_64" ? X86_64_LAYOUT : AARCH64_LAYOUT;
+    for (const chunk of [0x1000, 100, 7]) {
+      assert.deepEqual(c.xfer("features", "target.xml", chunk), layout.targetXml);
+    }
+    assert.equal(c.request("qXfer:features:read:other.xml:0,100"), "E00");
+    assert.equal(c.request("qXfer:features:read:target.xml:zz,100"), "E00");
+    assert.equal(c.request(`qXfer:features:read:target.xml:ffff,100`), "l");
+  }
+  const xml = new TextDecoder().decode(X86_64_LAYOUT.targetXml);
+  const names = [...xml.matchAll(/<reg name="([^"]+)"/g)].map((m) => m[1]);
+  assert.equal(names.length, 43);
+  assert.deepEqual(names.slice(0, 3), ["rax", "rbx", "rcx"]);
+  assert.deepEqual(names.slice(-3), ["orig_rax", "fs_base", "gs_base"]);
+  assert.equal(X86_64_LAYOUT.gBytes, 300);
+  assert.equal(AARCH64_LAYOUT.gBytes, 788);
+});
+
+Deno.test("threads: XML with escaped names, qfThreadInfo, qC, H, T, extra info", () => {
+  const c = connected();
+  const xml = new TextDecoder().decode(c.xfer("threads", "", 50));
+  assert.ok(xml.includes(`<thread id="1" core="0" name="CPU 0: idle"></thread>`), xml);
+  assert.ok(
+    xml.includes(
+      `name="CPU #1: crasher.sh (pid 105) &lt;a&amp;b&gt; &quot;q&quot; $*}">crashed &amp; &lt;panicked&gt;</thread>`,
+    ),
+    xml,
+  );
+  // On the wire, # $ } * are escaped.
+  const wire = c.request("qXfer:threads:read::0,1000");
+  assert.ok(!/[#$*]/.test(wire.replace(/}./g, "")), wire);
+  assert.equal(c.request("qfThreadInfo"), "m1,2");
+  assert.equal(c.request("qsThreadInfo"), "l");
+  assert.equal(c.request("qC"), "QC2");
+  assert.equal(c.request("Hg1"), "OK");
+  assert.equal(c.request("qC"), "QC1");
+  assert.equal(c.request("Hg0"), "OK");
+  assert.equal(c.request("qC"), "QC2");
+  assert.equal(c.request("Hg63"), "E01");
+  assert.equal(c.request("Hgxyz"), "E01");
+  assert.equal(c.request("Hc-1"), "OK");
+  assert.equal(c.request("Hg-1"), "OK");
+  assert.equal(c.request("Hgp1.1"), "OK");
+  assert.equal(c.request("T1"), "OK");
+  assert.equal(c.request("T2"), "OK");
+  assert.equal(c.request("T3"), "E01");
+  assert.equal(unhex(c.request("qThreadExtraInfo,1")), FAKE_THREAD_NAMES[0]);
+  assert.equal(unhex(c.request("qThreadExtraInfo,2")), "crashed & <panicked>");
+  assert.equal(c.request("qThreadExtraInfo,9"), "E01");
+});
+
+Deno.test("thousands of threads: many ids per qsThreadInfo packet, chunked XML", () => {
+  const c = connected({ extraThreads: 40000 });
+  const ids: string[] = [];
+  let reply = c.request("qfThreadInfo");
+  let packets = 0;
+  while (reply !== "l") {
+    assert.equal(reply[0], "m");
+    assert.ok(reply.length <= MAX_PACKET_SIZE);
+    ids.push(...reply.slice(1).split(","));
+    packets++;
+    reply = c.request("qsThreadInfo");
+  }
+  assert.equal(ids.length, 40002);
+  assert.equal(ids.at(-1), (40002).toString(16));
+  assert.ok(packets >= 2 && packets < 10, `${packets} packets`);
+  const xml = new TextDecoder().decode(c.xfer("threads", "", 0x1000));
+  assert.equal([...xml.matchAll(/<thread /g)].length, 40002);
+});
+
+Deno.test("stop reply and registers (g, p) follow the layout", () => {
+  const c = connected();
+  assert.equal(c.request("?"), "T0bthread:2;");
+  const g = c.request("g");
+  assert.equal(g.length, 600);
+  assert.equal(g.slice(0, 16), le64(0x63n)); // rax
+  assert.equal(g.slice(16, 32), le64(0x2222n)); // rbx
+  assert.equal(g.slice(32, 48), "x".repeat(16)); // rcx unavailable
+  assert.equal(g.slice(128 * 2, 136 * 2), le64(0xffffffff8155a0f6n)); // rip
+  assert.equal(g.slice(136 * 2, 140 * 2), "46000100"); // eflags, 32 bits
+  assert.equal(g.slice(140 * 2, 144 * 2), "10000000"); // cs
+  assert.equal(g.slice(164 * 2, 276 * 2), "x".repeat(224)); // x87
+  assert.equal(g.slice(276 * 2, 284 * 2), le64(1n)); // orig_rax
+  assert.equal(g.slice(284 * 2, 292 * 2), le64(0x7f1234567740n)); // fs_base
+  assert.equal(g.slice(292 * 2), le64(0xffff88803ed00000n)); // gs_base
+  assert.equal(c.request("p10"), le64(0xffffffff8155a0f6n));
+  assert.equal(c.request("p2"), "x".repeat(16));
+  assert.equal(c.request("p18"), "x".repeat(20)); // st0: 10 bytes
+  assert.equal(c.request("p2b"), "E01");
+  assert.equal(c.request("pzz"), "E01");
+  c.request("Hg1");
+  assert.equal(c.request("p28"), le64(0xffffffffffffffffn)); // orig_rax -1 of thread 1
+  assert.equal(c.request("p29"), "x".repeat(16)); // thread 1 has no fs_base
+});
+
+Deno.test("aarch64 registers: x0-x30, sp, pc, 32-bit cpsr, fpu unavailable", () => {
+  const c = connected({ arch: "aarch64" });
+  const g = c.request("g");
+  assert.equal(g.length, 788 * 2);
+  assert.equal(g.slice(0, 16), le64(0x63n));
+  assert.equal(g.slice(32 * 16, 33 * 16), le64(0xffff80000866a0b0n)); // pc
+  assert.equal(g.slice(33 * 16, 33 * 16 + 8), "05000080"); // cpsr
+  assert.equal(g.slice(33 * 16 + 8), "x".repeat((512 + 8) * 2));
+  assert.equal(c.request("p20"), le64(0xffff80000866a0b0n));
+  assert.equal(c.request("p21"), "05000080");
+  assert.equal(c.request("p22"), "x".repeat(32)); // v0
+});
+
+Deno.test("memory reads: hex prefix, errors, clamps, binary x", () => {
+  const target = new FakeTarget();
+  const c = new SessionClient(new RspSession(target));
+  c.handshake();
+  const hex = c.request(`m${BASE},10`);
+  assert.equal(hex, "11".repeat(8) + "22".repeat(8));
+  // Readable prefix only, at the end of the region.
+  const end = FAKE_BASE + BigInt(target.memory.length);
+  assert.equal(c.request(`m${(end - 4n).toString(16)},10`), "00000000");
+  assert.equal(c.request(`m${end.toString(16)},10`), "E14");
+  assert.equal(c.request("m0,8"), "E14");
+  // Absurd lengths are clamped, never allocated.
+  const big = c.request(`m${BASE},ffffffffffffffff`);
+  assert.equal(big.length, MAX_PACKET_SIZE);
+  assert.equal(c.request("m0,ffffffffffffffff"), "E14");
+  assert.equal(c.request("mffffffffffffffff,ffffffffffffffff"), "E14");
+  // Malformed.
+  for (const bad of ["m", "m1234", "mzz,4", "m1,", "m,1", "m1,2,3", "m11111111111111111,1"]) {
+    assert.equal(c.request(bad), "E01", bad);
+  }
+  assert.equal(c.request(`m${BASE},0`), "");
+  // Binary read: 'b' and escaped bytes.
+  const x = c.request(`x${BASE},10`);
+  assert.equal(x[0], "b");
+  assert.deepEqual(unescape(x.slice(1)), target.memory.subarray(0, 16));
+  assert.equal(c.request("x0,4"), "E14");
+});
+
+Deno.test("memory replies are run-length encoded on the wire", () => {
+  const c = connected({ memorySize: 0x20000 });
+  const wire = c.raw(framePacket(`m${(FAKE_BASE + 0x1000n).toString(16)},1000`));
+  assert.ok(wire.length < 400, `${wire.length} bytes for a mostly-zero page`);
+  assert.equal(parseReplies(wire)[0].length, 0x2000);
+});
+
+Deno.test("a dump cannot be written or run", () => {
+  const c = connected();
+  for (
+    const p of [`M${BASE},1:00`, `X${BASE},1:a`, "G00", "P10=00", `Z0,${BASE},1`, `z0,${BASE},1`]
+  ) {
+    assert.match(c.request(p), /^E\./, p);
+  }
+  for (const p of ["c", "s", "C0b", "S05", "vCont;c", "vCont;s:2;c", "vCont;c:1"]) {
+    const replies = c.packets(p);
+    assert.equal(replies.length, 2, p);
+    assert.equal(replies[0][0], "O");
+    assert.match(unhex(replies[0].slice(1)), /crash dump.*cannot run/);
+    assert.equal(replies[1], "T0bthread:2;");
+  }
+  assert.equal(c.request("vCont?"), "vCont;c;C;s;S");
+  assert.equal(c.request("vCont;q"), "E01");
+  assert.equal(c.request("vCont"), "E01");
+});
+
+Deno.test("monitor commands: O output packets then OK", () => {
+  const c = connected();
+  const monitor = (cmd: string) => {
+    const replies = c.packets(`qRcmd,${hexEncodeText(cmd)}`);
+    assert.equal(replies.at(-1), "OK");
+    return replies.slice(0, -1).map((r) => {
+      assert.equal(r[0], "O");
+      return unhex(r.slice(1));
+    }).join("");
+  };
+  const help = monitor("help");
+  for (const word of ["help", "vmcoreinfo", "threads", "hello"]) assert.ok(help.includes(word));
+  assert.equal(monitor("vmcoreinfo"), FAKE_VMCOREINFO);
+  assert.ok(monitor("threads").includes(FAKE_THREAD_NAMES[1]));
+  assert.equal(monitor("hello"), "hello from the fake target\n");
+  assert.match(monitor("frobnicate now"), /Unknown monitor command "frobnicate"/);
+  assert.equal(c.request("qRcmd,zz"), "E01");
+});
+
+Deno.test("long monitor output is split in several O packets", () => {
+  const c = connected({ extraThreads: 20000 });
+  const replies = c.packets(`qRcmd,${hexEncodeText("threads")}`);
+  assert.ok(replies.length > 2);
+  for (const r of replies.slice(0, -1)) assert.ok(r.length <= MAX_PACKET_SIZE);
+  const text = replies.slice(0, -1).map((r) => unhex(r.slice(1))).join("");
+  assert.ok(text.includes("task 20002\n"));
+});
+
+Deno.test("vmcoreinfo: qlinux.vmcoreinfo and qXfer:vmcoreinfo:read", () => {
+  const c = connected();
+  const reply = c.request("qlinux.vmcoreinfo");
+  assert.ok(reply.startsWith("Qlinux.vmcoreinfo"));
+  const text = new TextDecoder().decode(unescape(reply.slice("Qlinux.vmcoreinfo".length)));
+  assert.equal(text, FAKE_VMCOREINFO);
+  for (const chunk of [0x1000, 10, 3]) {
+    assert.equal(new TextDecoder().decode(c.xfer("vmcoreinfo", "", chunk)), FAKE_VMCOREINFO);
+  }
+});
+
+Deno.test("exec-file, qOffsets, auxv absence, other queries", () => {
+  const c = connected({ execFile: "/tmp/vm linux#1", textSegment: 0xffffffff9a000000n });
+  assert.equal(new TextDecoder().decode(c.xfer("exec-file", "", 0x1000)), "/tmp/vm linux#1");
+  assert.equal(new TextDecoder().decode(c.xfer("exec-file", "2a", 4)), "/tmp/vm linux#1");
+  assert.equal(c.request("qOffsets"), "TextSeg=ffffffff9a000000");
+  assert.equal(c.request("qXfer:auxv:read::0,100"), "");
+  assert.equal(c.request("qXfer:libraries:read::0,100"), "");
+  assert.equal(c.request("qXfer:features:write:target.xml:0:abc"), "");
+  const plain = connected();
+  assert.equal(plain.request("qOffsets"), "");
+  assert.equal(plain.request("qXfer:exec-file:read::0,100"), "");
+  assert.equal(plain.request("qAttached:1"), "1");
+  assert.equal(plain.request("qTStatus"), "");
+  assert.equal(plain.request("qSymbol::"), "OK");
+  assert.equal(plain.request("vMustReplyEmpty"), "");
+  assert.equal(plain.request("qSomethingNew:1"), "");
+  assert.equal(plain.request("!"), "");
+  assert.equal(plain.request("vFile:setfs:0"), "");
+});
+
+Deno.test("D and k end the session", () => {
+  const d = connected();
+  assert.equal(d.request("D"), "OK");
+  assert.ok(d.session.closed);
+  const k = connected();
+  assert.deepEqual(k.packets("k"), []);
+  assert.ok(k.session.closed);
+  const v = connected();
+  assert.equal(v.request("vKill;1"), "OK");
+  assert.ok(v.session.closed);
+});
+
+Deno.test("interrupts are ignored; oversize packets get an error and the stream stays in sync", () => {
+  const lines: string[] = [];
+  const c = client({}, (l) => lines.push(l));
+  c.handshake();
+  assert.deepEqual(c.send("\x03"), []);
+  const huge = framePacket("X0,1:" + "a".repeat(MAX_PACKET_SIZE + 10));
+  const replies = c.send(new Uint8Array([...huge, ...framePacket("qC")]));
+  assert.deepEqual(replies, ["E01", "QC2"]);
+  assert.ok(lines.some((l) => l.includes("larger than")));
+});
+
+Deno.test("a throwing target yields an error reply, and the session goes on", () => {
+  const target = new FakeTarget();
+  target.registers = () => {
+    throw new Error("boom");
+  };
+  target.readMemory = (): MemoryRead => {
+    throw new Error("bang");
+  };
+  const lines: string[] = [];
+  const c = new SessionClient(new RspSession(target, { log: (l) => lines.push(l) }));
+  c.handshake();
+  assert.equal(c.request("g"), "E01");
+  assert.equal(c.request("m0,4"), "E01");
+  assert.equal(c.request("qC"), "QC2");
+  assert.ok(lines.some((l) => l.includes("boom")));
+});
+
+Deno.test("a batch of requests is answered in bounded pieces", () => {
+  const c = connected({ memorySize: 0x280000, fill: "random" });
+  let batch = "";
+  for (let i = 0; i < 40; i++) {
+    batch += latin1String(framePacket(`m${(FAKE_BASE + BigInt(i) * 0x10000n).toString(16)},10000`));
+  }
+  const replies = c.send(batch);
+  assert.equal(replies.length, 40);
+  assert.ok(replies.every((r) => r.length === 0x20000));
+  assert.ok(c.writes.length > 4, `${c.writes.length} writes`);
+  assert.ok(c.writes.every((w) => w.length < 600 * 1024));
+});
+
+Deno.test("debug log shows packets in and out, truncated", () => {
+  const lines: string[] = [];
+  const s = new RspSession(new FakeTarget(), {
+    debug: true,
+    log: (l) => lines.push(l),
+    label: "t",
+  });
+  const c = new SessionClient(s);
+  c.handshake();
+  c.request(`m${BASE},1000`);
+  assert.ok(lines.includes("[t] <- QStartNoAckMode"));
+  assert.ok(lines.includes("[t] -> OK"));
+  const out = lines.find((l) => l.startsWith("[t] -> 111111"))!;
+  assert.ok(out.length < 300 && out.endsWith("(8192 bytes)"), out);
+});
+
+Deno.test("text console: prompt, commands, switch to RSP and back", () => {
+  const c = client();
+  const text = (s: string) => latin1String(c.raw(s));
+  // Nothing is sent before the client speaks.
+  assert.equal(text(""), "");
+  const help = text("help\r\n");
+  assert.ok(help.includes("vmcoreinfo") && help.includes("quit") && help.endsWith("kdump> "), help);
+  assert.ok(text("threads\n").includes(FAKE_THREAD_NAMES[1]));
+  assert.ok(text("vmcore").length === 0); // partial line: nothing yet
+  assert.ok(text("info\n").includes("OSRELEASE=6.1.0-fake"));
+  assert.ok(text("nonsense\n").includes("Unknown monitor command"));
+  assert.equal(text("\n"), "kdump> ");
+  assert.ok(c.session.consoleMode);
+  // gdb connects: '+' then qSupported, split across reads.
+  const qs = latin1String(framePacket("qSupported:multiprocess+"));
+  assert.equal(text("+" + qs.slice(0, 8)), "");
+  const replies = parseReplies(c.raw(qs.slice(8)));
+  assert.equal(replies[0], "+");
+  assert.ok(replies[1].startsWith("PacketSize="));
+  assert.ok(!c.session.consoleMode);
+  assert.equal(c.request("qC"), "QC2");
+  // $3#33 hands the line back to the console.
+  assert.deepEqual(parseReplies(c.raw("$3#33")), ["+"]);
+  assert.ok(c.session.consoleMode);
+  assert.ok(text("help\n").includes("threads"));
+  // kdb's other trigger: $?#3f, after some typing.
+  const stop = parseReplies(c.raw("junk $?#3f"));
+  assert.deepEqual(stop, ["+", "T0bthread:2;"]);
+  c.raw("$3#33");
+  assert.equal(text("quit\n"), "");
+  assert.ok(c.session.closed);
+});
+
+Deno.test("transport loop: split reads, partial writes, end of input", async () => {
+  const [server, peer] = MemoryChannel.pair({ readSize: 5, writeSize: 3 });
+  const done = serveChannel(new FakeTarget(), server, { log: () => {} });
+  await peer.write(framePacket("qSupported"));
+  const first = await peer.readUntil((t) => t.includes("#", 2) && /#[0-9a-f]{2}$/.test(t));
+  assert.ok(first.startsWith("+$PacketSize="), first);
+  await peer.write(latin1Bytes2(`+${latin1String(framePacket("QStartNoAckMode"))}`));
+  assert.equal(await peer.readUntil((t) => t.endsWith("#9a")), "+$OK#9a");
+  await peer.write(framePacket(`m${BASE},8`));
+  assert.equal(await peer.readUntil((t) => /#..$/.test(t)), `$1*,#${checksumHex("1*,")}`);
+  peer.close();
+  await done;
+});
+
+Deno.test("transport loop: detach ends the session; a vanished peer does not throw", async () => {
+  const [server, peer] = MemoryChannel.pair();
+  const done = serveChannel(new FakeTarget(), server, { log: () => {} });
+  await peer.write(framePacket("D"));
+  assert.equal(await peer.readUntil((t) => t.endsWith("#9a")), "+$OK#9a");
+  await done;
+  const [server2, peer2] = MemoryChannel.pair();
+  const lines: string[] = [];
+  const done2 = serveChannel(new FakeTarget(), server2, { log: (l) => lines.push(l) });
+  peer2.close();
+  await peer2.write(framePacket("g")).catch(() => {});
+  await done2;
+  assert.deepEqual(lines, []);
+});
+
+function latin1Bytes2(s: string): Uint8Array {
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+function checksumHex(s: string): string {
+  let sum = 0;
+  for (const c of s) sum += c.charCodeAt(0);
+  return (sum & 0xff).toString(16).padStart(2, "0");
+}
