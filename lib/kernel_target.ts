@@ -87,10 +87,10 @@ export class KernelTarget implements Target {
 
   monitorHelp(): string[] {
     return [
-      "sys                 kernel release, build-id, CPUs, panic CPU, KASLR, dump format",
-      "vtop ADDRESS        translate a kernel virtual address and show the physical page",
-      "cache               page cache statistics",
-      "sym NAME            runtime address of a kernel symbol (vmlinux or the dump's kallsyms)",
+      "sys          kernel release, build-id, CPUs, panic CPU, KASLR, dump format",
+      "vtop ADDRESS translate a kernel virtual address and show the physical page",
+      "cache        page cache statistics",
+      "sym NAME     runtime address of a kernel symbol (vmlinux or the dump's kallsyms)",
     ];
   }
 
