@@ -4,6 +4,7 @@
  */
 
 import { deflateSync } from "node:zlib";
+import { prstatusRegisterNames } from "../lib/cpu_notes.ts";
 
 /** A note to put in a crafted dump. */
 export interface CraftNote {
@@ -36,35 +37,7 @@ export function vmcoreinfoNote(text: string): CraftNote {
 
 /** An x86_64 NT_PRSTATUS note with the given pid and register values by name. */
 export function prstatusNote(pid: number, regs: Record<string, bigint>): CraftNote {
-  const names = [
-    "r15",
-    "r14",
-    "r13",
-    "r12",
-    "rbp",
-    "rbx",
-    "r11",
-    "r10",
-    "r9",
-    "r8",
-    "rax",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "orig_rax",
-    "rip",
-    "cs",
-    "eflags",
-    "rsp",
-    "ss",
-    "fs_base",
-    "gs_base",
-    "ds",
-    "es",
-    "fs",
-    "gs",
-  ]; // deno-fmt-ignore
+  const names = prstatusRegisterNames("x86_64");
   const desc = new Uint8Array(336);
   const v = new DataView(desc.buffer);
   v.setInt32(32, pid, true);
