@@ -19,6 +19,9 @@ export interface CliOptions {
   once: boolean;
   tasksJson?: string;
   processJson?: string;
+  tasks: boolean;
+  pid?: number;
+  exe?: string;
   version: boolean;
   help: boolean;
 }
@@ -43,8 +46,11 @@ Serve a Linux kernel crash dump to gdb over the remote protocol.
   -d, --debug           log every packet on stderr
       --once            exit after the first client disconnects
   -f VMCORE             the dump (same as the positional argument)
-  -k FILE               tasks JSON: every task as a thread (not implemented yet)
-  -j FILE               process JSON: one process's address space (not implemented yet)
+      --tasks           every kernel task is a thread (pid, comm), registers from its stack
+      --pid N           process mode: process N's threads and user address space
+      --exe FILE        with --pid: the process's executable, offered to gdb
+  -k FILE               tasks JSON of the original tool (every task a thread)
+  -j FILE               process JSON of the original tool (one process)
       --version         print the version
   -h, --help            this help
 
@@ -70,6 +76,9 @@ export function parseCli(argv: string[]): CliOptions {
         debug: { type: "boolean", short: "d" },
         once: { type: "boolean" },
         file: { type: "string", short: "f" },
+        tasks: { type: "boolean" },
+        pid: { type: "string" },
+        exe: { type: "string" },
         k: { type: "string", short: "k" },
         j: { type: "string", short: "j" },
         version: { type: "boolean" },
@@ -101,9 +110,18 @@ export function parseCli(argv: string[]): CliOptions {
     once: v.once ?? false,
     tasksJson: v.k,
     processJson: v.j,
+    tasks: v.tasks ?? false,
+    pid: v.pid === undefined ? undefined : Number(v.pid),
+    exe: v.exe,
     version: v.version ?? false,
     help: v.help ?? false,
   };
+  if (out.pid !== undefined && (!Number.isInteger(out.pid) || out.pid < 0)) {
+    throw new UsageError(`--pid: "${v.pid}" is not a process id`);
+  }
+  const modes = [out.tasks, out.pid !== undefined, out.tasksJson, out.processJson].filter((m) => m);
+  if (modes.length > 1) throw new UsageError("choose one of --tasks, --pid, -k and -j");
+  if (out.exe && out.pid === undefined) throw new UsageError("--exe goes with --pid");
   if (!out.help && !out.version && files.length === 0) {
     throw new UsageError("no dump file given (kdump-gdbserver --help for usage)");
   }

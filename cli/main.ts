@@ -8,6 +8,10 @@ import { parseCli, USAGE, UsageError } from "./args.ts";
 import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
 import { KernelTarget, systemSummary } from "../lib/kernel_target.ts";
+import { tasksTarget } from "../lib/tasks_target.ts";
+import { type ProcessTarget, processTarget } from "../lib/process_target.ts";
+import { targetFromProcessJson, targetFromTasksJson } from "../lib/tasks_json.ts";
+import type { Target } from "../lib/target.ts";
 import { serveStdio, serveTcp } from "../lib/transport.ts";
 import { DumpError } from "../lib/errors.ts";
 import denoJson from "../deno.json" with { type: "json" };
@@ -52,12 +56,10 @@ async function main(argv: string[]): Promise<number> {
     log(`kdump-gdbserver ${denoJson.version}`);
     return 0;
   }
-  if (opts.tasksJson || opts.processJson) {
-    log("kdump-gdbserver: -k and -j (tasks and process modes) are not implemented yet");
-    return 2;
-  }
 
   let kernel: Kernel;
+  let target: Target;
+  let modeLines: string[] = [];
   try {
     const started = performance.now();
     const dump = openDump(opts.files, {
@@ -69,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
       cacheBytes: opts.cacheMb * 1024 * 1024,
       zeroExcluded: opts.zeroExcluded,
     });
+    ({ target, modeLines } = makeTarget(kernel, opts));
     const ms = performance.now() - started;
     if (ms > 1000) log(`opened in ${(ms / 1000).toFixed(1)} s`);
   } catch (e) {
@@ -78,12 +81,16 @@ async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  const target = new KernelTarget(kernel);
-
   log(`kdump-gdbserver ${denoJson.version}`);
   for (const line of systemSummary(kernel)) log(line);
-  log("threads:");
-  for (const t of target.threads()) log(`  ${t.id}  ${t.name}`);
+  for (const line of modeLines) log(line);
+  const threads = target.threads();
+  log(`threads: ${threads.length}`);
+  const shown = threads.length > 40 ? threads.slice(0, 32) : threads;
+  for (const t of shown) log(`  ${t.id}  ${t.name}`);
+  if (shown.length < threads.length) {
+    log(`  … (${threads.length - shown.length} more: info threads)`);
+  }
 
   const vmlinuxArg = opts.vmlinux ? shellQuote(opts.vmlinux) : "<vmlinux>";
   const fileLine = `file ${vmlinuxArg} -o 0x${kernel.kaslrOffset.toString(16)}`;
@@ -91,6 +98,11 @@ async function main(argv: string[]): Promise<number> {
     "--stdio",
     ...opts.files.map(shellQuote),
     ...(opts.vmlinux ? ["--vmlinux", shellQuote(opts.vmlinux)] : []),
+    ...(opts.tasks ? ["--tasks"] : []),
+    ...(opts.pid !== undefined ? ["--pid", String(opts.pid)] : []),
+    ...(opts.exe ? ["--exe", shellQuote(opts.exe)] : []),
+    ...(opts.tasksJson ? ["-k", shellQuote(opts.tasksJson)] : []),
+    ...(opts.processJson ? ["-j", shellQuote(opts.processJson)] : []),
   ].join(" ");
   const pipe = `target remote | ${selfCommand()} ${pipeArgs}`;
 
@@ -122,6 +134,48 @@ async function main(argv: string[]): Promise<number> {
   await server.finished;
   kernel.close();
   return 0;
+}
+
+/** The target for the chosen mode, and banner lines describing it. */
+function makeTarget(
+  kernel: Kernel,
+  opts: ReturnType<typeof parseCli>,
+): { target: Target; modeLines: string[] } {
+  const lines: string[] = [];
+  let target: Target;
+  if (opts.tasks) {
+    const t = tasksTarget(kernel);
+    lines.push(`mode:         tasks (every task a thread; ${t.source})`);
+    lines.push(...t.warnings.map((w) => `warning:      ${w}`));
+    target = t;
+  } else if (opts.pid !== undefined) {
+    const t = processTarget(kernel, opts.pid, { executable: opts.exe });
+    lines.push(...processLines(t));
+    target = t;
+  } else if (opts.tasksJson) {
+    const t = targetFromTasksJson(kernel, opts.tasksJson);
+    lines.push(`mode:         tasks from ${opts.tasksJson}`);
+    lines.push(...t.warnings.map((w) => `warning:      ${w}`));
+    target = t;
+  } else if (opts.processJson) {
+    const t = targetFromProcessJson(kernel, opts.processJson);
+    lines.push(...processLines(t));
+    target = t;
+  } else {
+    target = new KernelTarget(kernel);
+  }
+  return { target, modeLines: lines };
+}
+
+function processLines(t: ProcessTarget): string[] {
+  const v = t.view;
+  const lines = [`mode:         process ${v.pid} (${v.name})`];
+  if (v.exePath) lines.push(`executable:   ${v.exePath}`);
+  if (v.loadAddress !== undefined) {
+    lines.push(`symbols:      file <executable> -o 0x${v.loadAddress.toString(16)}   # PIE`);
+  }
+  lines.push(...t.warnings.map((w) => `warning:      ${w}`));
+  return lines;
 }
 
 if (import.meta.main) {

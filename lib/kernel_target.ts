@@ -16,6 +16,9 @@ import type {
 import type { Kernel } from "./kernel.ts";
 import { pageStatusText } from "./dump.ts";
 import { resolve } from "node:path";
+import { KernelTasks } from "./tasks.ts";
+import { filterPs, formatPs, taskPsRow } from "./ps.ts";
+import { errorText } from "./file_source.ts";
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
@@ -90,6 +93,7 @@ export class KernelTarget implements Target {
       "sys          kernel release, build-id, CPUs, panic CPU, KASLR, dump format",
       "vtop ADDRESS translate a kernel virtual address and show the physical page",
       "cache        page cache statistics",
+      "ps [PID|NAME] the kernel's tasks (as in --tasks mode; > marks running ones)",
       "sym NAME     runtime address of a kernel symbol (vmlinux or the dump's kallsyms)",
     ];
   }
@@ -103,6 +107,16 @@ export class KernelTarget implements Target {
       case "vtop":
         out(vtop(this.kernel, args[0]) + "\n");
         return true;
+      case "ps": {
+        try {
+          const tasks = new KernelTasks(this.kernel);
+          const rows = tasks.list().map((t) => taskPsRow(tasks, t));
+          out(formatPs(filterPs(rows, args[0])));
+        } catch (e) {
+          out(`ps: ${errorText(e)}\n`);
+        }
+        return true;
+      }
       case "sym": {
         const addr = args[0] ? this.kernel.symbol(args[0]) : undefined;
         out(

@@ -37,6 +37,11 @@ export interface TaskInfo {
   cpu?: number;
   /** `task->mm` (0 for kernel threads). */
   mm: bigint;
+  /**
+   * The task_struct is not in the dump: only its address and CPU are known (a CPU's current
+   * task, kept for the CPU's registers; pid and tgid are -1).
+   */
+  unreadable?: boolean;
 }
 
 /** Reads the fields of one structure from a window of its bytes, loaded with one read. */
@@ -312,7 +317,11 @@ export class KernelTasks {
     const add = (address: bigint, idleOf?: number): TaskInfo | undefined => {
       if (this.#byAddress.has(address)) return this.#byAddress.get(address);
       const info = this.#readTask(address, parents);
-      if (!info) return undefined;
+      if (!info) {
+        this.#unreadable.add(address);
+        return undefined;
+      }
+      this.#unreadable.delete(address);
       if (idleOf !== undefined) info.idleOf = idleOf;
       out.push(info);
       this.#byAddress.set(address, info);
@@ -341,11 +350,35 @@ export class KernelTasks {
       seen.add(node);
       const leader = node - tasksOff;
       const known = this.#byAddress.has(leader);
-      const info = add(leader);
-      if (!info) break;
-      // #readTask just noted where the leader's thread list is.
-      if (!known) this.#addThreads(leader, add);
+      // #readTask notes where the leader's thread list is.
+      if (add(leader) && !known) this.#addThreads(leader, add);
       node = this.#mem.readU64(node);
+    }
+
+    // Every task also has a struct pid in init_pid_ns's IDR: that finds the tasks the lists
+    // could not reach (a task_struct missing from the dump breaks the list after it).
+    for (const task of this.#pidTasks()) add(task);
+
+    // A CPU's current task whose task_struct is not in the dump still has the CPU's registers:
+    // keep it (as pid -1) so the CPU's stack, often the interesting one, stays reachable.
+    for (const c of this.kernel.cpuTasks) {
+      if (c.task === undefined || this.#byAddress.has(c.task)) continue;
+      const info: TaskInfo = {
+        address: c.task,
+        pid: -1,
+        tgid: -1,
+        ppid: 0,
+        comm: "?",
+        state: "R",
+        kernelThread: false,
+        runningOn: c.cpu,
+        cpu: c.cpu,
+        mm: 0n,
+        unreadable: true,
+      };
+      out.push(info);
+      parents.push(0n);
+      this.#byAddress.set(c.task, info);
     }
 
     // ppid: the parent's tgid; parents are nearly always in the list already.
@@ -368,7 +401,8 @@ export class KernelTasks {
   /** Threads of process `tgid` (its leader first), or an empty list. */
   threadsOf(tgid: number): TaskInfo[] {
     const all = this.list().filter((t) => t.tgid === tgid && t.idleOf === undefined);
-    return all.sort((a, b) => (a.pid === tgid ? -1 : b.pid === tgid ? 1 : 0));
+    const rank = (t: TaskInfo) => (t.pid === tgid ? -1 : t.pid);
+    return all.sort((a, b) => rank(a) - rank(b));
   }
 
   /**
@@ -449,6 +483,61 @@ export class KernelTasks {
 
   #lastSignal = 0n;
   #lastThreadGroup = 0n;
+  #unreadable = new Set<bigint>();
+
+  /**
+   * Problems the user should know: task_structs that are not in the dump (their tasks are
+   * missing from the list).
+   */
+  get warnings(): string[] {
+    this.list();
+    const n = this.#unreadable.size;
+    if (n === 0) return [];
+    const first = [...this.#unreadable][0];
+    const buf = new Uint8Array(1);
+    const why = this.#mem.read(first + BigInt(this.#task.lo), buf).error ?? "unreadable";
+    return [
+      `${n} task${n === 1 ? "" : "s"} missing from the task list: task_struct not readable ` +
+      `(first: 0x${first.toString(16)}: ${
+        why.replace(/^0x[0-9a-f]+( \(physical 0x[0-9a-f]+\))?: /, "")
+      })`,
+    ];
+  }
+
+  /** task_struct addresses from the pid IDR (`init_pid_ns.idr`, an xarray of struct pid). */
+  #pidTasks(): bigint[] {
+    const btf = this.kernel.btf!;
+    const ns = this.kernel.symbol("init_pid_ns");
+    const headM = btf.member("pid_namespace", "idr.idr_rt.xa_head");
+    const slotsM = btf.member("xa_node", "slots");
+    const pidTasksM = btf.member("pid", "tasks");
+    const linksM = btf.member("task_struct", "pid_links");
+    if (ns === undefined || !headM || !slotsM || !pidTasksM || !linksM) return [];
+    const out: bigint[] = [];
+    const slots = new Uint8Array(slotsM.size);
+    const view = new DataView(slots.buffer);
+    const visit = (entry: bigint, depth: number): void => {
+      if (depth > 16 || out.length >= MAX_TASKS) return;
+      if ((entry & 3n) === 2n) {
+        // An internal entry: a node when above 4096, else a sibling or retry marker.
+        if (entry <= 4096n) return;
+        if (this.#mem.read(entry - 2n + BigInt(slotsM.offset), slots).error) return;
+        const children: bigint[] = [];
+        for (let o = 0; o + 8 <= slots.length; o += 8) {
+          const c = view.getBigUint64(o, true);
+          if (c) children.push(c);
+        }
+        for (const c of children) visit(c, depth + 1);
+        return;
+      }
+      // A struct pid: its first PIDTYPE_PID user is the task.
+      const first = this.#mem.readU64(entry + BigInt(pidTasksM.offset));
+      if (first) out.push(first - BigInt(linksM.offset));
+    };
+    const head = this.#mem.readU64(ns + BigInt(headM.offset));
+    if (head) visit(head, 0);
+    return out;
+  }
 
   /** Add the threads of a process other than its leader (just read by #readTask). */
   #addThreads(leader: bigint, add: (address: bigint) => TaskInfo | undefined): void {

@@ -10,28 +10,15 @@
 import type { MemoryRead, MonitorOutput, RegisterValues, Target, ThreadInfo } from "./target.ts";
 import type { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
-import { KernelTasks, type TaskInfo } from "./tasks.ts";
+import { KernelTasks } from "./tasks.ts";
+import { filterPs, formatPs, psComm, type PsRow, taskPsRow } from "./ps.ts";
+
+export { filterPs, formatPs, psComm, type PsRow, taskPsRow };
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
 /** The kernel's PID_MAX_LIMIT: thread ids above it cannot collide with a pid. */
 const PID_MAX_LIMIT = 4 * 1024 * 1024;
-
-/** One row of `monitor ps`; absent fields print as `-`. */
-export interface PsRow {
-  /** Thread id the row belongs to in gdb. */
-  threadId: number;
-  pid: number;
-  tid: number;
-  ppid?: number;
-  uid?: number;
-  cpu?: number;
-  /** CPU it was running on at the time of the dump. */
-  running?: number;
-  state?: string;
-  address?: bigint;
-  comm: string;
-}
 
 /** One thread of a tasks target. */
 export interface TaskThread {
@@ -39,11 +26,6 @@ export interface TaskThread {
   /** Registers, computed when gdb first asks. */
   registers: () => RegisterValues;
   ps: PsRow;
-}
-
-/** Name of a task as `ps` shows it: kernel threads in brackets. */
-export function psComm(comm: string, kernelThread: boolean): string {
-  return kernelThread ? `[${comm}]` : comm;
 }
 
 /**
@@ -62,38 +44,13 @@ export function taskThreadName(tid: number, comm: string, running?: number): str
   return running === undefined ? `${tid} ${comm}` : `${tid} ${comm} (CPU ${running})`;
 }
 
-/** Format `monitor ps` lines. `>` marks tasks running on a CPU, as crash does. */
-export function formatPs(rows: readonly PsRow[]): string {
-  const dash = (v: number | string | undefined) => (v === undefined ? "-" : String(v));
-  const lines = ["    PID     TID    PPID  CPU ST   UID  THREAD   TASK                COMM"];
-  for (const r of rows) {
-    const mark = r.running !== undefined ? ">" : " ";
-    lines.push(
-      `${mark}${dash(r.pid).padStart(6)} ${dash(r.tid).padStart(7)} ${dash(r.ppid).padStart(7)} ` +
-        `${dash(r.running ?? r.cpu).padStart(4)} ${dash(r.state).padEnd(2)} ` +
-        `${dash(r.uid).padStart(5)}  ${String(r.threadId).padEnd(8)} ` +
-        `${(r.address === undefined ? "-" : "0x" + r.address.toString(16)).padEnd(19)} ${r.comm}`,
-    );
-  }
-  lines.push(`${rows.length} task${rows.length === 1 ? "" : "s"}; > marks tasks running on a CPU.`);
-  return lines.join("\n") + "\n";
-}
-
-/** Filter ps rows by a monitor argument: a pid/tid, or a substring of the name. */
-export function filterPs(rows: readonly PsRow[], arg: string | undefined): readonly PsRow[] {
-  if (!arg) return rows;
-  if (/^\d+$/.test(arg)) {
-    const n = Number(arg);
-    return rows.filter((r) => r.pid === n || r.tid === n);
-  }
-  return rows.filter((r) => r.comm.includes(arg));
-}
-
 /** Serves a list of kernel tasks as threads over kernel memory. */
 export class TasksTarget implements Target {
   readonly kernel: Kernel;
   /** Where the task list came from, for banners (`the dump's task list`, a JSON file). */
   readonly source: string;
+  /** Things the user should know (e.g. register names of a JSON file that were ignored). */
+  readonly warnings: string[] = [];
   #kernelTarget: KernelTarget;
   #threads: ThreadInfo[];
   #byId: Map<number, TaskThread>;
@@ -166,24 +123,6 @@ export class TasksTarget implements Target {
   }
 }
 
-/** ps rows of kernel tasks (uid read on demand: one more pointer per task). */
-export function taskPsRow(tasks: KernelTasks, t: TaskInfo, threadId: number): PsRow {
-  return {
-    threadId,
-    pid: t.tgid,
-    tid: t.pid,
-    ppid: t.ppid,
-    get uid() {
-      return tasks.uid(t);
-    },
-    cpu: t.cpu,
-    running: t.runningOn,
-    state: t.state,
-    address: t.address,
-    comm: psComm(t.comm, t.kernelThread),
-  };
-}
-
 /**
  * Tasks mode from the dump itself (`--tasks`): needs the kernel's types (BTF) and symbols.
  * @throws DumpError when the task list cannot be read
@@ -197,10 +136,13 @@ export function tasksTarget(kernel: Kernel, tasks = new KernelTasks(kernel)): Ta
     const id = ids[i];
     if (t.runningOn === panicCpu) stop = id;
     const comm = psComm(t.comm, t.kernelThread);
+    const name = t.unreadable
+      ? `task 0x${t.address.toString(16)} (CPU ${t.runningOn}; task_struct not in the dump)`
+      : taskThreadName(t.pid, comm, t.runningOn);
     return {
       info: {
         id,
-        name: taskThreadName(t.pid, comm, t.runningOn),
+        name,
         extra: `${t.state}, task 0x${t.address.toString(16)}`,
         core: t.runningOn ?? t.cpu,
       },
@@ -208,5 +150,7 @@ export function tasksTarget(kernel: Kernel, tasks = new KernelTasks(kernel)): Ta
       ps: taskPsRow(tasks, t, id),
     };
   });
-  return new TasksTarget(kernel, threads, "the dump's task list", stop);
+  const target = new TasksTarget(kernel, threads, "the dump's task list", stop);
+  target.warnings.push(...tasks.warnings);
+  return target;
 }

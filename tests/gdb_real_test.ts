@@ -151,11 +151,18 @@ Deno.test({
     assert.match(r.out, /in panic \(/);
     assert.match(r.out, /"swapper\/0\\000/);
     assert.ok(r.out.includes(A.expected.banner.slice(0, 50)));
-    const regs = A.expected.cpus.find((c: { cpu: number }) => c.cpu === A.expected.crashed_cpu)
-      .registers;
+    const crashedCpu = A.expected.cpus.find((c: { cpu: number }) =>
+      c.cpu === A.expected.crashed_cpu
+    );
+    const regs = crashedCpu.registers;
     assert.match(r.out, new RegExp(`sp +0x${big(regs.sp).toString(16)} `));
     assert.match(r.out, new RegExp(`x29 +0x${big(regs.x29).toString(16)} `));
-    assert.match(r.out, /pc +0xffff[0-9a-f]+ +0xffff[0-9a-f]+ <__delay\+/);
+    // The pc is where drgn found the innermost frame, and gdb names the same function.
+    const top = crashedCpu.frames[0];
+    assert.match(
+      r.out,
+      new RegExp(`pc +0x${big(top.pc).toString(16)} +0x[0-9a-f]+ <${top.symbol}[+>]`),
+    );
   },
 });
 

@@ -1,0 +1,594 @@
+# Task and process helpers for gdb connected to a Linux kernel dump (kdump-gdbserver in kernel
+# mode, or any target that serves kernel memory with the vmlinux loaded and relocated).
+#
+# Usage:  (gdb) source cli/gdb/kdump.py
+#         (gdb) kdump-kernel-ps                       # UID PID PPID LWP COMM ADDRESS
+#         (gdb) kdump-save-kernel-json FILE           # every task: for kdump-gdbserver -k FILE
+#         (gdb) kdump-save-process-json FILE PID      # one process: for kdump-gdbserver -j FILE
+#
+# Works from the vmlinux's debug information on Linux 6.1 to 6.12, x86_64 and aarch64:
+# - threads: signal->thread_head / task->thread_node (thread_group is gone since 6.7);
+# - mappings: the maple tree mm->mm_mt (since 6.1), else the mm->mmap / vm_next list;
+# - sleeping tasks: x86_64 thread.sp and the struct inactive_task_frame it points to
+#   (r15 r14 r13 r12 bx bp ret_addr); arm64 thread.cpu_context (x19..x28, fp, sp, pc);
+# - tasks running on a CPU: that CPU's registers, from the gdb thread of the CPU;
+# - user registers: struct pt_regs at the top of the kernel stack, whose size (THREAD_SIZE) is
+#   the extent of init_stack in the image.
+#
+# The JSON files are the original kdump-gdbserver's, with optional extra keys it ignored:
+# per thread "task" (task_struct address), "state" and "cpu" (the CPU it was running on); per
+# process "pid", "comm", "exe" and "auxv" (pairs from mm->saved_auxv).
+
+import json
+
+import gdb
+import gdb.types
+
+PF_KTHREAD = 0x00200000
+VM_EXEC = 0x4
+STATE_LETTERS = "RSDTtXZPI"
+ULONG_MAX = (1 << 64) - 1
+
+# Maple tree encoding (include/linux/maple_tree.h).
+MAPLE_NODE_MASK = 0xFF
+MAPLE_DENSE, MAPLE_LEAF_64, MAPLE_RANGE_64, MAPLE_ARANGE_64 = 0, 1, 2, 3
+
+X86_64_PT_REGS = [
+    ("r15", "r15"), ("r14", "r14"), ("r13", "r13"), ("r12", "r12"), ("bp", "rbp"),
+    ("bx", "rbx"), ("r11", "r11"), ("r10", "r10"), ("r9", "r9"), ("r8", "r8"), ("ax", "rax"),
+    ("cx", "rcx"), ("dx", "rdx"), ("si", "rsi"), ("di", "rdi"), ("orig_ax", "orig_rax"),
+    ("ip", "rip"), ("cs", "cs"), ("flags", "eflags"), ("sp", "rsp"), ("ss", "ss"),
+]
+X86_64_SWITCH_FRAME = [
+    ("r15", "r15"), ("r14", "r14"), ("r13", "r13"), ("r12", "r12"), ("bx", "rbx"), ("bp", "rbp"),
+    ("ret_addr", "rip"),
+]
+X86_64_CPU_REGS = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+    "r13", "r14", "r15", "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base",
+    "gs_base", "orig_rax",
+]
+AARCH64_CPU_REGS = ["x%d" % i for i in range(31)] + ["sp", "pc", "cpsr"]
+
+
+_types = {}
+_offsets = {}
+
+
+def _type(name):
+    """gdb.lookup_type, cached: looking types up in a vmlinux's debug information is slow."""
+    t = _types.get(name)
+    if t is None:
+        t = _types[name] = gdb.lookup_type(name)
+    return t
+
+
+def _find_field(t, name):
+    """(byte offset, field) of a member, looking into anonymous structs and unions as C does."""
+    for f in t.strip_typedefs().fields():
+        if f.name == name:
+            return f.bitpos // 8, f
+        if not f.name and f.type.strip_typedefs().code in (gdb.TYPE_CODE_STRUCT,
+                                                            gdb.TYPE_CODE_UNION):
+            found = _find_field(f.type, name)
+            if found is not None:
+                return f.bitpos // 8 + found[0], found[1]
+    return None
+
+
+def _offset(struct, path):
+    """Byte offset of a member path such as "thread.sp" (without parsing C: parsing an
+    expression makes gdb expand the debug information of every unit naming the type)."""
+    key = (struct, path)
+    if key not in _offsets:
+        t, total = _type(struct), 0
+        for part in path.split("."):
+            found = _find_field(t, part)
+            if found is None:
+                _offsets[key] = None
+                break
+            total += found[0]
+            t = found[1].type
+        else:
+            _offsets[key] = total
+    offset = _offsets[key]
+    if offset is None:
+        raise gdb.GdbError("kdump: %s has no member %s" % (struct, path))
+    return offset
+
+
+def _has(struct, path):
+    try:
+        _offset(struct, path)
+        return True
+    except gdb.GdbError:
+        return False
+
+
+def _ulong(value):
+    return int(value.cast(_type("unsigned long"))) & ULONG_MAX
+
+
+def _arch():
+    name = gdb.selected_inferior().architecture().name()
+    if "x86-64" in name or "x86_64" in name:
+        return "x86_64"
+    if "aarch64" in name:
+        return "aarch64"
+    raise gdb.GdbError("kdump: unsupported architecture %s (x86_64 and aarch64 only)" % name)
+
+
+def _symbol_address(name):
+    sym = gdb.lookup_global_symbol(name) or gdb.lookup_static_symbol(name)
+    if sym is not None:
+        return _ulong(sym.value().address)
+    msym = gdb.lookup_minimal_symbol(name) if hasattr(gdb, "lookup_minimal_symbol") else None
+    if msym is not None:
+        return int(msym.value().address) & ULONG_MAX
+    try:
+        return _ulong(gdb.parse_and_eval("(unsigned long)&'%s'" % name))
+    except gdb.error:
+        return None
+
+
+def _load(address, type_name):
+    """A structure read in one go (one memory request instead of one per field)."""
+    t = _type(type_name)
+    try:
+        data = gdb.selected_inferior().read_memory(address, t.sizeof)
+        return gdb.Value(bytes(data), t)
+    except (TypeError, AttributeError):  # gdb before 12: no Value(buffer, type)
+        return gdb.Value(address).cast(t.pointer()).dereference()
+
+
+def _container_of(pointer, struct, path):
+    return (_ulong(pointer) - _offset(struct, path)) & ULONG_MAX
+
+
+def _list(head_address, struct, path):
+    """Addresses of the structures linked into the list_head at head_address."""
+    node_type = _type("struct list_head").pointer()
+    node = gdb.Value(head_address).cast(node_type).dereference()["next"]
+    seen = set()
+    while _ulong(node) != head_address and _ulong(node) not in seen:
+        seen.add(_ulong(node))
+        yield _container_of(node, struct, path)
+        node = node.dereference()["next"]
+
+
+def _per_cpu(symbol, cpu):
+    base = _symbol_address(symbol)
+    if _arch() == "x86_64":
+        # x86_64 links per-CPU variables as offsets from 0 (__per_cpu_start); a debugger that
+        # relocated the whole vmlinux by the KASLR offset moved them too: undo that.
+        base -= _symbol_address("__per_cpu_start") or 0
+    offsets = _symbol_address("__per_cpu_offset")
+    offset = _ulong(gdb.Value(offsets + 8 * cpu).cast(_type("unsigned long").pointer())
+                    .dereference())
+    return (base + offset) & ULONG_MAX
+
+
+def _cpu_count():
+    address = _symbol_address("nr_cpu_ids")
+    try:
+        n = int(gdb.Value(address).cast(_type("unsigned int").pointer()).dereference())
+    except (gdb.error, TypeError):
+        n = 1
+    return max(1, min(n, 8192))
+
+
+def _state_letter(task):
+    field = "__state" if _has("struct task_struct", "__state") else "state"
+    state = int(task[field]) & 0xFFFFFFFF
+    report = (state | int(task["exit_state"])) & 0x7F
+    if state & 0x402 == 0x402:  # TASK_IDLE
+        report = 0x80
+    if state & 0x1000:  # TASK_RTLOCK_WAIT
+        report = 0x2
+    return STATE_LETTERS[report.bit_length()] if report.bit_length() < 9 else "?"
+
+
+class Task(object):
+    """What the commands need of one task_struct."""
+
+    def __init__(self, address):
+        self.address = address
+        t = _load(address, "struct task_struct")
+        self.value = t
+        self.pid = int(t["pid"])
+        self.tgid = int(t["tgid"])
+        self.comm = t["comm"].string(errors="replace").split("\0")[0]
+        self.kernel_thread = (int(t["flags"]) & PF_KTHREAD) != 0
+        self.state = _state_letter(t)
+        self.mm = _ulong(t["mm"])
+        self.signal = _ulong(t["signal"])
+        self.running_on = None
+
+    @property
+    def ps_comm(self):
+        return "[%s]" % self.comm if self.kernel_thread else self.comm
+
+    def ppid(self):
+        parent = self.value["real_parent"]
+        return int(parent.dereference()["tgid"]) if _ulong(parent) else 0
+
+    def uid(self):
+        cred = self.value["real_cred"]
+        if not _ulong(cred):
+            return 0
+        uid = cred.dereference()["uid"]
+        return int(uid["val"]) if uid.type.strip_typedefs().code == gdb.TYPE_CODE_STRUCT else int(uid)
+
+
+def _running_tasks():
+    """{task address: cpu} from each CPU's runqueue, and each CPU's idle task."""
+    running, idle = {}, []
+    for cpu in range(_cpu_count()):
+        try:
+            rq = gdb.Value(_per_cpu("runqueues", cpu)).cast(_type("struct rq").pointer())
+            running[_ulong(rq["curr"])] = cpu
+            idle.append(_ulong(rq["idle"]))
+        except gdb.error:
+            break
+    return running, idle
+
+
+def all_tasks():
+    """Every task: each CPU's idle task, then each process followed by its other threads."""
+    running, idle = _running_tasks()
+    init = _symbol_address("init_task")
+    out, seen = [], set()
+
+    def add(address):
+        if address in seen or not address:
+            return None
+        seen.add(address)
+        task = Task(address)
+        task.running_on = running.get(address)
+        out.append(task)
+        return task
+
+    for address in idle or [init]:
+        add(address)
+    thread_head = _has("struct signal_struct", "thread_head") and _has("struct task_struct",
+                                                                        "thread_node")
+    tasks_head = init + _offset("struct task_struct", "tasks")
+    for leader in _list(tasks_head, "struct task_struct", "tasks"):
+        task = add(leader)
+        if task is None:
+            continue
+        if thread_head:
+            head = task.signal + _offset("struct signal_struct", "thread_head")
+            members = _list(head, "struct task_struct", "thread_node")
+        else:
+            head = leader + _offset("struct task_struct", "thread_group")
+            members = _list(head, "struct task_struct", "thread_group")
+        for thread in members:
+            add(thread)
+    return out
+
+
+def _cpu_thread(cpu):
+    """The gdb thread that stands for a CPU (kdump-gdbserver names them "CPU n…")."""
+    threads = gdb.selected_inferior().threads()
+    for th in threads:
+        if th.name and (th.name == "CPU %d" % cpu or th.name.startswith("CPU %d:" % cpu) or
+                        th.name.startswith("CPU %d " % cpu)):
+            return th
+    for th in threads:  # QEMU's gdbstub and kernel mode number CPUs from 1
+        if th.ptid[1] == cpu + 1 or th.ptid[2] == cpu + 1:
+            return th
+    return None
+
+
+def _cpu_registers(cpu, arch):
+    th = _cpu_thread(cpu)
+    if th is None:
+        return None
+    previous = gdb.selected_thread()
+    regs = {}
+    try:
+        th.switch()
+        frame = gdb.newest_frame()
+        for name in X86_64_CPU_REGS if arch == "x86_64" else AARCH64_CPU_REGS:
+            try:
+                value = frame.read_register(name)
+                if value.is_optimized_out:
+                    continue
+                regs[name] = int(value.cast(_type("unsigned long"))) & ULONG_MAX
+            except (gdb.error, ValueError):
+                continue
+    finally:
+        if previous is not None:
+            previous.switch()
+    return regs
+
+
+def kernel_registers(task, arch):
+    """Registers a task saved when it last switched out."""
+    t = task.value
+    regs = {}
+    if arch == "x86_64":
+        sp = _ulong(t["thread"]["sp"])
+        frame_type = _type("struct inactive_task_frame")
+        frame = _load(sp, "struct inactive_task_frame")
+        for field, name in X86_64_SWITCH_FRAME:
+            if gdb.types.has_field(frame_type, field):
+                regs[name] = _ulong(frame[field])
+        regs["rsp"] = sp + frame_type.sizeof
+    else:
+        ctx = t["thread"]["cpu_context"]
+        for i in range(19, 29):
+            regs["x%d" % i] = _ulong(ctx["x%d" % i])
+        regs["x29"] = _ulong(ctx["fp"])
+        regs["sp"] = _ulong(ctx["sp"])
+        regs["pc"] = _ulong(ctx["pc"])
+        regs["x30"] = regs["pc"]
+    return regs
+
+
+def thread_size():
+    """THREAD_SIZE: the extent of init_stack, which the linker script sizes to it."""
+    start = (_symbol_address("__start_init_stack") or _symbol_address("__start_init_task") or
+             _symbol_address("init_stack"))
+    for end_name in ("__end_init_stack", "__end_init_task"):
+        end = _symbol_address(end_name)
+        if start is not None and end is not None:
+            size = end - start
+            if 4096 <= size <= 1 << 20 and size & (size - 1) == 0:
+                return size
+    try:
+        size = int(gdb.parse_and_eval("sizeof(init_stack)"))
+        if size >= 4096:
+            return size
+    except gdb.error:
+        pass
+    return 16384
+
+
+def _pt_regs_address(task, arch, size):
+    pt_regs_size = _type("struct pt_regs").sizeof
+    stack = _ulong(task.value["stack"])
+    if arch != "x86_64":
+        return stack + size - pt_regs_size
+    # TOP_OF_KERNEL_STACK_PADDING: 16 with FRED (6.9+), else 0; the user frame has CPL 3.
+    pads = [16, 0] if _symbol_address("asm_fred_entrypoint_user") is not None else [0, 16]
+    for pad in pads:
+        address = stack + size - pad - pt_regs_size
+        try:
+            regs = _load(address, "struct pt_regs")
+            if int(regs["cs"]) & 3 == 3 and int(regs["ss"]) & 3 == 3:
+                return address
+        except gdb.error:
+            continue
+    return stack + size - pads[0] - pt_regs_size
+
+
+def user_registers(task, arch, size):
+    """User-mode registers: struct pt_regs at the top of the task's kernel stack."""
+    regs = {}
+    pt = _load(_pt_regs_address(task, arch, size), "struct pt_regs")
+    if arch == "x86_64":
+        for field, name in X86_64_PT_REGS:
+            regs[name] = _ulong(pt[field])
+        regs["eflags"] &= 0xFFFFFFFF
+        thread = task.value["thread"]
+        if task.running_on is None:
+            regs["fs_base"] = _ulong(thread["fsbase"])
+            regs["gs_base"] = _ulong(thread["gsbase"])
+    else:
+        gp = pt["regs"]
+        for i in range(31):
+            regs["x%d" % i] = _ulong(gp[i])
+        regs["sp"] = _ulong(pt["sp"])
+        regs["pc"] = _ulong(pt["pc"])
+        regs["cpsr"] = _ulong(pt["pstate"]) & 0xFFFFFFFF
+    return regs
+
+
+def _maple_entries(mm):
+    """Entries (VMA addresses) of the maple tree mm->mm_mt, in index order."""
+    root = _ulong(mm["mm_mt"]["ma_root"])
+    out = []
+
+    def is_node(entry):
+        return entry & 3 == 2 and entry > 4096
+
+    if not root:
+        return out
+    if not is_node(root):
+        return [] if root & 3 == 2 else [root]
+
+    def visit(entry, maximum, depth):
+        if depth > 64:
+            return
+        node_type = (entry >> 3) & 0xF
+        address = entry & ~MAPLE_NODE_MASK
+        if node_type == MAPLE_ARANGE_64:
+            node, slots = _load(address, "struct maple_arange_64"), 10
+            end = int(node["meta"]["end"])
+        elif node_type in (MAPLE_LEAF_64, MAPLE_RANGE_64):
+            node, slots = _load(address, "struct maple_range_64"), 16
+            last = _ulong(node["pivot"][slots - 2])
+            if last == 0:
+                end = int(node["meta"]["end"])
+            elif last == maximum:
+                end = slots - 2
+            else:
+                end = slots - 1
+        else:
+            return
+        for i in range(min(end, slots - 1) + 1):
+            slot = _ulong(node["slot"][i])
+            if not slot:
+                continue
+            if node_type == MAPLE_LEAF_64:
+                if slot & 3 != 2:
+                    out.append(slot)
+            elif is_node(slot):
+                visit(slot, _ulong(node["pivot"][i]) if i < slots - 1 else maximum, depth + 1)
+
+    visit(root, ULONG_MAX, 0)
+    return out
+
+
+def vmas(mm_address):
+    """(start, end, flags) of each mapping of an mm, by address."""
+    mm = _load(mm_address, "struct mm_struct")
+    if _has("struct mm_struct", "mm_mt"):
+        addresses = _maple_entries(mm)
+    else:
+        addresses, vma = [], _ulong(mm["mmap"])
+        while vma and len(addresses) < 1 << 20:
+            addresses.append(vma)
+            vma = _ulong(_load(vma, "struct vm_area_struct")["vm_next"])
+    out, seen = [], set()
+    for address in addresses:
+        if address in seen:
+            continue
+        seen.add(address)
+        vma = _load(address, "struct vm_area_struct")
+        if _ulong(vma["vm_mm"]) != mm_address:
+            continue
+        out.append((_ulong(vma["vm_start"]), _ulong(vma["vm_end"]), _ulong(vma["vm_flags"])))
+    return sorted(out)
+
+
+def _saved_auxv(mm):
+    words = mm["saved_auxv"]
+    n = words.type.strip_typedefs().sizeof // words.type.strip_typedefs().target().sizeof
+    pairs = []
+    for i in range(0, n - 1, 2):
+        pairs.append([_ulong(words[i]), _ulong(words[i + 1])])
+        if pairs[-1][0] == 0:
+            break
+    return pairs
+
+
+def _exe_name(mm):
+    try:
+        exe = mm["exe_file"]
+        if not _ulong(exe):
+            return None
+        return exe.dereference()["f_path"]["dentry"].dereference()["d_name"]["name"].string()
+    except gdb.error:
+        return None
+
+
+class KernelPs(gdb.Command):
+    """List the dumped kernel's tasks: UID PID PPID LWP COMM ADDRESS.
+
+Usage: kdump-kernel-ps
+PID is the process (tgid), LWP the thread (the kernel's pid); kernel threads are in brackets.
+A ">" marks tasks that were running on a CPU."""
+
+    def __init__(self):
+        super().__init__("kdump-kernel-ps", gdb.COMMAND_STATUS)
+
+    def invoke(self, argument, from_tty):
+        gdb.write("%-1s%5s %7s %7s %7s %-18s %s\n" % ("", "UID", "PID", "PPID", "LWP", "COMM",
+                                                     "ADDRESS"))
+        for task in all_tasks():
+            mark = ">" if task.running_on is not None else " "
+            gdb.write("%s%5d %7d %7d %7d %-18s 0x%x\n" % (mark, task.uid(), task.tgid,
+                                                         task.ppid(), task.pid, task.ps_comm,
+                                                         task.address))
+
+
+def _thread_json(task, registers):
+    entry = {"pid": task.tgid, "tid": task.pid, "comm": task.ps_comm, "registers": registers,
+             "task": task.address, "state": task.state}
+    if task.running_on is not None:
+        entry["cpu"] = task.running_on
+    return entry
+
+
+class SaveKernelJson(gdb.Command):
+    """Save every task's kernel registers for kdump-gdbserver -k FILE.
+
+Usage: kdump-save-kernel-json FILE
+Sleeping tasks get the registers their last context switch saved; tasks running on a CPU get
+the CPU's registers (from the gdb thread of that CPU)."""
+
+    def __init__(self):
+        super().__init__("kdump-save-kernel-json", gdb.COMMAND_DATA, gdb.COMPLETE_FILENAME)
+
+    def invoke(self, argument, from_tty):
+        path = argument.strip()
+        if not path:
+            raise gdb.GdbError("usage: kdump-save-kernel-json FILE")
+        arch = _arch()
+        threads, failed = [], 0
+        for task in all_tasks():
+            regs = None
+            if task.running_on is not None:
+                regs = _cpu_registers(task.running_on, arch)
+            if regs is None:
+                try:
+                    regs = kernel_registers(task, arch)
+                except gdb.MemoryError:
+                    regs, failed = {}, failed + 1
+            threads.append(_thread_json(task, regs))
+        with open(path, "w") as f:
+            json.dump({"threads": threads}, f, indent=1)
+            f.write("\n")
+        gdb.write("%d tasks saved to %s%s\n" % (len(threads), path,
+                                               " (%d without registers: stack not in the dump)"
+                                               % failed if failed else ""))
+
+
+class SaveProcessJson(gdb.Command):
+    """Save one process's address space and user registers for kdump-gdbserver -j FILE.
+
+Usage: kdump-save-process-json FILE PID"""
+
+    def __init__(self):
+        super().__init__("kdump-save-process-json", gdb.COMMAND_DATA, gdb.COMPLETE_FILENAME)
+
+    def invoke(self, argument, from_tty):
+        args = gdb.string_to_argv(argument)
+        if len(args) != 2 or not args[1].isdigit():
+            raise gdb.GdbError("usage: kdump-save-process-json FILE PID")
+        path, pid = args[0], int(args[1])
+        arch = _arch()
+        tasks = all_tasks()
+        found = [t for t in tasks if t.pid == pid and t.address not in _idle_addresses(tasks)]
+        if not found:
+            raise gdb.GdbError("kdump: no task with pid %d" % pid)
+        tgid = found[0].tgid
+        threads = [t for t in tasks if t.tgid == tgid and t.pid != 0]
+        threads.sort(key=lambda t: t.pid != tgid)
+        leader = threads[0]
+        if leader.kernel_thread or not leader.mm:
+            raise gdb.GdbError("kdump: %d (%s) is a kernel thread: it has no user address space"
+                               % (pid, leader.comm))
+        mm = _load(leader.mm, "struct mm_struct")
+        size = thread_size()
+        maps = vmas(leader.mm)
+        load = next((start for start, _, flags in maps if flags & VM_EXEC), None)
+        out = {
+            "rootpgt": _ulong(mm["pgd"]),
+            "loadaddr": load if load is not None else 0,
+            "threads": [_thread_json(t, user_registers(t, arch, size)) for t in threads],
+            "pid": tgid,
+            "comm": leader.comm,
+            "auxv": _saved_auxv(mm),
+        }
+        exe = _exe_name(mm)
+        if exe:
+            out["exe"] = exe
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+        gdb.write("process %d (%s): %d thread%s, %d mappings, saved to %s\n"
+                  % (tgid, leader.comm, len(threads), "" if len(threads) == 1 else "s",
+                     len(maps), path))
+
+
+def _idle_addresses(tasks):
+    return set(t.address for t in tasks if t.pid == 0)
+
+
+KernelPs()
+SaveKernelJson()
+SaveProcessJson()
