@@ -29,14 +29,26 @@ export interface PageTableWalker {
   readonly description: string;
 }
 
-/** A virtual range translated by arithmetic alone (kernel image, direct map). */
+/**
+ * A virtual range translated by arithmetic alone (kernel image, direct map):
+ * paddr = vaddr - start + physStart. The arithmetic is trusted only for 2 MiB blocks that one
+ * large mapping of the page tables covers with exactly that relation (checked by one walk per
+ * block, on first use): the kernel leaves holes in these ranges (non-RAM, freed init memory,
+ * pages split to 4 KiB), and a translation must never succeed where the walk would fail.
+ */
 export interface LinearRange {
   name: string;
   start: bigint;
   end: bigint;
-  /** paddr = vaddr - start + physStart */
   physStart: number;
 }
+
+/** Granularity of fast-path verification. */
+const BLOCK_SHIFT = 21n;
+const BLOCK_SIZE = 1 << 21;
+const BLOCK_UNKNOWN = 0;
+const BLOCK_LINEAR = 1;
+const BLOCK_WALK = 2;
 
 /** A failed or short virtual read. */
 export interface VirtRead {
@@ -68,10 +80,16 @@ export class VirtualMemory {
   /** A second view for addresses this one does not own (user view → kernel view). */
   #fallback?: { view: VirtualMemory; owns: (vaddr: bigint) => boolean };
 
+  /** Per linear range, the state of each 2 MiB block (unknown, linear, or walk it). */
+  #blocks: Uint8Array[];
+
   constructor(phys: PhysicalMemory, walker: PageTableWalker, linear: LinearRange[] = []) {
     this.phys = phys;
     this.walker = walker;
     this.linear = linear;
+    this.#blocks = linear.map((r) =>
+      new Uint8Array(Number((r.end - r.start + BigInt(BLOCK_SIZE) - 1n) >> BLOCK_SHIFT))
+    );
   }
 
   /**
@@ -90,8 +108,15 @@ export class VirtualMemory {
       if (p < 0) this.lastError = fb.view.lastError;
       return p;
     }
-    for (const r of this.linear) {
-      if (vaddr >= r.start && vaddr < r.end) return Number(vaddr - r.start) + r.physStart;
+    for (let i = 0; i < this.linear.length; i++) {
+      const r = this.linear[i];
+      if (vaddr < r.start || vaddr >= r.end) continue;
+      const off = Number(vaddr - r.start);
+      const block = Math.floor(off / BLOCK_SIZE);
+      const blocks = this.#blocks[i];
+      if (blocks[block] === BLOCK_UNKNOWN) blocks[block] = this.#verifyBlock(r, block);
+      if (blocks[block] === BLOCK_LINEAR) return off + r.physStart;
+      break;
     }
     const vpn = Number(vaddr >> TLB_SHIFT);
     const offset = Number(vaddr & 0xfffn);
@@ -150,6 +175,13 @@ export class VirtualMemory {
     let end = buf.indexOf(0);
     if (end < 0 || end > r.bytes) end = r.bytes;
     return new TextDecoder().decode(buf.subarray(0, end));
+  }
+
+  /** Whether one large mapping covers this 2 MiB block of `r` with the linear relation. */
+  #verifyBlock(r: LinearRange, block: number): number {
+    const off = block * BLOCK_SIZE;
+    const w = this.walker.walk(r.start + BigInt(off));
+    return w.paddr === r.physStart + off && w.mappingSize >= BLOCK_SIZE ? BLOCK_LINEAR : BLOCK_WALK;
   }
 
   #walk(vaddr: bigint, vpn: number, offset: number): number {
