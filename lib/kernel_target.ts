@@ -17,6 +17,8 @@ import type { Kernel } from "./kernel.ts";
 import { pageStatusText } from "./dump.ts";
 import { resolve } from "node:path";
 import { KernelTasks } from "./tasks.ts";
+import { USER_TOP, userMemoryOf } from "./process.ts";
+import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
 import { errorText } from "./file_source.ts";
 
@@ -58,10 +60,14 @@ export class KernelTarget implements Target {
     return this.kernel.dump.cpus[threadId - 1]?.registers ?? new Map();
   }
 
-  readMemory(address: bigint, length: number): MemoryRead {
+  readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
     if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
     const out = this.#scratch.subarray(0, length);
-    const mem = this.kernel.memory;
+    let mem = this.kernel.memory;
+    if (address < USER_TOP && threadId !== undefined) {
+      // A user address: the process that was running on this CPU, as the CPU saw it.
+      mem = this.#userMemory(threadId - 1) ?? mem;
+    }
     if (!mem) {
       // No page tables: serve physical addresses so the user can still look around.
       const r = this.kernel.phys.read(Number(address), out);
@@ -73,6 +79,20 @@ export class KernelTarget implements Target {
     return r.error === undefined
       ? { data: out }
       : { data: out.subarray(0, r.bytes), error: r.error };
+  }
+
+  #userViews = new Map<number, VirtualMemory | undefined>();
+
+  #userMemory(cpu: number): VirtualMemory | undefined {
+    if (!this.#userViews.has(cpu)) {
+      const task = this.kernel.cpuTasks[cpu]?.task;
+      const mmField = this.kernel.btf?.member("task_struct", "mm");
+      const mm = task !== undefined && mmField
+        ? this.kernel.memory?.readU64(task + BigInt(mmField.offset))
+        : undefined;
+      this.#userViews.set(cpu, mm ? userMemoryOf(this.kernel, mm) : undefined);
+    }
+    return this.#userViews.get(cpu);
   }
 
   execFile(): string | undefined {

@@ -16,7 +16,8 @@ import { DumpError } from "./errors.ts";
 import type { KernelTasks, TaskInfo } from "./tasks.ts";
 
 /** User addresses have the top bit clear on both architectures. */
-const USER_TOP = 0x8000000000000000n;
+/** Addresses below this are user space (both architectures' lower half). */
+export const USER_TOP = 0x8000000000000000n;
 /** VM_EXEC in vm_area_struct.vm_flags. */
 export const VM_EXEC = 0x4n;
 
@@ -367,4 +368,21 @@ export function filePath(kernel: Kernel, file: bigint): string | undefined {
     dentry = parent;
   }
   return "/" + parts.reverse().join("/");
+}
+
+/**
+ * The address space of the process owning `mm` (a `struct mm_struct *`): user addresses through
+ * its page tables, kernel addresses through the kernel's. Undefined when the kernel's types or
+ * the mm are not available.
+ */
+export function userMemoryOf(kernel: Kernel, mm: bigint): VirtualMemory | undefined {
+  const pgdField = kernel.btf?.member("mm_struct", "pgd");
+  if (!pgdField || mm === 0n || !kernel.memory) return undefined;
+  const pgd = kernel.memory.readU64(mm + BigInt(pgdField.offset));
+  if (pgd === undefined || pgd === 0n) return undefined;
+  try {
+    return processMemory(kernel, pgd);
+  } catch {
+    return undefined;
+  }
 }

@@ -541,7 +541,8 @@ export class RspSession {
     const room = (1n << 64n) - address;
     if (BigInt(length) > room) length = Number(room);
     if (length === 0) return this.#reply(binary ? "b" : "");
-    const read = this.#target.readMemory(address, length);
+    // Memory is read in the context of the selected thread (its process's page tables).
+    const read = this.#target.readMemory(address, length, this.#currentThread());
     const data = read.data.length > length ? read.data.subarray(0, length) : read.data;
     if (data.length === 0) {
       if (this.#debug) {

@@ -54,10 +54,11 @@ export interface Target {
   /** Saved registers of one thread. */
   registers(threadId: number): RegisterValues;
   /**
-   * Read memory at a target address (kernel virtual by default). Must never throw for an
-   * unreadable address: report it through `MemoryRead.error` instead.
+   * Read memory at a target address (kernel virtual by default), as seen by thread `threadId`
+   * (gdb's selected thread: user addresses belong to that thread's process). Must never throw
+   * for an unreadable address: report it through `MemoryRead.error` instead.
    */
-  readMemory(address: bigint, length: number): MemoryRead;
+  readMemory(address: bigint, length: number, threadId?: number): MemoryRead;
 
   /** Path of the executable gdb should load (qXfer:exec-file:read), e.g. `--vmlinux`. */
   execFile?(): string | undefined;

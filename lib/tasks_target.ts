@@ -11,6 +11,8 @@ import type { MemoryRead, MonitorOutput, RegisterValues, Target, ThreadInfo } fr
 import type { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
 import { KernelTasks } from "./tasks.ts";
+import { USER_TOP, userMemoryOf } from "./process.ts";
+import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, psComm, type PsRow, taskPsRow } from "./ps.ts";
 
 export { filterPs, formatPs, psComm, type PsRow, taskPsRow };
@@ -26,6 +28,8 @@ export interface TaskThread {
   /** Registers, computed when gdb first asks. */
   registers: () => RegisterValues;
   ps: PsRow;
+  /** `task->mm`: user addresses read in this thread go through that process's page tables. */
+  mm?: bigint;
 }
 
 /**
@@ -89,9 +93,21 @@ export class TasksTarget implements Target {
     return this.#byId.get(threadId)?.registers() ?? new Map();
   }
 
-  readMemory(address: bigint, length: number): MemoryRead {
+  readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
+    const mm = threadId === undefined ? undefined : this.#byId.get(threadId)?.mm;
+    if (address < USER_TOP && mm) {
+      if (!this.#userViews.has(mm)) this.#userViews.set(mm, userMemoryOf(this.kernel, mm));
+      const view = this.#userViews.get(mm);
+      if (view) {
+        const out = new Uint8Array(length);
+        const r = view.read(address, out);
+        return { data: out.subarray(0, r.bytes), error: r.error };
+      }
+    }
     return this.#kernelTarget.readMemory(address, length);
   }
+
+  #userViews = new Map<bigint, VirtualMemory | undefined>();
 
   execFile(): string | undefined {
     return this.#kernelTarget.execFile();
@@ -148,6 +164,7 @@ export function tasksTarget(kernel: Kernel, tasks = new KernelTasks(kernel)): Ta
       },
       registers: () => tasks.kernelRegisters(t),
       ps: taskPsRow(tasks, t, id),
+      mm: t.mm,
     };
   });
   const target = new TasksTarget(kernel, threads, "the dump's task list", stop);

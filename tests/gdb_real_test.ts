@@ -186,3 +186,19 @@ Deno.test("bad input: one-line errors naming the file, non-zero exit", async () 
   const usage = await run([]);
   assert.equal(usage.code, 2);
 });
+
+Deno.test("gdb kernel mode: user addresses read through the running process's page tables", async () => {
+  // The crasher wrote "c\n" to /proc/sysrq-trigger; its user buffer shows in the backtrace when
+  // user pages are in the dump (the ELF), and a thread's process is the one on that CPU.
+  const r = await runGdb([
+    pipeTarget([B.path("dump.elf"), "--vmlinux", B.vmlinux]),
+    "bt 12",
+    `thread ${E.crashed_cpu + 1}`,
+  ]);
+  assert.match(r.out, /ksys_write \(fd=[^,]*, buf=0x[0-9a-f]+ "c\\n", count=2\)/, r.out);
+  const filtered = await runGdb([
+    pipeTarget([B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux]),
+    "bt 12",
+  ]);
+  assert.match(filtered.out, /buf=0x[0-9a-f]+ <error: Cannot access memory/);
+});
