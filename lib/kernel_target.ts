@@ -81,6 +81,17 @@ export class KernelTarget implements Target {
       : { data: out.subarray(0, r.bytes), error: r.error };
   }
 
+  readPhysical(address: bigint, length: number): MemoryRead {
+    const out = new Uint8Array(length);
+    if (address > BigInt(Number.MAX_SAFE_INTEGER)) {
+      return { data: out.subarray(0, 0), error: "beyond physical memory" };
+    }
+    const r = this.kernel.phys.read(Number(address), out);
+    return r.bytes === length
+      ? { data: out }
+      : { data: out.subarray(0, r.bytes), error: this.kernel.phys.describe(r.status) };
+  }
+
   #userViews = new Map<number, VirtualMemory | undefined>();
 
   #userMemory(cpu: number): VirtualMemory | undefined {

@@ -139,6 +139,8 @@ export class RspSession {
   #consoleMode = true;
   #noAck = false;
   #closed = false;
+  /** m/x read physical addresses (Qqemu.PhyMemMode:1). */
+  #physical = false;
   /** Thread for `g`/`p`/`qC`, set by `Hg` (0 = the target's stop thread). */
   #generalThread = 0;
   /** Next index for `qsThreadInfo`. */
@@ -337,6 +339,14 @@ export class RspSession {
         return this.#reply(text === undefined ? "" : `TextSeg=${text.toString(16)}`);
       }
       case "qSymbol":
+        return this.#reply("OK");
+      // QEMU's gdbstub switch between virtual and physical addresses for m/x: scripts written
+      // for a live guest (`maint packet Qqemu.PhyMemMode:1`) work on its dump too.
+      case "qqemu.PhyMemMode":
+        return this.#reply(target.readPhysical ? (this.#physical ? "1" : "0") : "");
+      case "Qqemu.PhyMemMode":
+        if (!target.readPhysical || (args !== "0" && args !== "1")) return this.#reply("");
+        this.#physical = args === "1";
         return this.#reply("OK");
       case "qRcmd":
         return this.#monitor(args);
@@ -542,7 +552,9 @@ export class RspSession {
     if (BigInt(length) > room) length = Number(room);
     if (length === 0) return this.#reply(binary ? "b" : "");
     // Memory is read in the context of the selected thread (its process's page tables).
-    const read = this.#target.readMemory(address, length, this.#currentThread());
+    const read = this.#physical && this.#target.readPhysical
+      ? this.#target.readPhysical(address, length)
+      : this.#target.readMemory(address, length, this.#currentThread());
     const data = read.data.length > length ? read.data.subarray(0, length) : read.data;
     if (data.length === 0) {
       if (this.#debug) {

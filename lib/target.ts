@@ -60,6 +60,8 @@ export interface Target {
    */
   readMemory(address: bigint, length: number, threadId?: number): MemoryRead;
 
+  /** Read physical memory (for QEMU's `Qqemu.PhyMemMode:1` switch). */
+  readPhysical?(address: bigint, length: number): MemoryRead;
   /** Path of the executable gdb should load (qXfer:exec-file:read), e.g. `--vmlinux`. */
   execFile?(): string | undefined;
   /** Absolute address for qOffsets' `TextSeg=` (first PT_LOAD of the symbol file + KASLR offset). */

@@ -109,6 +109,10 @@ export class TasksTarget implements Target {
 
   #userViews = new Map<bigint, VirtualMemory | undefined>();
 
+  readPhysical(address: bigint, length: number): MemoryRead {
+    return this.#kernelTarget.readPhysical(address, length);
+  }
+
   execFile(): string | undefined {
     return this.#kernelTarget.execFile();
   }

@@ -202,3 +202,23 @@ Deno.test("gdb kernel mode: user addresses read through the running process's pa
   ]);
   assert.match(filtered.out, /buf=0x[0-9a-f]+ <error: Cannot access memory/);
 });
+
+Deno.test("gdb: QEMU's Qqemu.PhyMemMode switch reads physical memory", async () => {
+  const banner = big(E.system_map.linux_banner) + big(E.kaslr_offset);
+  const r = await runGdb([
+    pipeTarget([B.path("dump.lzo-d31.kdump")]),
+    `monitor vtop 0x${banner.toString(16)}`,
+    "python import re; gdb.set_convenience_variable('pa', int(re.search(r'physical (0x[0-9a-f]+)', gdb.execute('monitor vtop " +
+    `0x${banner.toString(16)}` + "', to_string=True)).group(1), 16))",
+    "maint packet Qqemu.PhyMemMode:1",
+    "x/s $pa",
+    "maint packet qqemu.PhyMemMode",
+    "maint packet Qqemu.PhyMemMode:0",
+  ]);
+  assert.match(r.out, /received: "OK"/);
+  assert.match(r.out, /received: "1"/);
+  const physLine = r.out.split("\n").find((l) => /^0x[0-9a-f]+:\s+"Linux version/.test(l));
+  assert.ok(physLine, r.out);
+  assert.ok(!physLine.startsWith("0xffff"), "read at a physical address");
+  assert.ok(physLine.includes(E.banner.slice(0, 40)));
+});
