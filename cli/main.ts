@@ -28,7 +28,7 @@ function selfCommand(): string {
   const exe = Deno.execPath();
   if (/(^|\/)deno$/.test(exe)) {
     const main = new URL(import.meta.url).pathname;
-    return `deno run --allow-read --allow-net --allow-env ${main}`;
+    return `deno run --allow-read --allow-net ${main}`;
   }
   return exe;
 }

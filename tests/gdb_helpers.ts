@@ -10,7 +10,6 @@ export const SERVER = [
   "run",
   "--allow-read",
   "--allow-net",
-  "--allow-env",
   `${ROOT}cli/main.ts`,
 ];
 
