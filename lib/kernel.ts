@@ -67,18 +67,22 @@ export class Kernel {
     const vmci = dump.vmcoreinfo;
     this.kaslrOffset = vmci?.kernelOffset ?? 0n;
     if (options.vmlinux) this.vmlinux = new Vmlinux(options.vmlinux);
-    this.#checkVmlinux();
+    // A vmlinux of another build still goes to gdb (the user asked for it, and is warned), but
+    // the server's own symbols and types then come from the dump.
+    const trusted = this.#checkVmlinux();
+    this.#symbolFile = trusted ? this.vmlinux : undefined;
 
     let btf: Btf | undefined;
     let typeSource = "none (give --vmlinux for task names)";
-    if (this.vmlinux) {
-      const bytes = this.vmlinux.sectionBytes(".BTF");
+    if (this.#symbolFile) {
+      const file = this.#symbolFile;
+      const bytes = file.sectionBytes(".BTF");
       if (bytes) {
         try {
           btf = new Btf(bytes);
-          typeSource = `BTF of ${this.vmlinux.path}`;
+          typeSource = `BTF of ${file.path}`;
         } catch (e) {
-          this.warnings.push(`${this.vmlinux.path}: .BTF: ${errorText(e)}`);
+          this.warnings.push(`${file.path}: .BTF: ${errorText(e)}`);
         }
       } else typeSource = "none: the vmlinux has no .BTF section";
     }
@@ -86,7 +90,7 @@ export class Kernel {
     this.typeSource = typeSource;
 
     const physTop = dump.maxPfn * dump.pageSize;
-    const image = this.vmlinux ? this.#relocatedImage() : undefined;
+    const image = this.#symbolFile ? this.#relocatedImage() : undefined;
     let walker: PageTableWalker | undefined;
     let linear: LinearRange[] = [];
     if (dump.arch === "x86_64") {
@@ -122,7 +126,7 @@ export class Kernel {
       }
     }
     if (walker) this.memory = new VirtualMemory(this.phys, walker, linear);
-    if (walker && !this.btf && !this.vmlinux) this.#btfFromDump();
+    if (walker && !this.btf && !this.#symbolFile) this.#btfFromDump();
     if (!walker) {
       this.warnings.push(
         "cannot translate kernel addresses (no VMCOREINFO page-table facts): physical only",
@@ -141,8 +145,8 @@ export class Kernel {
 
   /** Runtime address of a kernel symbol (vmlinux symbol table + KASLR, else VMCOREINFO). */
   symbol(name: string): bigint | undefined {
-    if (this.vmlinux) {
-      const v = this.vmlinux.symbol(name);
+    if (this.#symbolFile) {
+      const v = this.#symbolFile.symbol(name);
       if (v !== undefined) return v >= KERNEL_HALF ? v + this.kaslrOffset : v;
       return this.dump.vmcoreinfo?.symbol(name);
     }
@@ -189,7 +193,7 @@ export class Kernel {
   }
 
   #relocatedImage(): { start: bigint; end: bigint } | undefined {
-    const ext = this.vmlinux!.imageExtent;
+    const ext = this.#symbolFile!.imageExtent;
     if (ext.end <= ext.start) return undefined;
     return { start: ext.start + this.kaslrOffset, end: ext.end + this.kaslrOffset };
   }
@@ -220,21 +224,30 @@ export class Kernel {
     }
   }
 
-  #checkVmlinux(): void {
+  /** The vmlinux used for the server's own symbols and types (only a matching one). */
+  #symbolFile?: Vmlinux;
+
+  /** Warn about a vmlinux of another build; true when it can be trusted. */
+  #checkVmlinux(): boolean {
     const v = this.vmlinux;
     const vmci = this.dump.vmcoreinfo;
-    if (!v || !vmci) return;
+    if (!v || !vmci) return true;
+    let ok = true;
     const want = vmci.buildId?.toLowerCase();
     if (want && v.buildId && !v.buildId.startsWith(want) && !want.startsWith(v.buildId)) {
       this.warnings.push(
-        `${v.path}: build-id ${v.buildId} differs from the dump's ${want}: symbols will be wrong`,
+        `${v.path}: build-id ${v.buildId} differs from the dump's ${want}: ` +
+          "gdb's symbols will be wrong (the server uses the dump's own kallsyms and BTF)",
       );
+      ok = false;
     }
     const release = vmci.osRelease;
     const banner = v.banner();
     if (release && banner && !banner.includes(` ${release} `)) {
       this.warnings.push(`${v.path}: built for another release than the dump's ${release}`);
+      ok = false;
     }
+    return ok;
   }
 
   /** Read a pointer-sized kernel variable before `memory` exists (during construction). */

@@ -222,3 +222,22 @@ Deno.test("gdb: QEMU's Qqemu.PhyMemMode switch reads physical memory", async () 
   assert.ok(!physLine.startsWith("0xffff"), "read at a physical address");
   assert.ok(physLine.includes(E.banner.slice(0, 40)));
 });
+
+Deno.test({
+  name: "a vmlinux of another build: warned, and the server falls back on the dump's own types",
+  ignore: !hasBoot("x86_64-6.12"),
+  async fn() {
+    const other = boot("x86_64-6.12").vmlinux;
+    const r = await new Deno.Command(SERVER[0], {
+      args: [...SERVER.slice(1), "--stdio", B.path("dump.zlib-d31.kdump"), "--vmlinux", other],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(r.stderr);
+    assert.match(err, new RegExp(`build-id [0-9a-f]+ differs from the dump's ${E.build_id}`));
+    assert.match(err, /built for another release/);
+    assert.match(err, /types: +BTF and kallsyms found in the dump/);
+    assert.ok(err.includes(`CPU ${crashed.cpu}: ${crashed.comm} (pid ${crashed.pid})`), err);
+  },
+});
