@@ -110,12 +110,17 @@ export class ElfDumpReader implements DumpReader {
 
     const vmci = this.notes.find((n) => n.name === "VMCOREINFO");
     if (vmci) this.vmcoreinfo = new VmcoreInfo(vmci.desc);
-    this.pageSize = this.vmcoreinfo?.pageSize ?? 4096;
-    const top = Math.max(
-      0,
-      ...disjoint.map((e) => e.end),
-      ...missing.map((e) => e.end),
-    );
+    // PAGESIZE only sets the unit of readPage here; a damaged value must not make pages of
+    // 409 or 2^40 bytes (the page cache allocates whole pages).
+    const declared = this.vmcoreinfo?.pageSize;
+    this.pageSize = 4096;
+    if (declared !== undefined) {
+      if (isPageSize(declared)) this.pageSize = declared;
+      else this.warnings.push(`VMCOREINFO PAGESIZE=${declared} is not a page size: using 4096`);
+    }
+    // A loop, not Math.max(...): up to 65536 segments would overflow the argument stack.
+    let top = 0;
+    for (const e of [...disjoint, ...missing]) top = Math.max(top, e.end);
     this.maxPfn = Math.ceil(top / this.pageSize);
     this.cpus = cpuStates(this.arch, this.notes);
     this.qemuCpus = this.notes.filter((n) => n.name === "QEMU")
@@ -170,6 +175,11 @@ export class ElfDumpReader implements DumpReader {
     }
     return PageStatus.Absent;
   }
+}
+
+/** True for the page sizes of the architectures we serve: 4 KiB to 64 KiB, a power of two. */
+function isPageSize(n: number): boolean {
+  return Number.isInteger(n) && n >= 4096 && n <= 65536 && (n & (n - 1)) === 0;
 }
 
 /** Clip overlapping extents (the kernel's vmcore maps kernel text twice) so each byte has one. */

@@ -198,7 +198,9 @@ export class KdumpReader implements DumpReader {
 
     if (machine === "x86_64") this.arch = "x86_64";
     else if (machine === "aarch64" || machine === "arm64") this.arch = "aarch64";
-    else throw new DumpError(name, "kdump header", `unsupported machine "${machine}"`);
+    else {
+      throw new DumpError(name, "kdump header", `unsupported machine "${printable(machine)}"`);
+    }
     if (blockSize < 1024 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0) {
       throw new DumpError(name, "kdump header", `implausible block size ${blockSize}`);
     }
@@ -364,6 +366,11 @@ export class KdumpReader implements DumpReader {
     if (at + PAGE_DESC_SIZE > view.byteLength) return undefined;
     return [view, at];
   }
+}
+
+/** Text from the file made safe for a one-line message: other characters become \u{…} escapes. */
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]|\\/g, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`);
 }
 
 function isZero(buf: Uint8Array, n: number): boolean {

@@ -157,8 +157,9 @@ export function readNoteSegments(src: ByteSource, phdrs: ProgramHeader[]): ElfNo
   return notes;
 }
 
+/** Round up to a multiple of 4 (not with `& ~3`: a damaged 32-bit size would wrap negative). */
 function align4(n: number): number {
-  return (n + 3) & ~3;
+  return Math.ceil(n / 4) * 4;
 }
 
 /** Convert a file offset or size to a number, rejecting values no file can have. */

@@ -12,9 +12,19 @@ export class DumpError extends Error {
   readonly structure: string;
 
   constructor(file: string, structure: string, problem: string) {
-    super(`${file}: ${structure}: ${problem}`);
+    // One line, always: a problem may quote bytes of a damaged file.
+    super(`${file}: ${structure}: ${oneLine(problem)}`);
     this.name = "DumpError";
     this.file = file;
     this.structure = structure;
   }
+}
+
+/** Show control characters (newlines included) as escapes so a message stays on one line. */
+function oneLine(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(
+    /[\u0000-\u001f\u007f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
 }

@@ -277,7 +277,9 @@ Deno.test({
       decoded += pages.length;
       assert.ok(pages.some((p) => p.codec !== "raw"), `${path}: no compressed pages`);
       // The directory (one vmcore) and the dump level, e.g. ".../x86_64-6.1/d31".
-      const key = path.replace(/[^/]*-(d\d+)[^/]*\.kdump$/, "$1");
+      // Parts of a --split set number their descriptors from their own first pfn: compare
+      // them only with themselves (tests/readers_real_test.ts checks the set as a whole).
+      const key = path.includes(".split-") ? path : path.replace(/[^/]*-(d\d+)[^/]*\.kdump$/, "$1");
       const ref = reference.get(key);
       if (!ref) {
         reference.set(key, hashes);
