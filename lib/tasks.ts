@@ -180,6 +180,12 @@ const X86_64_SWITCH_FRAME: readonly [string, string][] = [
   ["bp", "rbp"],
 ];
 
+/** The switch frame's members and the return address, which is where the task resumes. */
+const X86_64_SWITCH_FRAME_RIP: readonly [string, string][] = [
+  ...X86_64_SWITCH_FRAME,
+  ["ret_addr", "rip"],
+];
+
 /** arm64 `struct cpu_context` members (what `cpu_switch_to` saved), gdb names. */
 const ARM64_CPU_CONTEXT: readonly [string, string][] = [
   ...Array.from({ length: 10 }, (_, i): [string, string] => [`x${19 + i}`, `x${19 + i}`]),
@@ -566,23 +572,48 @@ export class KernelTasks {
     }
   }
 
+  /**
+   * Layout of a saved switch frame, looked up once: gdb asks for the registers of every thread
+   * (`info threads` with thousands of tasks), and BTF lookups by name cost more than the read.
+   */
+  #switchFrame?: {
+    members: (MemberInfo | undefined)[];
+    names: string[];
+    size: number;
+    window: StructWindow;
+  };
+
+  #switchFrameLayout(struct: string, fields: readonly [string, string][], size: number) {
+    if (!this.#switchFrame) {
+      const btf = this.kernel.btf!;
+      const members = fields.map(([f]) => btf.member(struct, f));
+      this.#switchFrame = {
+        members,
+        names: fields.map(([, name]) => name),
+        size: btf.structSize(struct) ?? size,
+        window: new StructWindow(members),
+      };
+    }
+    return this.#switchFrame;
+  }
+
   #x86SwitchRegisters(task: bigint): RegisterValues {
     const regs = new Map<string, bigint>();
-    const btf = this.kernel.btf!;
     const spM = this.#m.threadSp;
     if (!spM) return regs;
     const sp = this.#mem.readU64(task + BigInt(spM.offset));
     if (!sp) return regs;
-    const frameSize = btf.structSize("inactive_task_frame") ?? 56;
-    const fields = [...X86_64_SWITCH_FRAME, ["ret_addr", "rip"] as [string, string]];
-    const members = fields.map(([f]) => btf.member("inactive_task_frame", f));
-    const w = new StructWindow(members);
+    const { members, names, size: frameSize, window: w } = this.#switchFrameLayout(
+      "inactive_task_frame",
+      X86_64_SWITCH_FRAME_RIP,
+      56,
+    );
     if (!w.load(this.#mem, sp)) {
       // The stack is not in the dump: at least say where it is.
       regs.set("rsp", sp);
       return regs;
     }
-    fields.forEach(([, name], i) => {
+    names.forEach((name, i) => {
       const mem = members[i];
       if (mem) regs.set(name, w.big(mem));
     });
@@ -595,13 +626,15 @@ export class KernelTasks {
 
   #arm64SwitchRegisters(task: bigint): RegisterValues {
     const regs = new Map<string, bigint>();
-    const btf = this.kernel.btf!;
     const base = this.#m.cpuContext;
     if (!base) return regs;
-    const members = ARM64_CPU_CONTEXT.map(([f]) => btf.member("cpu_context", f));
-    const w = new StructWindow(members);
+    const { members, names, window: w } = this.#switchFrameLayout(
+      "cpu_context",
+      ARM64_CPU_CONTEXT,
+      0,
+    );
     if (!w.load(this.#mem, task + BigInt(base.offset))) return regs;
-    ARM64_CPU_CONTEXT.forEach(([, name], i) => {
+    names.forEach((name, i) => {
       const mem = members[i];
       if (mem) regs.set(name, w.big(mem));
     });
