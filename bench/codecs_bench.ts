@@ -8,7 +8,7 @@
  * Each iteration decodes one page, cycling through the set.
  */
 
-import { zstdDecompressSync } from "node:zlib";
+import { inflateSync, zstdDecompressSync } from "node:zlib";
 import { decompressPage, type PageCodec } from "../lib/codecs.ts";
 import { fixtureDumps, loadCodecVectors, readKdumpPages } from "../tests/codecs_vectors.ts";
 
@@ -58,6 +58,21 @@ for (const file of files) {
     fn: () => {
       zstdDecompressSync(zstd[i]);
       i = (i + 1) % zstd.length;
+    },
+  });
+}
+
+// The zlib decoder used before the reused engine: inflateSync builds a stream per page.
+{
+  const zlib = vectors.filter((v) => v.codec === "zlib").map((v) => v.src);
+  const out = new Uint8Array(4096);
+  let i = 0;
+  Deno.bench({
+    name: "zlib: node:zlib inflateSync per page (previous decoder)",
+    group: "zlib",
+    fn: () => {
+      out.set(inflateSync(zlib[i], { maxOutputLength: 4096 }));
+      i = (i + 1) % zlib.length;
     },
   });
 }

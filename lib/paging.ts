@@ -9,7 +9,6 @@
  */
 
 import type { PhysicalMemory } from "./physical_memory.ts";
-import { PageStatus } from "./dump.ts";
 
 /** Result of one page-table walk. */
 export interface WalkResult {
@@ -75,8 +74,11 @@ export class VirtualMemory {
   lastError = "";
   /** Walks done (cache misses), for benchmarks. */
   walks = 0;
-  // vpn (vaddr >> 12, fits in a double) → physical page address.
-  #tlb = new Map<number, number>();
+  // Direct-mapped translation cache: slot vpn & (TLB_ENTRIES - 1) holds the vpn (vaddr >> 12,
+  // exact in a double) and its physical page address. A hit is two typed-array reads (a Map
+  // keyed by vpns above 2^31 measured twice as slow: each key is a boxed number).
+  #tlbTag = new Float64Array(TLB_ENTRIES).fill(-1);
+  #tlbPage = new Float64Array(TLB_ENTRIES);
   /** A second view for addresses this one does not own (user view → kernel view). */
   #fallback?: { view: VirtualMemory; owns: (vaddr: bigint) => boolean };
 
@@ -120,8 +122,8 @@ export class VirtualMemory {
     }
     const vpn = Number(vaddr >> TLB_SHIFT);
     const offset = Number(vaddr & 0xfffn);
-    const hit = this.#tlb.get(vpn);
-    if (hit !== undefined) return hit + offset;
+    const slot = vpn & (TLB_ENTRIES - 1); // low bits of the exact integer
+    if (this.#tlbTag[slot] === vpn) return this.#tlbPage[slot] + offset;
     return this.#walk(vaddr, vpn, offset);
   }
 
@@ -137,35 +139,48 @@ export class VirtualMemory {
    * length and, if short, why it stopped.
    */
   read(vaddr: bigint, out: Uint8Array): VirtRead {
+    const length = out.length;
+    const phys = this.phys;
+    // Hot path: the whole read within one page (struct fields, page-table entries, gdb's small
+    // reads), with no BigInt arithmetic beyond the translation and nothing allocated but the
+    // result.
+    let inPage = Number(vaddr & 0xfffn);
+    if (inPage + length <= 4096) {
+      const pa = this.translate(vaddr);
+      if (pa >= 0 && phys.readInto(pa, out, 0, length) === length) return { bytes: length };
+    }
     let done = 0;
-    while (done < out.length) {
-      const va = vaddr + BigInt(done);
-      const inPage = Number(va & 0xfffn);
-      const n = Math.min(out.length - done, 4096 - inPage);
+    let va = vaddr;
+    while (done < length) {
+      const n = Math.min(length - done, 4096 - inPage);
       const pa = this.translate(va);
       if (pa < 0) {
         return { bytes: done, error: `0x${va.toString(16)}: ${this.lastError}` };
       }
-      const r = this.phys.read(pa, out.subarray(done, done + n));
-      done += r.bytes;
-      if (r.status !== PageStatus.Present) {
+      const got = phys.readInto(pa, out, done, n);
+      done += got;
+      if (got !== n) {
         return {
           bytes: done,
           error: `0x${(vaddr + BigInt(done)).toString(16)} (physical 0x${
-            r.stoppedAt.toString(16)
-          }): ${this.phys.describe(r.status)}`,
+            (pa + got).toString(16)
+          }): ${phys.describe(phys.lastStatus)}`,
         };
       }
+      va += BigInt(n);
+      inPage = 0;
     }
     return { bytes: done };
   }
 
   /** A little-endian u64 at `vaddr`, or undefined. */
   readU64(vaddr: bigint): bigint | undefined {
-    const buf = new Uint8Array(8);
-    if (this.read(vaddr, buf).bytes !== 8) return undefined;
-    return new DataView(buf.buffer).getBigUint64(0, true);
+    if (this.read(vaddr, this.#scratch8).bytes !== 8) return undefined;
+    return this.#scratch8View.getBigUint64(0, true);
   }
+
+  #scratch8 = new Uint8Array(8);
+  #scratch8View = new DataView(this.#scratch8.buffer);
 
   /** A NUL-terminated string at `vaddr` (at most `max` bytes). */
   readCString(vaddr: bigint, max = 256): string | undefined {
@@ -191,8 +206,9 @@ export class VirtualMemory {
       this.lastError = r.error ?? "not mapped";
       return -1;
     }
-    if (this.#tlb.size >= TLB_ENTRIES) this.#tlb.clear();
-    this.#tlb.set(vpn, r.paddr - offset);
+    const slot = vpn & (TLB_ENTRIES - 1);
+    this.#tlbTag[slot] = vpn;
+    this.#tlbPage[slot] = r.paddr - offset;
     return r.paddr;
   }
 }

@@ -24,6 +24,10 @@ export interface PhysRead {
   stoppedAt: number;
 }
 
+/** `#page` results other than a cache slot. */
+const ZERO_PAGE = -1;
+const UNREADABLE = -2;
+
 /** Default page cache size. */
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 
@@ -50,33 +54,59 @@ export class PhysicalMemory {
    * read. Returns the count read and the reason it stopped.
    */
   read(paddr: number, out: Uint8Array): PhysRead {
-    let done = 0;
+    const bytes = this.readInto(paddr, out, 0, out.length);
+    return { bytes, status: this.lastStatus, stoppedAt: paddr + bytes };
+  }
+
+  /**
+   * The allocation-free form of {@link read}: copy `length` bytes at `paddr` into `out` from
+   * `offset`, stopping at the first page that cannot be read. Returns the count copied; when it
+   * is short, `lastStatus` says why (it is `Present` after a complete read).
+   */
+  readInto(paddr: number, out: Uint8Array, offset: number, length: number): number {
     const size = this.pageSize;
-    while (done < out.length) {
+    let done = 0;
+    while (done < length) {
       const addr = paddr + done;
       const pfn = Math.floor(addr / size);
       const inPage = addr - pfn * size;
-      const n = Math.min(out.length - done, size - inPage);
-      const status = this.#readInPage(pfn, inPage, out.subarray(done, done + n));
-      if (status !== PageStatus.Present) return { bytes: done, status, stoppedAt: addr };
+      const n = Math.min(length - done, size - inPage);
+      const status = this.#readInPage(pfn, inPage, out, offset + done, n);
+      if (status !== PageStatus.Present) {
+        this.lastStatus = status;
+        return done;
+      }
       done += n;
     }
-    return { bytes: done, status: PageStatus.Present, stoppedAt: paddr + done };
+    this.lastStatus = PageStatus.Present;
+    return done;
   }
+
+  /** Why the last short {@link readInto} stopped; `Present` after a complete one. */
+  lastStatus: PageStatus = PageStatus.Present;
 
   /** A little-endian 64-bit word, or undefined when unreadable. The page-walk hot path. */
   readU64(paddr: number): bigint | undefined {
     const size = this.pageSize;
     const pfn = Math.floor(paddr / size);
     const inPage = paddr - pfn * size;
-    if (inPage + 8 <= size && this.dump.compressed) {
-      const page = this.#page(pfn);
-      if (page === undefined) return undefined;
-      if (page === null) return 0n;
-      return new DataView(page.buffer, page.byteOffset + inPage, 8).getBigUint64(0, true);
+    if (inPage + 8 <= size) {
+      const slot = this.#page(pfn);
+      if (slot === ZERO_PAGE) return 0n;
+      if (slot >= 0) {
+        const cache = this.cache;
+        const slab = cache.slab(slot);
+        let view = this.#slabViews.get(slab);
+        if (view === undefined) {
+          view = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
+          this.#slabViews.set(slab, view);
+        }
+        return view.getBigUint64(cache.offset(slot) + inPage, true);
+      }
+      if (this.dump.readDirect === undefined) return undefined;
     }
-    const r = this.read(paddr, this.#scratch8);
-    return r.bytes === 8 ? this.#scratch8View.getBigUint64(0, true) : undefined;
+    const n = this.readInto(paddr, this.#scratch8, 0, 8);
+    return n === 8 ? this.#scratch8View.getBigUint64(0, true) : undefined;
   }
 
   /** Status of page `pfn` without copying it anywhere (for diagnostics and tests). */
@@ -97,34 +127,78 @@ export class PhysicalMemory {
     return s === PageStatus.Excluded && this.zeroExcluded ? PageStatus.Zero : s;
   }
 
-  #readInPage(pfn: number, inPage: number, out: Uint8Array): PageStatus {
+  /**
+   * Copy `n` bytes of page `pfn` from `inPage` into `out` at `at`.
+   *
+   * Reads of whole pages (gdb's bulk reads) bypass the cache: an uncompressed dump reads them
+   * straight from the file, a compressed one decodes them straight into `out` unless the page
+   * is cached already. A bulk read then neither evicts the small pages an interactive session
+   * keeps coming back to (page tables, task structs) nor grows the process to the cache bound.
+   * Smaller reads are served from cached pages, so struct-sized reads cost neither a system call
+   * nor a decode; a page the file holds only in part (a segment ending mid-page) is read directly.
+   */
+  #readInPage(pfn: number, inPage: number, out: Uint8Array, at: number, n: number): PageStatus {
     const dump = this.dump;
-    if (dump.readDirect !== undefined) {
-      const s = this.#status(dump.readDirect(pfn * this.pageSize + inPage, out));
-      if (s === PageStatus.Zero) out.fill(0);
-      return s === PageStatus.Zero ? PageStatus.Present : s;
+    if (n === this.pageSize) {
+      if (dump.readDirect !== undefined) {
+        return this.#readDirect(pfn * this.pageSize, out.subarray(at, at + n));
+      }
+      const cached = this.cache.lookup(pfn);
+      if (cached < 0) {
+        const s = this.#status(dump.readPage(pfn, out.subarray(at, at + n)));
+        if (s === PageStatus.Zero) out.fill(0, at, at + n);
+        return s === PageStatus.Zero ? PageStatus.Present : s;
+      }
+      const from = this.cache.offset(cached);
+      out.set(this.cache.slab(cached).subarray(from, from + n), at);
+      return PageStatus.Present;
     }
-    const page = this.#page(pfn);
-    if (page === undefined) return this.#lastStatus;
-    if (page === null) out.fill(0);
-    else out.set(page.subarray(inPage, inPage + out.length));
+    const slot = this.#page(pfn);
+    if (slot === UNREADABLE) {
+      if (dump.readDirect !== undefined) {
+        return this.#readDirect(pfn * this.pageSize + inPage, out.subarray(at, at + n));
+      }
+      return this.#pageStatus;
+    }
+    if (slot === ZERO_PAGE) {
+      out.fill(0, at, at + n);
+      return PageStatus.Present;
+    }
+    const slab = this.cache.slab(slot);
+    const from = this.cache.offset(slot) + inPage;
+    if (n > 32) out.set(slab.subarray(from, from + n), at);
+    else for (let i = 0; i < n; i++) out[at + i] = slab[from + i];
     return PageStatus.Present;
   }
 
-  #lastStatus: PageStatus = PageStatus.Present;
+  #readDirect(paddr: number, out: Uint8Array): PageStatus {
+    const s = this.#status(this.dump.readDirect!(paddr, out));
+    if (s === PageStatus.Zero) out.fill(0);
+    return s === PageStatus.Zero ? PageStatus.Present : s;
+  }
 
-  /** The decoded page (cached), null for a zero page, undefined when unreadable. */
-  #page(pfn: number): Uint8Array | null | undefined {
-    const hit = this.cache.get(pfn);
-    if (hit !== undefined) return hit;
-    const buf = this.cache.slot();
-    const s = this.#status(this.dump.readPage(pfn, buf));
+  /** Status of the last page `#page` could not return. */
+  #pageStatus: PageStatus = PageStatus.Present;
+
+  /** A DataView per cache slab, for readU64. */
+  #slabViews = new Map<Uint8Array, DataView>();
+
+  /** The cache slot of the decoded page, ZERO_PAGE for a zero page, or UNREADABLE. */
+  #page(pfn: number): number {
+    const cache = this.cache;
+    const hit = cache.lookup(pfn);
+    if (hit >= 0) return hit;
+    const slot = cache.reserve();
+    const at = cache.offset(slot);
+    const s = this.#status(
+      this.dump.readPage(pfn, cache.slab(slot).subarray(at, at + this.pageSize)),
+    );
     if (s === PageStatus.Present) {
-      this.cache.commit(pfn, buf);
-      return buf;
+      cache.store(pfn, slot);
+      return slot;
     }
-    if (s === PageStatus.Zero) return null;
-    this.#lastStatus = s;
-    return undefined;
+    if (s === PageStatus.Zero) return ZERO_PAGE;
+    this.#pageStatus = s;
+    return UNREADABLE;
   }
 }

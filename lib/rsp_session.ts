@@ -35,6 +35,8 @@ import type { Target, ThreadInfo } from "./target.ts";
 export const MAX_PACKET_SIZE = 0x20000;
 /** Largest `m`/`x` read answered at once (hex doubles the size). */
 const MAX_MEMORY_READ = MAX_PACKET_SIZE / 2;
+/** Smallest `m`/`x` read that starts read-ahead of the next one (gdb's bulk reads are larger). */
+const READ_AHEAD_MIN = 0x1000;
 /** Stop handling input once this much output is waiting, until the transport has written it. */
 const OUTPUT_HIGH_WATER = 256 * 1024;
 /** Longest packet text shown by the debug log. */
@@ -170,9 +172,14 @@ export class RspSession {
     return this.#closed;
   }
 
-  /** Whether all received bytes have been handled (the transport may read more). */
+  /**
+   * Whether all received bytes have been handled and nothing is left to do (the transport may
+   * read more). After a bulk memory reply it stays false until the next `produce()` call, which
+   * prepares the reply to the read that will follow while the client decodes this one: a
+   * transport writes each output, then calls `produce()` again while this is false.
+   */
   get inputDrained(): boolean {
-    return this.#input.drained || this.#closed;
+    return (this.#input.drained && !this.#readAheadDue) || this.#closed;
   }
 
   /** Whether the channel is in text console mode rather than RSP. */
@@ -196,6 +203,7 @@ export class RspSession {
    */
   produce(): Uint8Array {
     const input = this.#input;
+    if (input.drained && this.#readAheadDue && !this.#closed) this.#readAhead();
     while (!input.drained && !this.#closed && this.#writer.pendingBytes < OUTPUT_HIGH_WATER) {
       if (this.#consoleMode) this.#consumeConsole();
       else this.#consumeRsp();
@@ -262,7 +270,9 @@ export class RspSession {
   }
 
   #dispatch(packet: string): void {
-    switch (packet[0]) {
+    const kind = packet[0];
+    if (kind !== "m" && kind !== "x" && this.#next !== undefined) this.#forgetReadAhead();
+    switch (kind) {
       case "q":
       case "Q":
         return this.#query(packet);
@@ -551,6 +561,25 @@ export class RspSession {
     const room = (1n << 64n) - address;
     if (BigInt(length) > room) length = Number(room);
     if (length === 0) return this.#reply(binary ? "b" : "");
+    const ready = this.#prepared;
+    this.#prepared = undefined;
+    if (
+      ready !== undefined && ready.address === address && ready.length === length &&
+      ready.binary === binary
+    ) {
+      this.#writer.framed(ready.packet);
+      this.#expectNext(address, length, binary, true);
+      return;
+    }
+    const complete = this.#memoryReply(this.#writer, address, length, binary);
+    this.#expectNext(address, length, binary, complete);
+  }
+
+  /**
+   * Write the reply to a memory read into `w`: the readable prefix in hex (`m`) or escaped
+   * binary (`x`), or an error. Returns whether every byte was readable.
+   */
+  #memoryReply(w: ReplyWriter, address: bigint, length: number, binary: boolean): boolean {
     // Memory is read in the context of the selected thread (its process's page tables).
     const read = this.#physical && this.#target.readPhysical
       ? this.#target.readPhysical(address, length)
@@ -560,9 +589,9 @@ export class RspSession {
       if (this.#debug) {
         this.#log(`[${this.#label}] read ${address.toString(16)}: ${read.error ?? "unreadable"}`);
       }
-      return this.#reply(ERR_MEMORY);
+      w.packet(ERR_MEMORY);
+      return false;
     }
-    const w = this.#writer;
     w.startPacket();
     if (binary) {
       w.text("b");
@@ -571,6 +600,53 @@ export class RspSession {
       w.hex(data);
     }
     w.endPacket();
+    return data.length === length;
+  }
+
+  // --- read-ahead for bulk reads --------------------------------------------------------------
+  //
+  // gdb reads a large range as consecutive `m` requests of one size, each sent only after the
+  // previous reply is decoded. While gdb decodes one (on the other core: it is CPU-bound on hex),
+  // the session prepares the whole reply to the request that will follow, so that request is
+  // answered without decoding pages or encoding anything. The work runs from `produce()` after
+  // the previous reply has been handed to the transport (see `inputDrained`). Memory is
+  // read-only, so a prepared reply is exactly what the request would get; any packet other than
+  // `m`/`x` (which may change the thread or the address space) discards it.
+
+  /** Where the next sequential read would start, if the last one looks like a bulk read. */
+  #next: { address: bigint; length: number; binary: boolean } | undefined;
+  /** The prepared reply to `#next`, framed. */
+  #prepared: { address: bigint; length: number; binary: boolean; packet: Uint8Array } | undefined;
+  /** A read-ahead is due on the next `produce()` call. */
+  #readAheadDue = false;
+  #readAheadWriter: ReplyWriter | undefined;
+
+  #expectNext(address: bigint, length: number, binary: boolean, complete: boolean): void {
+    const end = address + BigInt(length);
+    if (!complete || length < READ_AHEAD_MIN || this.#debug || end + BigInt(length) > 1n << 64n) {
+      this.#next = undefined;
+      return;
+    }
+    this.#next = { address: end, length, binary };
+    this.#readAheadDue = true;
+  }
+
+  #forgetReadAhead(): void {
+    this.#next = undefined;
+    this.#prepared = undefined;
+    this.#readAheadDue = false;
+  }
+
+  #readAhead(): void {
+    this.#readAheadDue = false;
+    const next = this.#next;
+    if (next === undefined) return;
+    const w = this.#readAheadWriter ??= new ReplyWriter();
+    w.keepLastPacket = false;
+    // The previous prepared packet is a view of this writer's output: it is gone by now.
+    w.take();
+    this.#memoryReply(w, next.address, next.length, next.binary);
+    this.#prepared = { ...next, packet: w.take() };
   }
 
   // --- execution control ---------------------------------------------------------------------

@@ -526,6 +526,12 @@ export class ReplyWriter {
     if (this.keepLastPacket) this.#lastPacket = out.slice(start, end + 3);
   }
 
+  /** Append a packet framed by another writer, as if it had been built here. */
+  framed(packet: Uint8Array): void {
+    this.raw(packet);
+    if (this.keepLastPacket) this.#lastPacket = packet.slice();
+  }
+
   /** A whole packet with a text payload. */
   packet(payload: string): void {
     this.startPacket();
