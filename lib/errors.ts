@@ -22,8 +22,8 @@ export class DumpError extends Error {
 
 /** Show control characters (newlines included) as escapes so a message stays on one line. */
 function oneLine(text: string): string {
-  // deno-lint-ignore no-control-regex
   return text.replace(
+    // deno-lint-ignore no-control-regex
     /[\u0000-\u001f\u007f]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
