@@ -47,6 +47,8 @@ export interface TaskInfo {
 /** Reads the fields of one structure from a window of its bytes, loaded with one read. */
 class StructWindow {
   readonly lo: number;
+  /** Bytes in the window. */
+  readonly size: number;
   #buf: Uint8Array;
   #view: DataView;
 
@@ -60,6 +62,7 @@ class StructWindow {
     }
     if (lo === Infinity) lo = hi = 0;
     this.lo = lo;
+    this.size = hi - lo;
     this.#buf = new Uint8Array(hi - lo);
     this.#view = new DataView(this.#buf.buffer);
   }
@@ -275,6 +278,8 @@ export class KernelTasks {
       gsbase: t("thread.gsbase"),
       cpuContext: t("thread.cpu_context"),
       cred: t("real_cred") ?? t("cred"),
+      children: t("children"),
+      sibling: t("sibling"),
       threadHead: btf.member("signal_struct", "thread_head"),
       rqIdle: btf.member("rq", "idle"),
       uid: btf.member("cred", "uid"),
@@ -302,6 +307,8 @@ export class KernelTasks {
       m.threadGroup,
       m.cpu,
       m.mm,
+      m.children,
+      m.sibling,
     ]);
     this.#signal = new StructWindow([m.threadHead]);
     this.threadSize = threadSize(kernel);
@@ -364,6 +371,9 @@ export class KernelTasks {
     // Every task also has a struct pid in init_pid_ns's IDR: that finds the tasks the lists
     // could not reach (a task_struct missing from the dump breaks the list after it).
     for (const task of this.#pidTasks()) add(task);
+    // The IDR's nodes and struct pids may be missing too: then every link of every task found
+    // (both directions of the process list, children, siblings, threads) may lead further.
+    if (this.#unreadable.size > 0) this.#addLinked(out, parents, add);
 
     // A CPU's current task whose task_struct is not in the dump still has the CPU's registers:
     // keep it (as pid -1) so the CPU's stack, often the interesting one, stays reachable.
@@ -500,7 +510,7 @@ export class KernelTasks {
     const n = this.#unreadable.size;
     if (n === 0) return [];
     const first = [...this.#unreadable][0];
-    const buf = new Uint8Array(1);
+    const buf = new Uint8Array(this.#task.size);
     const why = this.#mem.read(first + BigInt(this.#task.lo), buf).error ?? "unreadable";
     return [
       `${n} task${n === 1 ? "" : "s"} missing from the task list: task_struct not readable ` +
@@ -543,6 +553,51 @@ export class KernelTasks {
     const head = this.#mem.readU64(ns + BigInt(headM.offset));
     if (head) visit(head, 0);
     return out;
+  }
+
+  /**
+   * Follow every list link of the tasks in `out` (growing as tasks are found) in both
+   * directions: a list is cut only where a task_struct is missing, so going round the other
+   * way, or through a parent's children or a sibling, reaches the tasks beyond the gap. List
+   * heads that are not in a task_struct (the parent's `children`, `signal->thread_head`) are
+   * recognised and skipped, so no address inside another structure is taken for a task.
+   */
+  #addLinked(
+    out: TaskInfo[],
+    parents: bigint[],
+    add: (address: bigint) => TaskInfo | undefined,
+  ): void {
+    const m = this.#m;
+    const w = this.#task;
+    const links: [MemberInfo | undefined, MemberInfo | undefined][] = [
+      [m.tasks, m.tasks],
+      [m.children, m.sibling],
+      [m.sibling, m.sibling],
+      [m.threadNode, m.threadNode],
+    ];
+    const pointer = { offset: 0, type: 0, size: 8 };
+    for (let i = 0; i < out.length && out.length < MAX_TASKS; i++) {
+      const task = out[i];
+      if (task.unreadable || !w.load(this.#mem, task.address)) continue;
+      const signal = w.big(m.signal!);
+      const notTasks = new Set<bigint>([
+        task.address + BigInt(m.children?.offset ?? 0), // its own children's list head
+        parents[i] + BigInt(m.children?.offset ?? 0), // its parent's, on the sibling ring
+        m.threadHead ? signal + BigInt(m.threadHead.offset) : 0n,
+      ]);
+      const found: bigint[] = [];
+      for (const [field, member] of links) {
+        if (!field || !member) continue;
+        if (field.offset < w.lo || field.offset + 16 > w.lo + w.size) continue;
+        for (const at of [field.offset, field.offset + 8]) {
+          pointer.offset = at;
+          const node = w.big(pointer);
+          if (node === 0n || notTasks.has(node)) continue;
+          found.push(node - BigInt(member.offset));
+        }
+      }
+      for (const f of found) if (!this.#byAddress.has(f)) add(f);
+    }
   }
 
   /** Add the threads of a process other than its leader (just read by #readTask). */

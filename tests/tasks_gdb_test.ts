@@ -34,8 +34,8 @@ const cases: Case[] = [
   },
   {
     boot: "x86_64-6.12",
-    kernelDump: "dump.zlib-d23.kdump",
-    userDump: "dump.zlib-d23.kdump",
+    kernelDump: "dump.zlib-d1.kdump",
+    userDump: "dump.zlib-d1.kdump",
     gdb: "gdb",
   },
   {
@@ -292,6 +292,44 @@ for (const c of cases) {
     },
   });
 }
+
+Deno.test({
+  name: "gdb script on a dump lacking task_structs (6.12 -d 31): what it holds, and what it lacks",
+  ignore: !hasBoot("x86_64-6.12") || !have("gdb"),
+  async fn() {
+    const b = boot("x86_64-6.12");
+    const e = b.expected;
+    const cov = e.coverage["dump.zlib-d31.kdump"];
+    const k = new Kernel(openDump([b.path("dump.zlib-d31.kdump")]), { vmlinux: b.vmlinux });
+    try {
+      const out = await serving(
+        new KernelTarget(k),
+        (remote) => gdb(cases[1], [remote, `source ${KDUMP_PY}`, "kdump-kernel-ps"]),
+      );
+      assert.match(out, /UID +PID +PPID +LWP +COMM +ADDRESS/);
+      assert.doesNotMatch(out, /Python Exception|Error occurred/, out);
+      const listed = new Set(
+        [...out.matchAll(/^[ >] +\S+ +\d+ +\S+ +\d+ +.*? (0x[0-9a-f]+)$/gm)].map((m) => m[1]),
+      );
+      // Every task reachable through the task_structs the dump holds (drgn's count) is there,
+      // with the right pid and name; nothing else is.
+      for (const a of cov.reachable ?? e.tasks.map((t: Expected) => t.task)) {
+        assert.ok(listed.has(a), `task ${a} listed\n${out}`);
+      }
+      for (const a of listed) {
+        const t = e.tasks.find((t: Expected) => t.task === a);
+        assert.ok(t, `${a} is a task`);
+        const comm = t.is_kernel_thread ? `[${t.comm}]` : t.comm;
+        assert.match(out, new RegExp(` ${t.pid} +${escape(comm)} +${a}$`, "m"));
+      }
+      if (cov.unreadable.length > 0) {
+        assert.match(out, /\d+ task_structs? not in the dump, so missing here: 0x/);
+      }
+    } finally {
+      k.close();
+    }
+  },
+});
 
 function assertProcessSession(out: string, e: Expected, pc: string): void {
   const p = e.process;

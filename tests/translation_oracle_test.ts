@@ -34,7 +34,7 @@ const cases = [
   ["x86_64-6.1-la57", "dump.elf"],
   ["aarch64-6.1", "dump.elf"],
   ["aarch64-6.1", "dump.lzo-d31.kdump"],
-  ["x86_64-6.12", "dump.zlib-d23.kdump"],
+  ["x86_64-6.12", "dump.zlib-d1.kdump"],
 ];
 
 for (const [name, file] of cases) {

@@ -132,13 +132,23 @@ def _symbol_address(name):
 
 
 def _load(address, type_name):
-    """A structure read in one go (one memory request instead of one per field)."""
+    """A structure read in one go (one memory request instead of one per field). When the dump
+    holds it only in part (a filtered dump may lack one page of a large task_struct), its fields
+    are read one by one instead: those in the pages the dump has still read."""
     t = _type(type_name)
     try:
         data = gdb.selected_inferior().read_memory(address, t.sizeof)
         return gdb.Value(bytes(data), t)
-    except (TypeError, AttributeError):  # gdb before 12: no Value(buffer, type)
+    except (TypeError, AttributeError, gdb.MemoryError):  # gdb < 12 has no Value(buffer, type)
         return gdb.Value(address).cast(t.pointer()).dereference()
+
+
+def _read_pointer(address):
+    """The pointer-sized word at address, or None when the dump does not hold it."""
+    try:
+        return _ulong(gdb.Value(address).cast(_type("unsigned long").pointer()).dereference())
+    except gdb.MemoryError:
+        return None
 
 
 def _container_of(pointer, struct, path):
@@ -146,14 +156,23 @@ def _container_of(pointer, struct, path):
 
 
 def _list(head_address, struct, path):
-    """Addresses of the structures linked into the list_head at head_address."""
-    node_type = _type("struct list_head").pointer()
-    node = gdb.Value(head_address).cast(node_type).dereference()["next"]
+    """Addresses of the structures linked into the list_head at head_address. A link the dump
+    does not hold (a structure filtered out) cuts the walk; it then goes round the other way,
+    through the prev links, up to the gap."""
+    offset = _offset(struct, path)
     seen = set()
-    while _ulong(node) != head_address and _ulong(node) not in seen:
-        seen.add(_ulong(node))
-        yield _container_of(node, struct, path)
-        node = node.dereference()["next"]
+    node = _read_pointer(head_address)
+    while node is not None and node != head_address and node not in seen:
+        seen.add(node)
+        yield (node - offset) & ULONG_MAX
+        node = _read_pointer(node)
+    if node is not None:
+        return
+    node = _read_pointer(head_address + 8)
+    while node is not None and node != head_address and node not in seen:
+        seen.add(node)
+        yield (node - offset) & ULONG_MAX
+        node = _read_pointer(node + 8)
 
 
 def _per_cpu(symbol, cpu):
@@ -209,15 +228,25 @@ class Task(object):
         return "[%s]" % self.comm if self.kernel_thread else self.comm
 
     def ppid(self):
-        parent = self.value["real_parent"]
-        return int(parent.dereference()["tgid"]) if _ulong(parent) else 0
+        """The parent's tgid, or None when the dump does not hold the parent."""
+        try:
+            parent = self.value["real_parent"]
+            return int(parent.dereference()["tgid"]) if _ulong(parent) else 0
+        except gdb.MemoryError:
+            return None
 
     def uid(self):
-        cred = self.value["real_cred"]
-        if not _ulong(cred):
-            return 0
-        uid = cred.dereference()["uid"]
-        return int(uid["val"]) if uid.type.strip_typedefs().code == gdb.TYPE_CODE_STRUCT else int(uid)
+        """The real uid, or None when the dump does not hold the credentials."""
+        try:
+            cred = self.value["real_cred"]
+            if not _ulong(cred):
+                return 0
+            uid = cred.dereference()["uid"]
+            if uid.type.strip_typedefs().code == gdb.TYPE_CODE_STRUCT:
+                return int(uid["val"])
+            return int(uid)
+        except gdb.MemoryError:
+            return None
 
 
 def _running_tasks():
@@ -233,17 +262,30 @@ def _running_tasks():
     return running, idle
 
 
+# task_struct addresses the last all_tasks() met but could not read (not in the dump).
+missing_tasks = []
+
+
 def all_tasks():
-    """Every task: each CPU's idle task, then each process followed by its other threads."""
+    """Every task: each CPU's idle task, then each process followed by its other threads.
+
+    A task_struct the dump lacks (a filtered dump of a kernel newer than its makedumpfile) is
+    listed in missing_tasks, and the lists are also followed the other way round and through
+    every found task's children, siblings and threads, to reach the tasks beyond the gap."""
     running, idle = _running_tasks()
     init = _symbol_address("init_task")
     out, seen = [], set()
+    del missing_tasks[:]
 
     def add(address):
         if address in seen or not address:
             return None
         seen.add(address)
-        task = Task(address)
+        try:
+            task = Task(address)
+        except gdb.MemoryError:
+            missing_tasks.append(address)
+            return None
         task.running_on = running.get(address)
         out.append(task)
         return task
@@ -265,7 +307,36 @@ def all_tasks():
             members = _list(head, "struct task_struct", "thread_group")
         for thread in members:
             add(thread)
+    if missing_tasks:
+        _add_linked(out, add)
     return out
+
+
+def _add_linked(out, add):
+    """Follow both links of every list a found task is on (the process list, its children, its
+    siblings, its threads), skipping list heads that are not in a task_struct."""
+    struct = "struct task_struct"
+    links = [(f, m) for f, m in (("tasks", "tasks"), ("children", "sibling"),
+                                 ("sibling", "sibling"), ("thread_node", "thread_node"))
+             if _has(struct, f) and _has(struct, m)]
+    children = _offset(struct, "children")
+    thread_head = (_offset("struct signal_struct", "thread_head")
+                   if _has("struct signal_struct", "thread_head") else None)
+    i = 0
+    while i < len(out):
+        task = out[i]
+        i += 1
+        heads = {task.address + children}
+        parent = _read_pointer(task.address + _offset(struct, "real_parent"))
+        if parent:
+            heads.add(parent + children)
+        if thread_head is not None and task.signal:
+            heads.add(task.signal + thread_head)
+        for field, member in links:
+            for half in (0, 8):
+                node = _read_pointer(task.address + _offset(struct, field) + half)
+                if node and node not in heads:
+                    add((node - _offset(struct, member)) & ULONG_MAX)
 
 
 def _cpu_thread(cpu):
@@ -490,9 +561,22 @@ A ">" marks tasks that were running on a CPU."""
                                                      "ADDRESS"))
         for task in all_tasks():
             mark = ">" if task.running_on is not None else " "
-            gdb.write("%s%5d %7d %7d %7d %-18s 0x%x\n" % (mark, task.uid(), task.tgid,
-                                                         task.ppid(), task.pid, task.ps_comm,
-                                                         task.address))
+            gdb.write("%s%5s %7d %7s %7d %-18s 0x%x\n" % (mark, _or_unknown(task.uid()),
+                                                         task.tgid, _or_unknown(task.ppid()),
+                                                         task.pid, task.ps_comm, task.address))
+        _report_missing()
+
+
+def _or_unknown(value):
+    return "?" if value is None else str(value)
+
+
+def _report_missing():
+    if missing_tasks:
+        shown = ", ".join("0x%x" % a for a in missing_tasks[:8])
+        gdb.write("%d task_struct%s not in the dump, so missing here: %s%s\n"
+                  % (len(missing_tasks), "" if len(missing_tasks) == 1 else "s", shown,
+                     ", ..." if len(missing_tasks) > 8 else ""))
 
 
 def _thread_json(task, registers):
@@ -535,6 +619,7 @@ the CPU's registers (from the gdb thread of that CPU)."""
         gdb.write("%d tasks saved to %s%s\n" % (len(threads), path,
                                                " (%d without registers: stack not in the dump)"
                                                % failed if failed else ""))
+        _report_missing()
 
 
 class SaveProcessJson(gdb.Command):
