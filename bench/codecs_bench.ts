@@ -8,7 +8,7 @@
  * Each iteration decodes one page, cycling through the set.
  */
 
-import { inflateSync, zstdDecompressSync } from "node:zlib";
+import { inflateSync } from "node:zlib";
 import { decompressPage, type PageCodec } from "../lib/codecs.ts";
 import { fixtureDumps, loadCodecVectors, readKdumpPages } from "../tests/codecs_vectors.ts";
 
@@ -45,21 +45,6 @@ for (const file of files) {
     set.map((v) => v.src),
     4096,
   );
-}
-
-// The one alternative that needs no extra dependency: node:zlib's own zstd
-// decoder (slower, and on truncated input it returns short output silently).
-{
-  const zstd = vectors.filter((v) => v.codec === "zstd").map((v) => v.src);
-  let i = 0;
-  Deno.bench({
-    name: "zstd: node:zlib zstdDecompressSync (alternative)",
-    group: "zstd",
-    fn: () => {
-      zstdDecompressSync(zstd[i]);
-      i = (i + 1) % zstd.length;
-    },
-  });
 }
 
 // The zlib decoder used before the reused engine: inflateSync builds a stream per page.

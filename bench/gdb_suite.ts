@@ -40,7 +40,14 @@ import {
 } from "./common.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const SERVER = ["run", "--allow-read", "--allow-net", "--allow-env", `${ROOT}cli/main.ts`];
+const SERVER = [
+  "run",
+  "--allow-read",
+  "--allow-net",
+  "--allow-env",
+  "--v8-flags=--max-semi-space-size=1",
+  `${ROOT}cli/main.ts`,
+];
 /** page_offset_base of the fixture boot (testdata/fixtures/x86_64-6.1/expected.json). */
 const EXPECTED = JSON.parse(Deno.readTextFileSync(fixture("expected.json")));
 const DIRECT_MAP = BigInt(EXPECTED.page_offset_base);

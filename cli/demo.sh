@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLE=testdata/sample/x86_64-6.1.kdump
-SERVER="deno run --allow-read --allow-net cli/main.ts"
+SERVER="deno run --allow-read --allow-net --v8-flags=--max-semi-space-size=1 cli/main.ts"
 if ! command -v gdb >/dev/null; then
   echo "(gdb is not installed: showing the server's banner only)" >&2
   $SERVER --stdio "$SAMPLE" </dev/null

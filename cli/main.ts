@@ -28,7 +28,7 @@ function selfCommand(): string {
   const exe = Deno.execPath();
   if (/(^|\/)deno$/.test(exe)) {
     const main = new URL(import.meta.url).pathname;
-    return `deno run --allow-read --allow-net ${main}`;
+    return `deno run --allow-read --allow-net --v8-flags=--max-semi-space-size=1 ${main}`;
   }
   return exe;
 }
@@ -108,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
 
   if (opts.stdio) {
     if (!opts.vmlinux) log(`symbols: ${fileLine}`);
+    prepareInIdleTime(target);
     await serveStdio(target, { debug: opts.debug, log });
     kernel.close();
     return 0;
@@ -131,9 +132,22 @@ async function main(argv: string[]): Promise<number> {
   log(`or in pipe mode:`);
   log(`  ${pipe}`);
   log(`listening on ${opts.host}:${server.port}`);
+  prepareInIdleTime(target);
   await server.finished;
   kernel.close();
   return 0;
+}
+
+/**
+ * Let the target work ahead (Target.prepare) while gdb loads its symbols or the server waits
+ * for a client: in 5 ms slices between I/O events, so a request waits at most one slice.
+ */
+function prepareInIdleTime(target: Target): void {
+  if (!target.prepare) return;
+  const slice = () => {
+    if (target.prepare!(5)) setTimeout(slice, 0);
+  };
+  setTimeout(slice, 0);
 }
 
 /** The target for the chosen mode, and banner lines describing it. */

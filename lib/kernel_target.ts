@@ -30,6 +30,7 @@ export class KernelTarget implements Target {
   readonly kernel: Kernel;
   #threads: ThreadInfo[];
   #scratch = new Uint8Array(0);
+  #view = this.#scratch;
 
   constructor(kernel: Kernel) {
     this.kernel = kernel;
@@ -62,7 +63,12 @@ export class KernelTarget implements Target {
 
   readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
     if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
-    const out = this.#scratch.subarray(0, length);
+    // gdb asks the same sizes again and again: reuse the view (a subarray costs as much as
+    // the cached read it would hold).
+    let out = this.#view;
+    if (out.length !== length || out.buffer !== this.#scratch.buffer) {
+      out = this.#view = this.#scratch.subarray(0, length);
+    }
     let mem = this.kernel.memory;
     if (address < USER_TOP && threadId !== undefined) {
       // A user address: the process that was running on this CPU, as the CPU saw it.

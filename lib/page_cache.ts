@@ -8,8 +8,12 @@
  * named by its slot number; `slab(slot)` and `offset(slot)` locate its bytes.
  *
  * Recency is an intrusive doubly-linked list over slot numbers in typed arrays: a hit is one
- * `Map` lookup and a few array writes (a `Map` delete + re-insert per hit measured several times
+ * table lookup and a few array writes (a `Map` delete + re-insert per hit measured several times
  * slower); a miss reuses the least recently used slot.
+ *
+ * The pfn → slot table is open addressing with linear probing in typed arrays, twice as many
+ * entries as slots: a lookup measured 5 ns against 36–44 ns for a `Map` keyed by page frame
+ * numbers (which V8 hashes as heap numbers), on a hot path that costs about 100 ns in all.
  *
  * @module
  */
@@ -17,6 +21,79 @@
 /** Largest slab, bytes. */
 const SLAB_BYTES = 256 * 1024 * 1024;
 const NONE = -1;
+/** An empty entry of the pfn table (no page frame number is negative). */
+const EMPTY = -1;
+const TWO_32 = 4294967296;
+
+/** pfn → slot, open addressing with linear probing and backward-shift deletion. */
+class PfnTable {
+  #keys: Float64Array;
+  #slots: Int32Array;
+  #mask: number;
+  #shift: number;
+  size = 0;
+
+  constructor(capacity: number) {
+    let bits = 4;
+    while (1 << bits < 2 * capacity) bits++;
+    this.#keys = new Float64Array(1 << bits).fill(EMPTY);
+    this.#slots = new Int32Array(1 << bits);
+    this.#mask = (1 << bits) - 1;
+    this.#shift = 32 - bits;
+  }
+
+  /** Home position of a pfn (Fibonacci hashing of its two 32-bit halves). */
+  #home(pfn: number): number {
+    return Math.imul((pfn >>> 0) ^ Math.floor(pfn / TWO_32), 0x9e3779b1) >>> this.#shift;
+  }
+
+  get(pfn: number): number {
+    const keys = this.#keys;
+    let i = this.#home(pfn);
+    for (;;) {
+      const k = keys[i];
+      if (k === pfn) return this.#slots[i];
+      if (k === EMPTY) return NONE;
+      i = (i + 1) & this.#mask;
+    }
+  }
+
+  /** Map pfn to slot (pfn must not be in the table). */
+  set(pfn: number, slot: number): void {
+    const keys = this.#keys;
+    let i = this.#home(pfn);
+    while (keys[i] !== EMPTY) i = (i + 1) & this.#mask;
+    keys[i] = pfn;
+    this.#slots[i] = slot;
+    this.size++;
+  }
+
+  delete(pfn: number): void {
+    const keys = this.#keys;
+    const mask = this.#mask;
+    let i = this.#home(pfn);
+    while (keys[i] !== pfn) {
+      if (keys[i] === EMPTY) return;
+      i = (i + 1) & mask;
+    }
+    // Move later entries of the probe run back into the hole when their home allows it, so
+    // every key stays reachable from its home without tombstones.
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const k = keys[j];
+      if (k === EMPTY) break;
+      const home = this.#home(k);
+      const between = i <= j ? i < home && home <= j : i < home || home <= j;
+      if (between) continue;
+      keys[i] = k;
+      this.#slots[i] = this.#slots[j];
+      i = j;
+    }
+    keys[i] = EMPTY;
+    this.size--;
+  }
+}
 
 /** LRU cache of pages keyed by page frame number. */
 export class PageCache {
@@ -28,7 +105,7 @@ export class PageCache {
   misses = 0;
 
   /** pfn → slot. */
-  #slotOf = new Map<number, number>();
+  #slotOf: PfnTable;
   /** slot → pfn (meaningful for slots in the list). */
   #pfnOf: Float64Array;
   /** Recency list: #head is the most recently used slot, #tail the least. */
@@ -49,6 +126,7 @@ export class PageCache {
     this.pageSize = pageSize;
     this.capacity = Math.max(4, Math.floor(bytes / pageSize));
     this.#pfnOf = new Float64Array(this.capacity);
+    this.#slotOf = new PfnTable(this.capacity);
     this.#prev = new Int32Array(this.capacity);
     this.#next = new Int32Array(this.capacity);
     this.#slabPages = Math.max(1, Math.floor(SLAB_BYTES / pageSize));
@@ -57,7 +135,7 @@ export class PageCache {
   /** Slot of the cached page `pfn`, marked most recently used; -1 on a miss. */
   lookup(pfn: number): number {
     const slot = this.#slotOf.get(pfn);
-    if (slot === undefined) {
+    if (slot === NONE) {
       this.misses++;
       return NONE;
     }
@@ -99,10 +177,11 @@ export class PageCache {
     }
     this.#reserved = NONE;
     const old = this.#slotOf.get(pfn);
-    if (old !== undefined) {
+    if (old !== NONE) {
       // Already cached (a caller decoded it twice): keep one copy.
       this.#unlink(old);
       this.#free.push(old);
+      this.#slotOf.delete(pfn);
     }
     this.#pfnOf[slot] = pfn;
     this.#slotOf.set(pfn, slot);

@@ -65,6 +65,24 @@ export class PhysicalMemory {
    */
   readInto(paddr: number, out: Uint8Array, offset: number, length: number): number {
     const size = this.pageSize;
+    // Hot path: a small read within one cached page (struct fields, page-table entries, gdb's
+    // small `m` packets): one cache lookup and a short copy.
+    if (length < size) {
+      const pfn = Math.floor(paddr / size);
+      const inPage = paddr - pfn * size;
+      if (inPage + length <= size) {
+        const cache = this.cache;
+        const slot = cache.lookup(pfn);
+        if (slot >= 0) {
+          const slab = cache.slab(slot);
+          const from = cache.offset(slot) + inPage;
+          if (length > 32) out.set(slab.subarray(from, from + length), offset);
+          else for (let i = 0; i < length; i++) out[offset + i] = slab[from + i];
+          this.lastStatus = PageStatus.Present;
+          return length;
+        }
+      }
+    }
     let done = 0;
     while (done < length) {
       const addr = paddr + done;

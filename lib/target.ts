@@ -77,4 +77,10 @@ export interface Target {
   monitor?(command: string, out: MonitorOutput): boolean;
   /** Lines of `monitor help` describing the target's own commands. */
   monitorHelp?(): string[];
+  /**
+   * Work the target can do before gdb asks (e.g. every task's saved registers, which gdb asks for
+   * one thread at a time in `info threads`), in slices of about `budgetMs`: called while the
+   * server waits for gdb. Returns true while more remains.
+   */
+  prepare?(budgetMs: number): boolean;
 }

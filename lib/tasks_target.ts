@@ -93,6 +93,22 @@ export class TasksTarget implements Target {
     return this.#byId.get(threadId)?.registers() ?? new Map();
   }
 
+  #prepared = 0;
+
+  /**
+   * Read every task's saved registers ahead of gdb's requests (they are cached once read): at
+   * least one task per call, more while the budget lasts.
+   */
+  prepare(budgetMs: number): boolean {
+    const until = performance.now() + budgetMs;
+    const threads = this.#threads;
+    while (this.#prepared < threads.length) {
+      this.registers(threads[this.#prepared++].id);
+      if (performance.now() >= until) break;
+    }
+    return this.#prepared < threads.length;
+  }
+
   readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
     const mm = threadId === undefined ? undefined : this.#byId.get(threadId)?.mm;
     if (address < USER_TOP && mm) {

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { deflateSync } from "node:zlib";
+import { deflateSync, zstdCompressSync } from "node:zlib";
 import { snappyCompressor } from "hysnappy";
-import { compress as zstdCompress } from "@bokuweb/zstd-wasm";
 import { CodecError, codecFromFlags, decompressPage, type PageCodec } from "../lib/codecs.ts";
 import { lzo1xDecompress } from "../lib/lzo1x.ts";
+import { snappyDecompress } from "../lib/snappy.ts";
+import { SNAPPY_WASM_BASE64 } from "../wasm/snappy_wasm.ts";
 import { LZO1X_WASM_BASE64 } from "../wasm/lzo1x_wasm.ts";
 import { fixtureDumps, loadCodecVectors, readKdumpPages, sha256Hex } from "./codecs_vectors.ts";
 import type { FuzzMessage, FuzzRequest, FuzzSummary } from "./codecs_fuzz_worker.ts";
@@ -67,7 +68,7 @@ Deno.test("round trip through in-process compressors at every page size", () => 
   const compressors: [PageCodec, (p: Uint8Array) => Uint8Array][] = [
     ["zlib", (p) => deflateSync(p)],
     ["snappy", (p) => snappyCompress(p)],
-    ["zstd", (p) => zstdCompress(p, 3)],
+    ["zstd", (p) => zstdCompressSync(p)],
     ["raw", (p) => p],
   ];
   for (const size of PAGE_SIZES) {
@@ -156,12 +157,54 @@ Deno.test("LZO: hand-made streams exercise each instruction and each error", () 
   assertCodecError(() => decompressPage("lzo", new Uint8Array(EOS), new Uint8Array(4096)));
 });
 
-Deno.test("the embedded LZO module is wasm/lzo1x.wasm, with no imports", () => {
-  const file = Deno.readFileSync(new URL("../wasm/lzo1x.wasm", import.meta.url));
-  const embedded = Uint8Array.from(atob(LZO1X_WASM_BASE64), (c) => c.charCodeAt(0));
-  assert.deepEqual(embedded, file, "run wasm/build.sh to regenerate wasm/lzo1x_wasm.ts");
-  assert.deepEqual(WebAssembly.Module.imports(new WebAssembly.Module(file)), []);
+Deno.test("snappy: hand-made blocks exercise each element and each error", () => {
+  const run = (bytes: number[], cap = 64) => {
+    const out = new Uint8Array(cap);
+    const n = snappyDecompress(new Uint8Array(bytes), out);
+    return n < 0 ? n : Array.from(out.subarray(0, n));
+  };
+  // Literal (tag 00, length - 1 in the tag's high six bits).
+  assert.deepEqual(run([3, 2 << 2, 1, 2, 3]), [1, 2, 3]);
+  // Literal with a 1-byte length (tag 60 << 2): 70 bytes.
+  const lit70 = Array.from({ length: 70 }, (_, i) => i);
+  assert.deepEqual(run([70, 60 << 2, 69, ...lit70], 128), lit70);
+  // Literal with a 2-byte length (61 << 2): 300 bytes.
+  const lit300 = Array.from({ length: 300 }, (_, i) => (i * 3) & 0xff);
+  assert.deepEqual(run([0xac, 0x02, 61 << 2, 0x2b, 0x01, ...lit300], 512), lit300);
+  // Copy with a 1-byte offset (01): length 4 + 0, offset 1: an overlapping run.
+  assert.deepEqual(run([6, 4, 1, 2, 0x01, 1]), [1, 2, 2, 2, 2, 2]);
+  // Copy with a 2-byte offset (10): length 1 + 2, offset 3.
+  assert.deepEqual(run([6, 8, 7, 8, 9, (2 << 2) | 2, 3, 0]), [7, 8, 9, 7, 8, 9]);
+  // Copy with a 4-byte offset (11): length 1 + 1, offset 2.
+  assert.deepEqual(run([4, 4, 5, 6, (1 << 2) | 3, 2, 0, 0, 0]), [5, 6, 5, 6]);
+  // Errors: damaged preamble, truncated literal and copies, offset 0 or too far, output
+  // overrun, a length that differs from the preamble.
+  assert.equal(run([]), -4);
+  assert.equal(run([0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), -4);
+  assert.equal(run([3, 2 << 2, 1, 2]), -1);
+  assert.equal(run([3, 60 << 2]), -1);
+  assert.equal(run([6, 4, 1, 2, 0x01]), -1);
+  assert.equal(run([6, 4, 1, 2, (2 << 2) | 2, 3]), -1);
+  assert.equal(run([6, 4, 1, 2, (2 << 2) | 3, 3, 0, 0]), -1);
+  assert.equal(run([6, 4, 1, 2, 0x01, 0]), -3);
+  assert.equal(run([6, 4, 1, 2, 0x01, 3]), -3);
+  assert.equal(run([3, 2 << 2, 1, 2, 3], 2), -2);
+  assert.equal(run([9, 4, 1, 2, 0x05, 1], 8), -2);
+  assert.equal(run([4, 2 << 2, 1, 2, 3]), -5);
+  assert.equal(run([2, 2 << 2, 1, 2, 3]), -5);
+  // A literal length of 2^32 - 1 cannot wrap around.
+  assert.equal(run([3, 63 << 2, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]), -2);
 });
+
+for (const name of ["lzo1x", "snappy"]) {
+  Deno.test(`the embedded ${name} module is wasm/${name}.wasm, with no imports`, () => {
+    const file = Deno.readFileSync(new URL(`../wasm/${name}.wasm`, import.meta.url));
+    const base64 = name === "lzo1x" ? LZO1X_WASM_BASE64 : SNAPPY_WASM_BASE64;
+    const embedded = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    assert.deepEqual(embedded, file, `run wasm/build.sh to regenerate wasm/${name}_wasm.ts`);
+    assert.deepEqual(WebAssembly.Module.imports(new WebAssembly.Module(file)), []);
+  });
+}
 
 Deno.test("snappy and zstd: headers that announce a different size are refused up front", () => {
   const page = syntheticPage(4096, 9);
@@ -175,7 +218,7 @@ Deno.test("snappy and zstd: headers that announce a different size are refused u
       new Uint8Array(4096),
     )
   );
-  const z = zstdCompress(page, 3);
+  const z = zstdCompressSync(page);
   assertCodecError(() => decompressPage("zstd", z, new Uint8Array(8192)), /4096/);
   const badMagic = z.slice();
   badMagic[0] ^= 1;

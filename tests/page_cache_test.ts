@@ -3,7 +3,12 @@
 import assert from "node:assert/strict";
 import { PageCache } from "../lib/page_cache.ts";
 
-function put(cache: PageCache, pfn: number, fill = pfn & 0xff): number {
+/** A byte that tells pages apart, from both halves of the pfn. */
+function tag(pfn: number): number {
+  return (pfn % 256) ^ (Math.floor(pfn / 2 ** 32) % 251);
+}
+
+function put(cache: PageCache, pfn: number, fill = tag(pfn)): number {
   const slot = cache.reserve();
   const at = cache.offset(slot);
   cache.slab(slot).fill(fill, at, at + cache.pageSize);
@@ -68,18 +73,31 @@ Deno.test("page cache: storing a page twice keeps one copy", () => {
   assert.equal(cache.size, 4);
 });
 
-Deno.test("page cache: thousands of pages over a long run stay exact", () => {
+// Page frame numbers: small and dense; and above 2^32 (52-bit physical addresses), spread so
+// that only their high halves differ, which the pfn table must hash apart too.
+for (
+  const [label, pfnOf] of [
+    ["dense pfns", (r: number) => r],
+    ["pfns above 2^32", (r: number) => 2 ** 39 + r * 2 ** 32],
+  ] as const
+) {
+  Deno.test(`page cache: thousands of pages over a long run stay exact (${label})`, () => {
+    longRun(pfnOf);
+  });
+}
+
+function longRun(pfnOf: (r: number) => number): void {
   const cache = new PageCache(4096, 1000 * 4096);
   // Reference LRU: a Map in recency order.
   const ref = new Map<number, number>();
   let seed = 7;
   for (let i = 0; i < 50000; i++) {
     seed = (seed * 1103515245 + 12345) >>> 0;
-    const pfn = (seed >>> 16) % 1500;
+    const pfn = pfnOf((seed >>> 16) % 1500);
     const hit = cache.lookup(pfn);
     if (ref.has(pfn)) {
       assert.ok(hit >= 0, `pfn ${pfn} should be cached`);
-      assert.equal(cache.slab(hit)[cache.offset(hit)], pfn & 0xff);
+      assert.equal(cache.slab(hit)[cache.offset(hit)], tag(pfn));
       ref.delete(pfn);
       ref.set(pfn, 1);
     } else {
@@ -91,7 +109,7 @@ Deno.test("page cache: thousands of pages over a long run stay exact", () => {
   }
   assert.equal(cache.size, ref.size);
   assert.equal(cache.size, 1000);
-});
+}
 
 Deno.test("page cache: 64 KiB pages and a cache smaller than four pages", () => {
   const cache = new PageCache(65536, 1000);

@@ -323,6 +323,30 @@ Deno.test("tasks: a CPU's task whose task_struct is not in the dump stays a thre
   }
 });
 
+Deno.test("tasks target: prepare() reads every task's registers ahead, the same as on demand", () => {
+  const b = boot("x86_64-6.1");
+  const open = () => new Kernel(openDump([b.path("dump.zlib-d31.kdump")]), { vmlinux: b.vmlinux });
+  const k1 = open();
+  const k2 = open();
+  try {
+    const ahead = tasksTarget(k1);
+    const lazy = tasksTarget(k2);
+    let calls = 0;
+    while (ahead.prepare(0)) calls++;
+    // A zero budget still moves on by one task per call: nothing can stall the idle loop.
+    assert.equal(calls, ahead.threads().length - 1);
+    assert.equal(ahead.prepare(5), false);
+    const decoded = k1.phys.cache.misses;
+    for (const t of lazy.threads()) {
+      assert.deepEqual(ahead.registers(t.id), lazy.registers(t.id), t.name);
+    }
+    assert.equal(k1.phys.cache.misses, decoded, "nothing left to read after prepare()");
+  } finally {
+    k1.close();
+    k2.close();
+  }
+});
+
 Deno.test("process mode refuses kernel threads and unknown pids with one-line errors", () => {
   const b = boot("x86_64-6.1");
   const k = new Kernel(openDump([b.path("dump.zlib-d31.kdump")]), { vmlinux: b.vmlinux });

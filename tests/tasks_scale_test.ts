@@ -24,6 +24,7 @@ const SERVER = [
   "--allow-read",
   "--allow-net",
   "--allow-env",
+  "--v8-flags=--max-semi-space-size=1",
   new URL("../cli/main.ts", import.meta.url).pathname,
 ];
 
