@@ -229,7 +229,7 @@ function serverSpec(name: string): [string, string] {
 }
 
 function serverArgs(dump: string, extra: string[] = [], root = ROOT): string[] {
-  return [...SERVER.slice(0, 4), `${root}cli/main.ts`, dump, ...extra];
+  return [...SERVER.slice(0, -1), `${root}cli/main.ts`, dump, ...extra];
 }
 
 /** Shell command for gdb's `target remote | …`. */
@@ -577,7 +577,7 @@ async function scale(): Promise<void> {
       `console.error("listening on 127.0.0.1:1");\nsetInterval(() => {}, 1000);\n`,
   );
   const cases: [string, string[]][] = [
-    ["deno start (empty script)", [...SERVER.slice(0, 4), startScript]],
+    ["deno start (empty script)", [...SERVER.slice(0, -1), startScript]],
     ["zlib-d0 kdump, 512 MiB", serverArgs(UNFILTERED.zlib, ["--port", "0"])],
     ["ELF, 512 MiB", serverArgs(UNFILTERED.elf, ["--port", "0"])],
     ["zlib-d31 kdump, 512 MiB", serverArgs(FILTERED.zlib, ["--port", "0"])],

@@ -19,7 +19,7 @@ import { arm64LinearRanges, arm64PagingInfo, Arm64Walker } from "./paging_aarch6
 import { Vmlinux } from "./vmlinux.ts";
 import { Btf } from "./btf.ts";
 import { errorText } from "./file_source.ts";
-import { readKallsyms } from "./kallsyms.ts";
+import { type KallsymsTable, readKallsyms } from "./kallsyms.ts";
 
 /** Options for building the kernel view. */
 export interface KernelOptions extends PhysicalMemoryOptions {
@@ -154,7 +154,7 @@ export class Kernel {
   }
 
   /** The dump's own kallsyms (runtime addresses), decoded on first use; undefined if absent. */
-  kallsyms(): Map<string, bigint> | undefined {
+  kallsyms(): KallsymsTable | undefined {
     // Not before the page tables are set up (reading it needs kernel virtual memory).
     if (this.#kallsyms === undefined && this.memory) {
       const vmci = this.dump.vmcoreinfo;
@@ -163,7 +163,7 @@ export class Kernel {
     return this.#kallsyms ?? undefined;
   }
 
-  #kallsyms?: Map<string, bigint> | null;
+  #kallsyms?: KallsymsTable | null;
 
   /** Address of a per-CPU variable for one CPU. */
   perCpu(name: string, cpu: number): bigint | undefined {

@@ -73,9 +73,10 @@ Deno.test("deno.json: the server's tasks and the compiled binary ask only for re
   assert.match(tasks.compile, /^deno compile\b/);
 });
 
-Deno.test("the printed pipe command and the test harness use the same permissions", async () => {
+/** What the server started like `deno task start` prints up to "listening on", then stopped. */
+async function serverBanner(extra: string[]): Promise<string> {
   const child = new Deno.Command("deno", {
-    args: ["run", ...startTaskArgs(), DUMP, "--port", "0", "--once"],
+    args: ["run", ...startTaskArgs(), DUMP, "--port", "0", ...extra],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
@@ -90,6 +91,11 @@ Deno.test("the printed pipe command and the test harness use the same permission
   child.kill("SIGTERM");
   await child.status;
   await reader.cancel();
+  return text;
+}
+
+Deno.test("the printed pipe command and the test harness use the same permissions", async () => {
+  const text = await serverBanner(["--once"]);
   const pipe = text.match(/target remote \| (.*)$/m);
   assert.ok(pipe, text);
   for (const f of permissionFlags(pipe[1])) assert.ok(ALLOWED.has(f), `printed command: ${f}`);
@@ -136,25 +142,7 @@ Deno.test("listens on 127.0.0.1 by default; other addresses work only when asked
 });
 
 Deno.test("the CLI warns on stderr for a non-loopback --host, not for the default", async () => {
-  const run = async (extra: string[]) => {
-    const child = new Deno.Command("deno", {
-      args: ["run", ...startTaskArgs(), DUMP, "--port", "0", ...extra],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    let text = "";
-    const reader = child.stderr.getReader();
-    while (!/listening on/.test(text)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-    }
-    child.kill("SIGTERM");
-    await child.status;
-    await reader.cancel();
-    return text;
-  };
+  const run = serverBanner;
   const plain = await run([]);
   assert.match(plain, /listening on 127\.0\.0\.1:\d+/);
   assert.doesNotMatch(plain, /warning: listening/);
