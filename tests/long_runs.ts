@@ -7,7 +7,7 @@
  *
  *   deno run -A tests/long_runs.ts [--packets N] [--dumps N] [--seed S]
  *
- * Writes nothing. Takes about 10 minutes on 2 cores.
+ * Writes nothing. Takes about 20 minutes on 2 cores.
  *
  * @module
  */
