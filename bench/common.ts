@@ -10,8 +10,12 @@ import { existsSync } from "node:fs";
 import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
 
-/** The x86_64 Linux 6.1 fixture directory (dumps of one 512 MiB QEMU guest). */
-export const FIXTURES = new URL("../testdata/fixtures/x86_64-6.1/", import.meta.url).pathname;
+/**
+ * The x86_64 Linux 6.1 fixture directory (dumps of one 512 MiB QEMU guest), under
+ * KDUMP_FIXTURES like the tests, else testdata/fixtures.
+ */
+export const FIXTURES = (Deno.env.get("KDUMP_FIXTURES") ??
+  new URL("../testdata/fixtures", import.meta.url).pathname) + "/x86_64-6.1/";
 /** Git-ignored directory for everything the bench builds (C programs, crafted dumps, results). */
 export const OUT = new URL("./out/", import.meta.url).pathname;
 

@@ -7,6 +7,8 @@
 
 import { closeSync, existsSync, openSync, readdirSync, readSync } from "node:fs";
 import { codecFromFlags, type PageCodec } from "../lib/codecs.ts";
+import { join } from "node:path";
+import { FIXTURES } from "./fixtures.ts";
 
 /** One compressed page with what it must decode to. */
 export interface CodecVector {
@@ -69,14 +71,15 @@ export async function sha256Hex(data: Uint8Array<ArrayBuffer>): Promise<string> 
  * are built separately, and a "tmp" directory may hold files being written.
  */
 export function fixtureDumps(): string[] {
-  const root = new URL("../testdata/fixtures/", import.meta.url);
+  // Where the fixtures are (KDUMP_FIXTURES, as CI sets it, or testdata/fixtures).
+  const root = FIXTURES;
   if (!existsSync(root)) return [];
   const found: string[] = [];
   for (const dir of readdirSync(root, { withFileTypes: true })) {
     if (!dir.isDirectory() || dir.name === "tmp") continue;
-    const sub = new URL(`${dir.name}/`, root);
+    const sub = join(root, dir.name);
     for (const f of readdirSync(sub)) {
-      const path = new URL(f, sub).pathname;
+      const path = join(sub, f);
       if (f.endsWith(".kdump") && hasKdumpSignature(path)) found.push(path);
     }
   }
