@@ -156,9 +156,12 @@ for (const c of cases) {
     },
   });
 
+  // The whole task list and the sleeper's process: not in a dump that lacks task_structs.
+  if (c.defective) continue;
+
   Deno.test({
     name: `tasks ${c.boot}/${c.file}: tasks target threads and registers`,
-    ignore: ignore || c.defective,
+    ignore,
     fn() {
       const { e, k } = open(c);
       try {
@@ -198,7 +201,7 @@ for (const c of cases) {
 
   Deno.test({
     name: `process ${c.boot}/${c.file}: registers, argv, auxv, mappings of the sleeper`,
-    ignore: ignore || c.defective,
+    ignore,
     fn() {
       const { e, k } = open(c);
       try {
