@@ -42,6 +42,7 @@ export { findDirectMapBase, X86_64Walker, x86PagingInfo } from "./lib/paging_x86
 export { arm64PagingInfo, Arm64Walker } from "./lib/paging_aarch64.ts";
 export { Vmlinux } from "./lib/vmlinux.ts";
 export { Btf, type MemberInfo } from "./lib/btf.ts";
+export { KallsymsTable } from "./lib/kallsyms.ts";
 export { type CpuTask, Kernel, type KernelOptions } from "./lib/kernel.ts";
 export { cpuThreadName, KernelTarget, systemSummary } from "./lib/kernel_target.ts";
 export type {

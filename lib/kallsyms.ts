@@ -23,6 +23,12 @@ export class KallsymsTable {
   #base: bigint;
   #absolutePercpu: boolean;
 
+  /**
+   * @param index symbol name → index into `offsets`
+   * @param offsets the kernel's `kallsyms_offsets` table
+   * @param base `kallsyms_relative_base`
+   * @param arch the dumped machine, which decides how offsets are read
+   */
   constructor(index: Map<string, number>, offsets: Int32Array, base: bigint, arch: ArchName) {
     this.#index = index;
     this.#offsets = offsets;
@@ -37,6 +43,7 @@ export class KallsymsTable {
     return this.#index.size;
   }
 
+  /** Whether the kernel has a symbol of this name. */
   has(name: string): boolean {
     return this.#index.has(name);
   }
