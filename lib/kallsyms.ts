@@ -24,6 +24,7 @@ export class KallsymsTable {
   #absolutePercpu: boolean;
 
   /**
+   * A table over decoded names (see {@link readKallsyms}).
    * @param index symbol name → index into `offsets`
    * @param offsets the kernel's `kallsyms_offsets` table
    * @param base `kallsyms_relative_base`
