@@ -1,7 +1,7 @@
 /**
  * Snappy decompression through our own wasm module (wasm/snappy.c; see lib/wasm_codec.ts).
  * It replaced the hysnappy package, whose wasm instance held about 10 MiB of memory in every
- * process, whatever the dump, for a decoder of the same speed.
+ * process, whatever the dump; this one is 1 KiB and decodes a page in 7–8 µs (hysnappy: 5 µs).
  *
  * @module
  */
