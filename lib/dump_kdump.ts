@@ -18,6 +18,7 @@ import { type CpuState, parseQemuCpuState, type QemuCpuState } from "./cpu_notes
 import { cpuStates } from "./dump_elf.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
 import type { ArchName } from "./target.ts";
+import { inferArch } from "./infer_arch.ts";
 import { CodecError, codecFromFlags, decompressPage, type PageCodec } from "./codecs.ts";
 
 /** disk_dump_header.status bits. */
@@ -196,11 +197,6 @@ export class KdumpReader implements DumpReader {
     this.currentCpu = v.getUint32(456, true);
     const nrCpus = v.getInt32(460, true);
 
-    if (machine === "x86_64") this.arch = "x86_64";
-    else if (machine === "aarch64" || machine === "arm64") this.arch = "aarch64";
-    else {
-      throw new DumpError(name, "kdump header", `unsupported machine "${printable(machine)}"`);
-    }
     if (blockSize < 1024 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0) {
       throw new DumpError(name, "kdump header", `implausible block size ${blockSize}`);
     }
@@ -257,6 +253,22 @@ export class KdumpReader implements DumpReader {
     } else {
       const note = notes.find((n) => n.name === "VMCOREINFO");
       if (note) this.vmcoreinfo = new VmcoreInfo(note.desc);
+    }
+    if (machine === "x86_64") this.arch = "x86_64";
+    else if (machine === "aarch64" || machine === "arm64") this.arch = "aarch64";
+    else {
+      // QEMU writes "Unknown" for arm guests: the notes and VMCOREINFO still tell.
+      const inferred = inferArch(notes, this.vmcoreinfo);
+      if (typeof inferred === "string") {
+        throw new DumpError(
+          name,
+          "kdump header",
+          `unsupported machine "${printable(machine)}", and ${inferred}`,
+        );
+      }
+      this.arch = inferred.arch;
+      this.details["machine"] = `${inferred.arch} (the header says "${printable(machine)}"; ` +
+        `inferred from ${inferred.evidence})`;
     }
     this.cpus = cpuStates(this.arch, notes);
     this.qemuCpus = notes.filter((n) => n.name === "QEMU")

@@ -539,7 +539,13 @@ def read_first_line(path):
 def process_record(prog, pid):
     task = find_task(prog, pid)
     mm = task.mm
-    argv = cmdline(task)
+    # drgn 0.0.22 cannot read user memory of arm64 6.12 (built for 52-bit VAs, running with
+    # 48 on cortex-a57: "address is not mapped"); the record then says so instead of argv.
+    argv_error = None
+    try:
+        argv = cmdline(task)
+    except drgn.FaultError as e:
+        argv, argv_error = None, f"drgn: {e}"
     auxv = []
     for i in range(0, len(mm.saved_auxv), 2):
         key, value = mm.saved_auxv[i].value_(), mm.saved_auxv[i + 1].value_()
@@ -562,8 +568,9 @@ def process_record(prog, pid):
         "pgd": hx(mm.pgd.value_()),
         "arg_start": hx(mm.arg_start.value_()),
         "arg_end": hx(mm.arg_end.value_()),
-        "argv": [a.decode(errors="replace") for a in argv],
-        "argv0": argv[0].decode(errors="replace"),
+        "argv": [a.decode(errors="replace") for a in argv] if argv is not None else None,
+        "argv0": argv[0].decode(errors="replace") if argv is not None else None,
+        **({"argv_error": argv_error} if argv_error else {}),
         "start_code": hx(mm.start_code.value_()),
         "start_stack": hx(mm.start_stack.value_()),
         # Bytes of mm->saved_auxv up to and including the AT_NULL pair (what a debugger's
