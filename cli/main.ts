@@ -14,6 +14,7 @@ import { targetFromProcessJson, targetFromTasksJson } from "../lib/tasks_json.ts
 import type { Target } from "../lib/target.ts";
 import { serveStdio, serveTcp } from "../lib/transport.ts";
 import { DumpError } from "../lib/errors.ts";
+import { bindTcp, ListenError } from "../lib/listen.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 const encoder = new TextEncoder();
@@ -49,7 +50,8 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
   if (opts.help) {
-    Deno.stderr.writeSync(encoder.encode(USAGE));
+    // On stdout, as --help output is expected to be (`--help | less`); it ends in a newline.
+    Deno.stdout.writeSync(encoder.encode(USAGE.endsWith("\n") ? USAGE : USAGE + "\n"));
     return 0;
   }
   if (opts.version) {
@@ -57,9 +59,25 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  // Bind the port before the dump is opened (seconds for a big one): a port in use is then
+  // reported at once, in one line.
+  let listener: Deno.TcpListener | undefined;
+  if (!opts.stdio) {
+    try {
+      listener = bindTcp(opts.host, opts.port);
+    } catch (e) {
+      if (e instanceof ListenError) {
+        log(`kdump-gdbserver: ${e.message}`);
+        return 1;
+      }
+      throw e;
+    }
+  }
+
   let kernel: Kernel;
   let target: Target;
   let modeLines: string[] = [];
+  let openSeconds = 0;
   try {
     const started = performance.now();
     const dump = openDump(opts.files, {
@@ -72,9 +90,9 @@ async function main(argv: string[]): Promise<number> {
       zeroExcluded: opts.zeroExcluded,
     });
     ({ target, modeLines } = makeTarget(kernel, opts));
-    const ms = performance.now() - started;
-    if (ms > 1000) log(`opened in ${(ms / 1000).toFixed(1)} s`);
+    openSeconds = (performance.now() - started) / 1000;
   } catch (e) {
+    listener?.close();
     if (e instanceof DumpError) {
       log(`kdump-gdbserver: ${e.message}`);
       return 1;
@@ -84,6 +102,8 @@ async function main(argv: string[]): Promise<number> {
   log(`kdump-gdbserver ${denoJson.version}`);
   for (const line of systemSummary(kernel)) log(line);
   for (const line of modeLines) log(line);
+  // Only worth a line when the user waited for it.
+  if (openSeconds > 1) log(`opened in:    ${openSeconds.toFixed(1)} s`);
   const threads = target.threads();
   log(`threads: ${threads.length}`);
   const shown = threads.length > 40 ? threads.slice(0, 32) : threads;
@@ -120,6 +140,7 @@ async function main(argv: string[]): Promise<number> {
     once: opts.once,
     debug: opts.debug,
     log,
+    listener,
   });
   const hostForGdb = opts.host === "0.0.0.0" || opts.host === "::" ? "127.0.0.1" : opts.host;
   log("gdb commands:");

@@ -22,6 +22,8 @@ export interface ServeOptions {
   debug?: boolean;
   /** Writes one line of diagnostics. Default: stderr. */
   log?: (line: string) => void;
+  /** A listener bound beforehand (lib/listen.ts `bindTcp`); `host`/`port` then only label it. */
+  listener?: Deno.TcpListener;
 }
 
 /** A running TCP server. */
@@ -116,7 +118,8 @@ export function serveTcp(target: Target, options: ServeOptions = {}): Promise<Rs
 function listenTcp(target: Target, options: ServeOptions): RspServer {
   const log = options.log ?? stderrLog;
   const hostname = options.host ?? "127.0.0.1";
-  const listener = Deno.listen({ hostname, port: options.port ?? 1234, transport: "tcp" });
+  const listener = options.listener ??
+    Deno.listen({ hostname, port: options.port ?? 1234, transport: "tcp" });
   const port = listener.addr.port;
   if (!isLoopback(hostname)) {
     log(

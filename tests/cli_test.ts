@@ -1,0 +1,70 @@
+// The command line as a user meets it, on real dumps: a port in use, --help, the banner.
+import assert from "node:assert/strict";
+import { boot } from "./fixtures.ts";
+import { SERVER, startServer } from "./gdb_helpers.ts";
+
+const B = boot("x86_64-6.1");
+
+async function run(args: string[]) {
+  const t0 = performance.now();
+  const r = await new Deno.Command(SERVER[0], {
+    args: [...SERVER.slice(1), ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: r.code,
+    stdout: dec.decode(r.stdout),
+    stderr: dec.decode(r.stderr),
+    ms: performance.now() - t0,
+  };
+}
+
+Deno.test("port in use: one line naming address and port and what to do, before the dump is read", async () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = busy.addr.port;
+    // QEMU's flattened file takes seconds to index; the port is checked before that.
+    const r = await run([B.path("dump.qemu-kdump-zlib.flat"), "--port", String(port)]);
+    assert.equal(r.code, 1);
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(
+      lines[0],
+      new RegExp(`^kdump-gdbserver: cannot listen on 127\\.0\\.0\\.1:${port}: `),
+    );
+    assert.match(lines[0], /in use/);
+    assert.match(lines[0], /--port 0/);
+    assert.doesNotMatch(r.stderr, /indexing|at .*\.ts:\d+/);
+  } finally {
+    busy.close();
+  }
+});
+
+Deno.test("--help: the usage on stdout, ending in a newline; exit 0", async () => {
+  const r = await run(["--help"]);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^usage: kdump-gdbserver /);
+  assert.ok(r.stdout.endsWith(".\n"), JSON.stringify(r.stdout.slice(-20)));
+  assert.equal(r.stderr, "");
+});
+
+Deno.test("banner: nothing but progress before its first line; open time folded into it", async () => {
+  const s = await startServer([B.path("dump.qemu-kdump-zlib.flat"), "--once"]);
+  try {
+    const lines = s.stderr().split("\n");
+    const first = lines.findIndex((l) => l.startsWith("kdump-gdbserver "));
+    assert.ok(first >= 0, s.stderr());
+    for (const l of lines.slice(0, first)) assert.match(l, /^indexing flattened dump: \d+%$/);
+    // The open time, when shown, is a banner line like the others.
+    for (const l of lines.filter((l) => /opened in/.test(l))) {
+      assert.match(l, /^opened in: +\d+\.\d s$/);
+      assert.ok(lines.indexOf(l) > first);
+    }
+  } finally {
+    await s.stop();
+  }
+});
