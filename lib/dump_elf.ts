@@ -34,6 +34,8 @@ interface Extent {
   start: number;
   end: number;
   fileOffset: number;
+  /** A missing range that the file would hold but for ending early. */
+  cut?: boolean;
 }
 
 /** Reads an ELF vmcore. */
@@ -75,6 +77,9 @@ export class ElfDumpReader implements DumpReader {
     const present: Extent[] = [];
     const missing: Extent[] = [];
     let loads = 0;
+    // A truncated file: serve what is there and say so once.
+    let cutSegments = 0;
+    let needed = 0;
     for (const ph of phdrs) {
       if (ph.type !== PT_LOAD) continue;
       loads++;
@@ -83,13 +88,14 @@ export class ElfDumpReader implements DumpReader {
         throw new DumpError(src.name, "ELF program headers", "PT_LOAD with impossible sizes");
       }
       if (ph.offset + ph.filesz > src.size) {
-        // A truncated file: serve what is there and say so.
         const have = Math.max(0, src.size - ph.offset);
-        this.warnings.push(
-          `segment at physical 0x${start.toString(16)} is cut short by the end of the file`,
-        );
+        cutSegments++;
+        needed = Math.max(needed, ph.offset + ph.filesz);
         if (have > 0) present.push({ start, end: start + have, fileOffset: ph.offset });
-        missing.push({ start: start + have, end: start + ph.memsz, fileOffset: -1 });
+        missing.push({ start: start + have, end: start + ph.filesz, fileOffset: -1, cut: true });
+        if (ph.memsz > ph.filesz) {
+          missing.push({ start: start + ph.filesz, end: start + ph.memsz, fileOffset: -1 });
+        }
         continue;
       }
       if (ph.filesz > 0) present.push({ start, end: start + ph.filesz, fileOffset: ph.offset });
@@ -121,6 +127,13 @@ export class ElfDumpReader implements DumpReader {
     // A loop, not Math.max(...): up to 65536 segments would overflow the argument stack.
     let top = 0;
     for (const e of [...disjoint, ...missing]) top = Math.max(top, e.end);
+    if (cutSegments) {
+      this.warnings.push(
+        `the file is shorter than its header says (${src.size} bytes; its PT_LOAD segments ` +
+          `end at byte ${needed}, ${cutSegments} of them cut short): pages past its end read ` +
+          "as missing",
+      );
+    }
     this.maxPfn = Math.ceil(top / this.pageSize);
     this.cpus = cpuStates(this.arch, this.notes);
     this.qemuCpus = this.notes.filter((n) => n.name === "QEMU")
@@ -171,7 +184,11 @@ export class ElfDumpReader implements DumpReader {
 
   #whyMissing(addr: number): PageStatus {
     for (const m of this.#missing) {
-      if (addr >= m.start && addr < m.end) return PageStatus.Excluded;
+      if (addr < m.start || addr >= m.end) continue;
+      if (!m.cut) return PageStatus.Excluded;
+      this.lastError = `physical 0x${addr.toString(16)} is past the end of the file ` +
+        `(${this.#src.size} bytes)`;
+      return PageStatus.Lost;
     }
     return PageStatus.Absent;
   }

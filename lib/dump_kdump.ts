@@ -169,6 +169,8 @@ export class KdumpReader implements DumpReader {
   #descOffset: number;
   #startRank = 0;
   #incomplete: boolean;
+  /** Why the file holds less than its header says (cut short), or undefined. */
+  #cutShort?: string;
   #zeroPageOffset = -1;
   #compressedBuf: Uint8Array;
   #descBatches = new Map<number, DataView>();
@@ -256,14 +258,16 @@ export class KdumpReader implements DumpReader {
     }
     if (machine === "x86_64") this.arch = "x86_64";
     else if (machine === "aarch64" || machine === "arm64") this.arch = "aarch64";
-    else {
+    else if (machine !== "Unknown" && machine !== "") {
+      throw new DumpError(name, "kdump header", `unsupported machine "${printable(machine)}"`);
+    } else {
       // QEMU writes "Unknown" for arm guests: the notes and VMCOREINFO still tell.
       const inferred = inferArch(notes, this.vmcoreinfo);
       if (typeof inferred === "string") {
         throw new DumpError(
           name,
           "kdump header",
-          `unsupported machine "${printable(machine)}", and ${inferred}`,
+          `the machine is "${printable(machine)}", and ${inferred}`,
         );
       }
       this.arch = inferred.arch;
@@ -290,6 +294,45 @@ export class KdumpReader implements DumpReader {
       this.details["split part"] = `pfns ${this.startPfn}..${this.endPfn}`;
       this.#startRank = this.#bitmap2.rank(this.startPfn);
     }
+    this.#cutShort = src.cutShort ?? this.#checkSize();
+    if (this.#cutShort) {
+      this.warnings.push(
+        `the file is shorter than its header says (${this.#cutShort}): pages past its end ` +
+          "read as missing",
+      );
+    }
+  }
+
+  /**
+   * Compare the file's size with what the header implies: one descriptor per dumped page, and
+   * the data they point at. Reads the dumped-page bitmap once (16 KiB per 512 MiB of RAM) and
+   * the last batch of descriptors. Returns the shortfall in words, or undefined.
+   */
+  #checkSize(): string | undefined {
+    const count = this.#bitmap2.rank(this.endPfn) - this.#startRank;
+    const size = this.#src.size;
+    const descEnd = this.#descOffset + count * PAGE_DESC_SIZE;
+    if (descEnd > size) {
+      return `${size} bytes; its ${count} page descriptors alone end at byte ${descEnd}`;
+    }
+    // Data follows the descriptors, at most a page per descriptor plus the shared zero page:
+    // an offset beyond that is a damaged descriptor (readPage reports it), not a short file.
+    const layoutEnd = descEnd + (count + 1) * this.pageSize;
+    let dataEnd = 0;
+    for (let i = Math.max(0, count - DESC_BATCH); i < count; i++) {
+      const d = this.#descriptor(i);
+      if (!d) break;
+      const end = Number(d[0].getBigInt64(d[1], true)) + d[0].getUint32(d[1] + 8, true);
+      if (end > dataEnd && end <= layoutEnd) dataEnd = end;
+    }
+    if (dataEnd > size) return `${size} bytes; the last pages' data ends at byte ${dataEnd}`;
+    return undefined;
+  }
+
+  /** A page the file would hold but for being cut short: Lost, saying so in lastError. */
+  #pastEnd(pfn: number): PageStatus {
+    this.lastError = `pfn ${pfn} is past the end of the file (${this.#cutShort})`;
+    return PageStatus.Lost;
   }
 
   /** True when `pfn` falls in this file's part of the pfn space. */
@@ -305,6 +348,7 @@ export class KdumpReader implements DumpReader {
     const index = this.#bitmap2.rank(pfn) - this.#startRank;
     const desc = this.#descriptor(index);
     if (!desc) {
+      if (this.#cutShort) return this.#pastEnd(pfn);
       this.lastError = `page descriptor ${index} lies beyond the end of the file`;
       return this.#incomplete ? PageStatus.Lost : PageStatus.Corrupt;
     }
@@ -312,7 +356,14 @@ export class KdumpReader implements DumpReader {
     const offset = Number(view.getBigInt64(at, true));
     const size = view.getUint32(at + 8, true);
     const flags = view.getUint32(at + 12, true);
-    if (offset === 0 && this.#incomplete) return PageStatus.Lost;
+    if (offset === 0 && this.#incomplete) {
+      this.lastError = `pfn ${pfn} was never written (the dump is marked incomplete)`;
+      return PageStatus.Lost;
+    }
+    // Cut short: past the end, or (flattened) in a region whose records never came.
+    if (this.#cutShort && (offset + size > this.#src.size || offset === 0)) {
+      return this.#pastEnd(pfn);
+    }
     if (offset <= 0 || size === 0 || size > this.pageSize || offset + size > this.#src.size) {
       this.lastError = `page descriptor for pfn ${pfn} is impossible (offset ${offset}, ` +
         `size ${size})`;

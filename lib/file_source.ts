@@ -23,6 +23,11 @@ export interface ByteSource {
   readAt(into: Uint8Array, position: number): number;
   /** Release the underlying file, if any. */
   close(): void;
+  /**
+   * Set when the source knows it holds less than it should (a flattened stream cut short): why,
+   * in words for the user.
+   */
+  readonly cutShort?: string;
 }
 
 /**

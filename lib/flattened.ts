@@ -32,6 +32,8 @@ export class FlattenedSource implements ByteSource {
   readonly size: number;
   /** Number of records in the stream. */
   readonly recordCount: number;
+  /** Set when the stream is cut short (no end marker, or a record past the end of the file). */
+  readonly cutShort?: string;
   #src: ByteSource;
   // Disjoint logical pieces, sorted, as parallel arrays for binary search.
   #starts: Float64Array;
@@ -59,6 +61,7 @@ export class FlattenedSource implements ByteSource {
     const rv = new DataView(rh.buffer);
     let pos = HEADER_SIZE;
     let ended = false;
+    let cutShort: string | undefined;
     let nextReport = 256 * 1024 * 1024;
     while (pos + RECORD_HEADER <= src.size) {
       src.readAt(rh, pos);
@@ -76,14 +79,13 @@ export class FlattenedSource implements ByteSource {
         );
       }
       const dataAt = pos + RECORD_HEADER;
+      let n = Number(size);
       if (BigInt(dataAt) + size > BigInt(src.size)) {
-        throw new DumpError(
-          src.name,
-          "flattened record",
-          `record at file offset ${pos} runs past the end of the file (truncated dump?)`,
-        );
+        // Cut short (a copy that did not finish): keep what the last record still has.
+        cutShort = `the flattened stream ends at byte ${src.size} inside a record ` +
+          `(file offset ${pos}, ${size} bytes)`;
+        n = src.size - dataAt;
       }
-      const n = Number(size);
       if (n > 0) {
         recStart.push(Number(offset));
         recEnd.push(Number(offset) + n);
@@ -95,13 +97,10 @@ export class FlattenedSource implements ByteSource {
         nextReport += 256 * 1024 * 1024;
       }
     }
-    if (!ended) {
-      throw new DumpError(
-        src.name,
-        "flattened records",
-        "no end marker: the stream is truncated",
-      );
+    if (!ended && !cutShort) {
+      cutShort = `the flattened stream ends at byte ${src.size} without its end marker`;
     }
+    this.cutShort = cutShort;
     this.recordCount = recStart.length;
     const pieces = resolveOverlaps(recStart, recEnd, recFile);
     this.#starts = Float64Array.from(pieces, (p) => p.start);

@@ -205,7 +205,7 @@ export class Kernel {
     if (start === undefined || stop === undefined || stop <= start) {
       this.typeSource = this.kallsyms()
         ? "none: no vmlinux given, and the dump's kallsyms lacks data symbols (KALLSYMS_ALL off)"
-        : "none: no vmlinux given, and no kallsyms in the dump's VMCOREINFO";
+        : this.#kallsymsMissing();
       return;
     }
     const size = Number(stop - start);
@@ -222,6 +222,17 @@ export class Kernel {
     } catch (e) {
       this.warnings.push(`the kernel's BTF in the dump: ${errorText(e)}`);
     }
+  }
+
+  /** Why there is no kallsyms: VMCOREINFO does not name it, or its pages are unreadable. */
+  #kallsymsMissing(): string {
+    const names = this.dump.vmcoreinfo?.symbol("kallsyms_names");
+    if (names === undefined || !this.memory) {
+      return "none: no vmlinux given, and no kallsyms in the dump's VMCOREINFO";
+    }
+    const r = this.memory.read(names, new Uint8Array(8));
+    return "none: no vmlinux given, and the kallsyms that VMCOREINFO names is unreadable" +
+      (r.error ? `: ${r.error}` : "");
   }
 
   /** The vmlinux used for the server's own symbols and types (only a matching one). */

@@ -14,7 +14,6 @@ import type {
   ThreadInfo,
 } from "./target.ts";
 import type { Kernel } from "./kernel.ts";
-import { pageStatusText } from "./dump.ts";
 import { resolve } from "node:path";
 import { KernelTasks } from "./tasks.ts";
 import { USER_TOP, userMemoryOf } from "./process.ts";
@@ -79,7 +78,7 @@ export class KernelTarget implements Target {
       const r = this.kernel.phys.read(Number(address), out);
       return r.bytes === length
         ? { data: out }
-        : { data: out.subarray(0, r.bytes), error: pageStatusText(r.status) };
+        : { data: out.subarray(0, r.bytes), error: this.kernel.phys.describe(r.status) };
     }
     const r = mem.read(address, out);
     return r.error === undefined
@@ -237,7 +236,7 @@ function vtop(kernel: Kernel, arg: string | undefined): string {
     );
     const pfn = Math.floor(walked.paddr / kernel.dump.pageSize);
     lines.push(
-      `page:    pfn 0x${pfn.toString(16)}, ${pageStatusText(kernel.phys.pageStatus(pfn))}`,
+      `page:    pfn 0x${pfn.toString(16)}, ${kernel.phys.describe(kernel.phys.pageStatus(pfn))}`,
     );
   }
   if (fast) {

@@ -104,7 +104,9 @@ export class Arm64Walker implements PageTableWalker {
         return {
           paddr: -1,
           mappingSize: 0,
-          error: `translation table at physical 0x${table.toString(16)} is not in the dump`,
+          error: `translation table at physical 0x${table.toString(16)}: ${
+            this.#phys.describe(this.#phys.pageStatus(Math.floor(table / this.#phys.pageSize)))
+          }`,
         };
       }
       if ((desc & 1n) === 0n) return { paddr: -1, mappingSize: 0, error: "not mapped" };

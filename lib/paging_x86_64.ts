@@ -111,7 +111,9 @@ export class X86_64Walker implements PageTableWalker {
         return {
           paddr: -1,
           mappingSize: 0,
-          error: `level-${level} page table at physical 0x${table.toString(16)} is not in the dump`,
+          error: `level-${level} page table at physical 0x${table.toString(16)}: ${
+            this.#phys.describe(this.#phys.pageStatus(Math.floor(table / this.#phys.pageSize)))
+          }`,
         };
       }
       if ((entry & PRESENT) === 0n) {

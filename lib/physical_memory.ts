@@ -147,8 +147,12 @@ export class PhysicalMemory {
 
   /** Text for a status, e.g. for an RSP error log. */
   describe(status: PageStatus): string {
+    // Readers leave the particulars of a damaged or lost page in lastError.
     if (status === PageStatus.Corrupt && this.dump.lastError) {
       return `${pageStatusText(status)}: ${this.dump.lastError}`;
+    }
+    if (status === PageStatus.Lost && this.dump.lastError) {
+      return `page missing: ${this.dump.lastError}`;
     }
     return pageStatusText(status);
   }
