@@ -17,7 +17,9 @@ import {
 } from "./paging_x86_64.ts";
 import { arm64LinearRanges, arm64PagingInfo, Arm64Walker } from "./paging_aarch64.ts";
 import { Vmlinux } from "./vmlinux.ts";
+import { EM_AARCH64, EM_X86_64 } from "./elf.ts";
 import { Btf } from "./btf.ts";
+import { DumpError } from "./errors.ts";
 import { errorText } from "./file_source.ts";
 import { type KallsymsTable, readKallsyms } from "./kallsyms.ts";
 
@@ -66,7 +68,20 @@ export class Kernel {
     this.phys = new PhysicalMemory(dump, options);
     const vmci = dump.vmcoreinfo;
     this.kaslrOffset = vmci?.kernelOffset ?? 0n;
-    if (options.vmlinux) this.vmlinux = new Vmlinux(options.vmlinux);
+    if (options.vmlinux) {
+      this.vmlinux = new Vmlinux(options.vmlinux);
+      // A vmlinux of another architecture can only mislead gdb: refuse it outright.
+      const arch = vmlinuxArch(this.vmlinux.header.machine);
+      if (arch !== dump.arch) {
+        this.vmlinux.close();
+        throw new DumpError(
+          options.vmlinux,
+          "ELF header",
+          `a vmlinux for ${arch}, but the dump is of an ${dump.arch} kernel: give the ` +
+            `${dump.arch} vmlinux of release ${vmci?.osRelease ?? "(unknown)"}`,
+        );
+      }
+    }
     // A vmlinux of another build still goes to gdb (the user asked for it, and is warned), but
     // the server's own symbols and types then come from the dump.
     const trusted = this.#checkVmlinux();
@@ -308,3 +323,10 @@ export class Kernel {
 }
 
 export { START_KERNEL_MAP };
+
+/** Architecture name of an ELF e_machine, as the dump readers name theirs. */
+function vmlinuxArch(machine: number): string {
+  if (machine === EM_X86_64) return "x86_64";
+  if (machine === EM_AARCH64) return "aarch64";
+  return `ELF machine ${machine}`;
+}

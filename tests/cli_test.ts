@@ -68,3 +68,23 @@ Deno.test("banner: nothing but progress before its first line; open time folded 
     await s.stop();
   }
 });
+
+Deno.test("a vmlinux of the other architecture is refused in one line, both ways", async () => {
+  const arm = boot("aarch64-6.1");
+  const cases: [string, string, string, string][] = [
+    [B.path("dump.zlib-d31.kdump"), arm.vmlinux, "aarch64", "x86_64"],
+    [arm.path("dump.zlib-d31.kdump"), B.vmlinux, "x86_64", "aarch64"],
+  ];
+  for (const [dump, vmlinux, vmlinuxArch, dumpArch] of cases) {
+    const r = await run(["--stdio", dump, "--vmlinux", vmlinux]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, "", "nothing offered to gdb");
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.ok(lines[0].startsWith(`kdump-gdbserver: ${vmlinux}: `), lines[0]);
+    assert.match(
+      lines[0],
+      new RegExp(`vmlinux for ${vmlinuxArch}, but the dump is of an ${dumpArch} kernel`),
+    );
+  }
+});
