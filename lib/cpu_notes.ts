@@ -119,3 +119,24 @@ export function parseQemuCpuState(desc: Uint8Array): QemuCpuState | undefined {
   if (size >= QEMU_CR + 6 * 8) state.kernelGsBase = v.getBigUint64(QEMU_CR + 40, true);
   return state;
 }
+
+/**
+ * Add the control registers of QEMU's notes (cr0, cr2, cr3, cr4, and k_gs_base when the note
+ * has it) to each CPU's registers, under the names QEMU's gdbstub and gdb use, so that gdb's
+ * `$cr3` shows them. The notes come in CPU order, like NT_PRSTATUS. QEMU's note has no CR8 or
+ * EFER: those stay unavailable.
+ */
+export function addQemuControlRegisters(
+  cpus: readonly CpuState[],
+  qemuCpus: readonly QemuCpuState[],
+): void {
+  for (let i = 0; i < cpus.length && i < qemuCpus.length; i++) {
+    const q = qemuCpus[i];
+    const r = cpus[i].registers;
+    if (q.kernelGsBase !== undefined) r.set("k_gs_base", q.kernelGsBase);
+    r.set("cr0", q.cr0);
+    r.set("cr2", q.cr2);
+    r.set("cr3", q.cr3);
+    r.set("cr4", q.cr4);
+  }
+}

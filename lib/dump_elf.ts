@@ -20,6 +20,7 @@ import {
 import { DumpError } from "./errors.ts";
 import { type DumpReader, PageStatus, type VirtualMapping } from "./dump.ts";
 import {
+  addQemuControlRegisters,
   type CpuState,
   NT_PRSTATUS,
   parsePrstatus,
@@ -139,6 +140,7 @@ export class ElfDumpReader implements DumpReader {
     this.qemuCpus = this.notes.filter((n) => n.name === "QEMU")
       .map((n) => parseQemuCpuState(n.desc))
       .filter((s): s is QemuCpuState => s !== undefined);
+    addQemuControlRegisters(this.cpus, this.qemuCpus);
     this.details["PT_LOAD segments"] = loads;
   }
 

@@ -14,7 +14,12 @@ import { type ByteSource, readExact } from "./file_source.ts";
 import { DumpError } from "./errors.ts";
 import { type ElfNote, parseNotes } from "./elf.ts";
 import { type DumpReader, PageStatus, type VirtualMapping } from "./dump.ts";
-import { type CpuState, parseQemuCpuState, type QemuCpuState } from "./cpu_notes.ts";
+import {
+  addQemuControlRegisters,
+  type CpuState,
+  parseQemuCpuState,
+  type QemuCpuState,
+} from "./cpu_notes.ts";
 import { cpuStates } from "./dump_elf.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
 import type { ArchName } from "./target.ts";
@@ -278,6 +283,7 @@ export class KdumpReader implements DumpReader {
     this.qemuCpus = notes.filter((n) => n.name === "QEMU")
       .map((n) => parseQemuCpuState(n.desc))
       .filter((s): s is QemuCpuState => s !== undefined);
+    addQemuControlRegisters(this.cpus, this.qemuCpus);
 
     const codecText = this.codecs.length ? this.codecs.join("+") : "uncompressed";
     this.format = `${formatPrefix}kdump (${codecText})`;

@@ -2,7 +2,8 @@
  * x86_64 register layout for gdb: the complete `org.gnu.gdb.i386.core` feature (gdb refuses a
  * description that lacks any of its 40 registers, so the x87 ones are declared and sent as
  * unavailable), then `org.gnu.gdb.i386.linux` (orig_rax) and `org.gnu.gdb.i386.segments`
- * (fs_base, gs_base), in that order, as gdbserver lays out its `g` block.
+ * (fs_base, gs_base), in that order, as gdbserver lays out its `g` block; then the control
+ * registers under QEMU's names.
  *
  * No SSE feature: crash dumps and kernel stacks carry no vector state, and gdb treats the feature
  * as optional.
@@ -57,7 +58,7 @@ const core: RegisterDef[] = [
   })),
 ];
 
-/** The x86_64 layout: 43 registers, 300 bytes of `g`. */
+/** The x86_64 layout: 50 registers, 356 bytes of `g`. */
 export const X86_64_LAYOUT: RegisterLayout = defineLayout("x86_64", "i386:x86-64", [
   { name: "org.gnu.gdb.i386.core", typesXml: EFLAGS_TYPE, registers: core },
   { name: "org.gnu.gdb.i386.linux", registers: [{ name: "orig_rax", bits: 64, type: "int" }] },
@@ -67,5 +68,18 @@ export const X86_64_LAYOUT: RegisterLayout = defineLayout("x86_64", "i386:x86-64
       { name: "fs_base", bits: 64, type: "int" },
       { name: "gs_base", bits: 64, type: "int" },
     ],
+  },
+  // The system registers QEMU's gdbstub offers, with its names, so that `p/x $cr3` works on a
+  // dump and on a live QEMU alike. gdb knows no feature for them and keeps them as they are;
+  // group "system" keeps them out of a plain `info registers`. A dump has what QEMU's notes
+  // hold (cr0, cr2, cr3, cr4, k_gs_base); cr8 and efer read as unavailable there.
+  {
+    name: "org.kdump-gdbserver.i386.system",
+    registers: ["k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer"].map((name) => ({
+      name,
+      bits: 64,
+      type: "int",
+      group: "system",
+    })),
   },
 ]);

@@ -298,7 +298,7 @@ export class RspSession {
       case "P":
       case "Z":
       case "z":
-        return this.#reply(ERR_READ_ONLY);
+        return this.#refuseWrite(packet);
       case "c":
       case "C":
       case "s":
@@ -366,6 +366,26 @@ export class RspSession {
         return this.#vmcoreinfoQuery();
     }
     this.#reply("");
+  }
+
+  /**
+   * A write or breakpoint on a read-only target. gdb 13 prints the text of an `E.` reply for
+   * register writes (`Could not write register "rax"; remote failure reply 'E.target is…'`) but
+   * turns any error to `M`/`X` into "Cannot access memory" and one to `Z` into "Cannot insert
+   * breakpoint": so each refusal is also logged, which gdb shows on its terminal in pipe mode.
+   */
+  #refuseWrite(packet: string): void {
+    // gdb probes X support with an empty write ("Xaddr,0:") before the real one: not logged.
+    const [address, length] = packet.slice(1).split(/[,:]/);
+    const what = packet[0] === "M" || packet[0] === "X"
+      ? (/^0*$/.test(length ?? "") ? undefined : `memory write at 0x${address}`)
+      : packet[0] === "Z"
+      ? "breakpoint"
+      : packet[0] === "z"
+      ? undefined // removing a breakpoint that was never set: nothing to tell
+      : "register write";
+    if (what) this.#log(`kdump-gdbserver: ${what} refused: ${ERR_READ_ONLY.slice(2)}`);
+    this.#reply(ERR_READ_ONLY);
   }
 
   #supported(): string {

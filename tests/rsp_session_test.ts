@@ -76,10 +76,12 @@ Deno.test("target.xml is served in chunks that reassemble to the layout's descri
   }
   const xml = new TextDecoder().decode(X86_64_LAYOUT.targetXml);
   const names = [...xml.matchAll(/<reg name="([^"]+)"/g)].map((m) => m[1]);
-  assert.equal(names.length, 43);
+  assert.equal(names.length, 50);
   assert.deepEqual(names.slice(0, 3), ["rax", "rbx", "rcx"]);
-  assert.deepEqual(names.slice(-3), ["orig_rax", "fs_base", "gs_base"]);
-  assert.equal(X86_64_LAYOUT.gBytes, 300);
+  // QEMU's names for the control registers, after gdbserver's layout.
+  assert.deepEqual(names.slice(43), ["k_gs_base", "cr0", "cr2", "cr3", "cr4", "cr8", "efer"]);
+  assert.deepEqual(names.slice(40, 43), ["orig_rax", "fs_base", "gs_base"]);
+  assert.equal(X86_64_LAYOUT.gBytes, 356);
   assert.equal(AARCH64_LAYOUT.gBytes, 788);
 });
 
@@ -139,7 +141,7 @@ Deno.test("stop reply and registers (g, p) follow the layout", () => {
   const c = connected();
   assert.equal(c.request("?"), "T0bthread:2;");
   const g = c.request("g");
-  assert.equal(g.length, 600);
+  assert.equal(g.length, 712);
   assert.equal(g.slice(0, 16), le64(0x63n)); // rax
   assert.equal(g.slice(16, 32), le64(0x2222n)); // rbx
   assert.equal(g.slice(32, 48), "x".repeat(16)); // rcx unavailable
@@ -149,11 +151,13 @@ Deno.test("stop reply and registers (g, p) follow the layout", () => {
   assert.equal(g.slice(164 * 2, 276 * 2), "x".repeat(224)); // x87
   assert.equal(g.slice(276 * 2, 284 * 2), le64(1n)); // orig_rax
   assert.equal(g.slice(284 * 2, 292 * 2), le64(0x7f1234567740n)); // fs_base
-  assert.equal(g.slice(292 * 2), le64(0xffff88803ed00000n)); // gs_base
+  assert.equal(g.slice(292 * 2, 300 * 2), le64(0xffff88803ed00000n)); // gs_base
+  assert.equal(g.slice(300 * 2), "x".repeat(112)); // k_gs_base..efer: not in this target
   assert.equal(c.request("p10"), le64(0xffffffff8155a0f6n));
   assert.equal(c.request("p2"), "x".repeat(16));
   assert.equal(c.request("p18"), "x".repeat(20)); // st0: 10 bytes
-  assert.equal(c.request("p2b"), "E01");
+  assert.equal(c.request("p2b"), "x".repeat(16)); // k_gs_base
+  assert.equal(c.request("p32"), "E01");
   assert.equal(c.request("pzz"), "E01");
   c.request("Hg1");
   assert.equal(c.request("p28"), le64(0xffffffffffffffffn)); // orig_rax -1 of thread 1
