@@ -215,3 +215,30 @@ Deno.test("unknown and empty files are named in one-line errors", () => {
     /text\.txt: header: not a vmcore/,
   );
 });
+
+Deno.test('crafted kdump: machine "Unknown" (QEMU\'s for arm) is inferred, or refused with why', () => {
+  const unknown = (b: Uint8Array) => {
+    b.fill(0, 12 + 4 * 65, 12 + 5 * 65);
+    b.set(new TextEncoder().encode("Unknown"), 12 + 4 * 65);
+    return b;
+  };
+  // x86_64 evidence: a 336-byte NT_PRSTATUS and VMCOREINFO's phys_base.
+  const d = openSource(new MemorySource("u.kdump", unknown(sampleKdump())));
+  assert.equal(d.arch, "x86_64");
+  assert.match(
+    String(d.details["machine"]),
+    /NT_PRSTATUS notes of 336 bytes; VMCOREINFO phys_base/,
+  );
+  // Evidence for both architectures: refused, naming both.
+  const mixed = unknown(sampleKdump({ vmcoreinfo: VMCI + "NUMBER(VA_BITS)=48\n" }));
+  assert.throws(
+    () => openSource(new MemorySource("m.kdump", mixed)),
+    /: m\.kdump: kdump header: the machine is "Unknown", and the contents disagree on the architecture: x86_64 .* vs aarch64 \(VMCOREINFO VA_BITS\)$/,
+  );
+  // No evidence at all.
+  const none = unknown(sampleKdump({ vmcoreinfo: "OSRELEASE=test\nPAGESIZE=4096\n", notes: [] }));
+  assert.throws(
+    () => openSource(new MemorySource("n.kdump", none)),
+    /: n\.kdump: kdump header: the machine is "Unknown", and no NT_PRSTATUS note or VMCOREINFO entry names an architecture$/,
+  );
+});
