@@ -44,6 +44,16 @@ Deno.test("port in use: one line naming address and port and what to do, before 
   }
 });
 
+Deno.test("an address that is not this machine's: one line, before the dump is read", async () => {
+  const r = await run([B.path("dump.qemu-kdump-zlib.flat"), "--host", "192.0.2.7", "--port", "0"]);
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.stderr,
+    "kdump-gdbserver: cannot listen on 192.0.2.7:0: no such local address; give one of this " +
+      "machine's addresses with --host (default 127.0.0.1)\n",
+  );
+});
+
 Deno.test("--help: the usage on stdout, ending in a newline; exit 0", async () => {
   const r = await run(["--help"]);
   assert.equal(r.code, 0);
