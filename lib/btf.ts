@@ -105,6 +105,34 @@ export class Btf {
     return found;
   }
 
+  /**
+   * Bit position and width of a direct member of struct `name` (bitfields included), e.g.
+   * `orc_entry.type`: BTF records the bit offset that byte offsets lose. Width 0 means the
+   * member is not a bitfield (its type's size applies).
+   */
+  memberBits(
+    structName: string,
+    member: string,
+  ): { bitOffset: number; bitSize: number } | undefined {
+    const id = this.structId(structName);
+    if (id === undefined) return undefined;
+    const sid = this.resolve(id);
+    const k = this.#kind(sid);
+    if (k !== KIND_STRUCT && k !== KIND_UNION) return undefined;
+    const at = this.#typeAt[sid];
+    const info = this.#view.getUint32(at + 4, true);
+    const kindFlag = (info >>> 31) !== 0;
+    for (let i = 0; i < (info & 0xffff); i++) {
+      const m = at + 12 + i * 12;
+      if (this.#name(this.#view.getUint32(m, true)) !== member) continue;
+      const bits = this.#view.getUint32(m + 8, true);
+      return kindFlag
+        ? { bitOffset: bits & 0xffffff, bitSize: bits >>> 24 }
+        : { bitOffset: bits, bitSize: 0 };
+    }
+    return undefined;
+  }
+
   /** Follow typedefs and qualifiers to the underlying type id. */
   resolve(id: number): number {
     for (let i = 0; i < 64; i++) {
