@@ -21,6 +21,7 @@ import { USER_TOP, userMemoryOf } from "./process.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
 import { errorText } from "./file_source.ts";
+import { kernelEntryUnwindElf, UNWIND_LIBRARY_NAME } from "./gdb_unwind_elf.ts";
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
@@ -120,6 +121,23 @@ export class KernelTarget implements Target {
   textSegment(): bigint | undefined {
     return this.kernel.textSegment();
   }
+
+  /** Unwind tables for the entry code, which the vmlinux has none for (gdb_unwind_elf.ts). */
+  libraries(): readonly { name: string; data: Uint8Array }[] {
+    if (this.#libraries === undefined) {
+      let data: Uint8Array | undefined;
+      try {
+        data = kernelEntryUnwindElf(this.kernel);
+      } catch {
+        // A damaged dump only costs gdb the help: it unwinds the entry code by guessing.
+        data = undefined;
+      }
+      this.#libraries = data ? [{ name: UNWIND_LIBRARY_NAME, data }] : [];
+    }
+    return this.#libraries;
+  }
+
+  #libraries?: { name: string; data: Uint8Array }[];
 
   vmcoreinfo(): Uint8Array | undefined {
     return this.kernel.dump.vmcoreinfo?.raw;

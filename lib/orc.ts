@@ -157,6 +157,35 @@ export class OrcTable {
     return e;
   }
 
+  /**
+   * Every entry of the code range [start, end): the one covering `start`, then each one that
+   * starts inside the range, in address order (for describing a whole range, e.g. the entry code).
+   */
+  entriesIn(start: bigint, end: bigint): OrcEntry[] {
+    const first = this.#find(start);
+    if (!first) return [];
+    // Entries are sorted by ip: read from the first one on until past the range.
+    const out: OrcEntry[] = [first];
+    const index = this.#lastIndex;
+    const chunk = 512;
+    for (let i = index + 1; i < this.#count; i += chunk) {
+      const n = Math.min(chunk, this.#count - i);
+      const buf = this.#read(this.#ipTable + BigInt(i) * 4n, n * 4);
+      if (!buf) break;
+      const v = new DataView(buf.buffer);
+      for (let j = 0; j < n; j++) {
+        const ip = this.#ipTable + BigInt((i + j) * 4) + BigInt(v.getInt32(j * 4, true));
+        if (ip >= end) return out;
+        const e = this.#entry(i + j, ip);
+        if (e) out.push(e);
+      }
+    }
+    return out;
+  }
+
+  /** Index of the entry the last #find returned. */
+  #lastIndex = -1;
+
   #find(ip: bigint): OrcEntry | undefined {
     let lo = 0;
     let hi = this.#count - 1;
@@ -188,6 +217,7 @@ export class OrcTable {
       if (ipAt(mid) <= ip) a = mid;
       else b = mid - 1;
     }
+    this.#lastIndex = lo + a;
     return this.#entry(lo + a, ipAt(a));
   }
 

@@ -137,6 +137,10 @@ export class TasksTarget implements Target {
     return this.#kernelTarget.textSegment();
   }
 
+  libraries(): readonly { name: string; data: Uint8Array }[] {
+    return this.#kernelTarget.libraries();
+  }
+
   vmcoreinfo(): Uint8Array | undefined {
     return this.#kernelTarget.vmcoreinfo();
   }
