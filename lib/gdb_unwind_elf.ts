@@ -210,59 +210,66 @@ function rowRules(
   return { cfa, regs };
 }
 
-/** `.debug_frame` for the given code ranges from the kernel's ORC entries. */
-function debugFrame(
-  ranges: { start: bigint; end: bigint; entries: OrcEntry[]; syscall: (ip: bigint) => boolean }[],
-): Uint8Array {
+/** One FDE: a code range and its CFA instructions. */
+interface Fde {
+  start: bigint;
+  end: bigint;
+  body: Uint8Array;
+}
+
+/**
+ * A `.debug_frame` section: one CIE (version 1, no augmentation, code alignment 1, data
+ * alignment -8, the given return address column and initial instructions), then the FDEs.
+ */
+function debugFrame(raColumn: number, initial: Uint8Array, fdes: Fde[]): Uint8Array {
   const b = new Bytes();
-  // CIE: version 1, no augmentation, code alignment 1, data alignment -8, return address rip.
   const cieAt = b.length;
   b.u32(0);
   b.u32(0xffffffff);
   b.u8(1, 0);
   b.uleb(1);
   b.sleb(-8);
-  b.u8(RIP);
-  b.u8(CFA_DEF_CFA), b.uleb(RSP), b.uleb(8);
-  b.u8(CFA_OFFSET_EXT_SF), b.uleb(RIP), b.sleb(1);
+  b.u8(raColumn);
+  b.bytes(initial);
   while ((b.length - cieAt) % 8) b.u8(0); // DW_CFA_nop padding
   b.patch32(cieAt, b.length - cieAt - 4);
-
-  const fde = (start: bigint, end: bigint, body: (b: Bytes) => void) => {
+  for (const f of fdes) {
     const at = b.length;
     b.u32(0);
     b.u32(cieAt);
-    b.u64(start);
-    b.u64(end - start);
-    body(b);
+    b.u64(f.start);
+    b.u64(f.end - f.start);
+    b.bytes(f.body);
     while ((b.length - at) % 8) b.u8(0);
     b.patch32(at, b.length - at - 4);
-  };
-  for (const r of ranges) {
-    fde(r.start, r.end, (b) => {
-      let prev: { cfa: Uint8Array; regs: Map<number, Uint8Array> } | undefined;
-      let loc = r.start;
-      for (const e of r.entries) {
-        const ip = e.ip < r.start ? r.start : e.ip;
-        if (ip >= r.end) break;
-        const rules = rowRules(e, r.syscall(ip));
-        if (ip > loc) {
-          b.u8(CFA_ADVANCE_LOC4);
-          b.u32(Number(ip - loc));
-          loc = ip;
-        }
-        if (!prev || !same(prev.cfa, rules.cfa)) b.bytes(rules.cfa);
-        for (const [reg, rule] of rules.regs) {
-          if (!prev || !same(prev.regs.get(reg), rule)) b.bytes(rule);
-        }
-        prev = rules;
-      }
-    });
   }
-  // Any user-space pc is the outermost frame: gdb has no user symbols or unwind data in kernel
-  // mode, and guessing there reads the user stack as kernel frames.
-  fde(0n, USER_END, (b) => b.u8(CFA_UNDEFINED, RIP));
   return b.data;
+}
+
+/** The CFA program of one code range, a row per ORC entry (only what changed is restated). */
+function orcFde(
+  r: { start: bigint; end: bigint; entries: OrcEntry[]; syscall: (ip: bigint) => boolean },
+): Fde {
+  const body = encode((b) => {
+    let prev: { cfa: Uint8Array; regs: Map<number, Uint8Array> } | undefined;
+    let loc = r.start;
+    for (const e of r.entries) {
+      const ip = e.ip < r.start ? r.start : e.ip;
+      if (ip >= r.end) break;
+      const rules = rowRules(e, r.syscall(ip));
+      if (ip > loc) {
+        b.u8(CFA_ADVANCE_LOC4);
+        b.u32(Number(ip - loc));
+        loc = ip;
+      }
+      if (!prev || !same(prev.cfa, rules.cfa)) b.bytes(rules.cfa);
+      for (const [reg, rule] of rules.regs) {
+        if (!prev || !same(prev.regs.get(reg), rule)) b.bytes(rule);
+      }
+      prev = rules;
+    }
+  });
+  return { start: r.start, end: r.end, body };
 }
 
 function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
@@ -334,5 +341,102 @@ export function kernelEntryUnwindElf(kernel: Kernel): Uint8Array | undefined {
     ranges.push({ start: at, end: fnEnd, entries: orc.entriesIn(at, fnEnd), syscall });
   }
   ranges.sort((a, b) => (a.start < b.start ? -1 : 1));
-  return elfWithDebugFrame(debugFrame(ranges), 62);
+  const fdes = ranges.map(orcFde);
+  // Any user-space pc is the outermost frame: gdb has no user symbols or unwind data in kernel
+  // mode, and guessing there reads the user stack as kernel frames.
+  fdes.push({ start: 0n, end: USER_END, body: encode((b) => b.u8(CFA_UNDEFINED, RIP)) });
+  const initial = encode((b) => {
+    b.u8(CFA_DEF_CFA), b.uleb(RSP), b.uleb(8);
+    b.u8(CFA_OFFSET_EXT_SF), b.uleb(RIP), b.sleb(1);
+  });
+  return elfWithDebugFrame(debugFrame(RIP, initial, fdes), 62);
+}
+
+// arm64 DWARF registers: x0–x30 are 0–30, sp 31, pc 32 (used as the return address column, so
+// the caller's x30 and pc can differ, as they do across an exception).
+const A64_FP = 29;
+const A64_LR = 30;
+const A64_SP = 31;
+const A64_PC = 32;
+/** sizeof(struct pt_regs) of Linux 6.1 arm64, when BTF does not say. */
+const A64_PT_REGS_SIZE = 336;
+/** End of the arm64 user half (TTBR0 addresses, 52-bit VA included). */
+const A64_USER_END = 0x0010000000000000n;
+
+/**
+ * The same for arm64, from symbols alone (arm64 has no ORC): the exception entries from user mode
+ * (`el0t_*`) are outermost; those from the kernel (`el1h_*`, `el1t_*`) run with sp at the
+ * `struct pt_regs` they saved, so the interrupted pc, sp and registers are read from it;
+ * `call_on_irq_stack` leaves a frame record at x29 on the task stack before it switches stacks.
+ */
+export function kernelEntryUnwindElfArm64(kernel: Kernel): Uint8Array | undefined {
+  if (kernel.dump.arch !== "aarch64") return undefined;
+  const ptRegs = kernel.btf?.structSize("pt_regs") ?? A64_PT_REGS_SIZE;
+  const fdes: Fde[] = [];
+  const fn = (name: string): { start: bigint; end: bigint } | undefined => {
+    const at = kernel.symbol(name);
+    if (at === undefined) return undefined;
+    const hit = symbolAt(kernel, at);
+    if (!hit || hit.offset !== 0 || hit.size > 16384) return undefined;
+    return { start: at, end: at + BigInt(hit.size) };
+  };
+  const savedAt = (b: Bytes, r: number, offset: number) => {
+    b.u8(CFA_OFFSET_EXT_SF), b.uleb(r), b.sleb(offset / -8);
+  };
+  for (const el of ["el0t", "el1t", "el1h"]) {
+    for (const width of ["64", "32"]) {
+      for (const kind of ["sync", "irq", "fiq", "error"]) {
+        const r = fn(`${el}_${width}_${kind}`);
+        if (!r) continue;
+        const body = encode((b) => {
+          if (el === "el0t") {
+            b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0);
+            b.u8(CFA_UNDEFINED, A64_PC);
+            return;
+          }
+          b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(ptRegs);
+          for (let i = 0; i <= 30; i++) savedAt(b, i, i * 8 - ptRegs);
+          savedAt(b, A64_SP, 31 * 8 - ptRegs);
+          savedAt(b, A64_PC, 32 * 8 - ptRegs);
+        });
+        fdes.push({ ...r, body });
+      }
+    }
+  }
+  // The first frames of the boot and secondary CPUs' idle tasks, and of new tasks.
+  for (const name of ["__primary_switched", "__secondary_switched", "ret_from_fork"]) {
+    const r = fn(name);
+    if (!r) continue;
+    fdes.push({
+      ...r,
+      body: encode((
+        b,
+      ) => (b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0), b.u8(CFA_UNDEFINED, A64_PC))),
+    });
+  }
+  const irq = fn("call_on_irq_stack");
+  if (irq) {
+    fdes.push({
+      ...irq,
+      body: encode((b) => {
+        b.u8(CFA_DEF_CFA), b.uleb(A64_FP), b.uleb(16);
+        savedAt(b, A64_FP, -16);
+        savedAt(b, A64_LR, -8);
+        savedAt(b, A64_PC, -8);
+      }),
+    });
+  }
+  if (!fdes.length) return undefined;
+  fdes.push({
+    start: 0n,
+    end: A64_USER_END,
+    body: encode((b) => b.u8(CFA_UNDEFINED, A64_PC)),
+  });
+  fdes.sort((a, b) => (a.start < b.start ? -1 : 1));
+  // A normal frame: the caller's pc is x30, sp is the CFA (the sp at entry).
+  const initial = encode((b) => {
+    b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0);
+    b.u8(0x09), b.uleb(A64_PC), b.uleb(A64_LR); // DW_CFA_register pc, x30
+  });
+  return elfWithDebugFrame(debugFrame(A64_PC, initial, fdes), 183);
 }

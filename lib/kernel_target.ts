@@ -21,7 +21,11 @@ import { USER_TOP, userMemoryOf } from "./process.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
 import { errorText } from "./file_source.ts";
-import { kernelEntryUnwindElf, UNWIND_LIBRARY_NAME } from "./gdb_unwind_elf.ts";
+import {
+  kernelEntryUnwindElf,
+  kernelEntryUnwindElfArm64,
+  UNWIND_LIBRARY_NAME,
+} from "./gdb_unwind_elf.ts";
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
@@ -127,7 +131,9 @@ export class KernelTarget implements Target {
     if (this.#libraries === undefined) {
       let data: Uint8Array | undefined;
       try {
-        data = kernelEntryUnwindElf(this.kernel);
+        data = this.kernel.dump.arch === "x86_64"
+          ? kernelEntryUnwindElf(this.kernel)
+          : kernelEntryUnwindElfArm64(this.kernel);
       } catch {
         // A damaged dump only costs gdb the help: it unwinds the entry code by guessing.
         data = undefined;
