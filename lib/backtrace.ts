@@ -9,7 +9,7 @@
 
 import type { Kernel } from "./kernel.ts";
 import type { RegisterValues } from "./target.ts";
-import { unwindX86_64 } from "./unwind_x86_64.ts";
+import { scanUserModeCpu, unwindX86_64 } from "./unwind_x86_64.ts";
 import { unwindAarch64 } from "./unwind_aarch64.ts";
 
 /** Where a frame's stack switched mode: registers saved at an entry point. */
@@ -109,12 +109,12 @@ export function kernelBacktrace(
       returnAddress = sp !== undefined && regs.get("rsp") === sp + BigInt(m.frame) &&
         options.cpu === undefined;
     }
-    return unwindX86_64(kernel, regs, {
-      taskStack: taskStack || undefined,
-      cpu: options.cpu,
-      maxFrames,
-      returnAddress,
-    });
+    const x86 = { taskStack: taskStack || undefined, cpu: options.cpu, maxFrames, returnAddress };
+    const bt = unwindX86_64(kernel, regs, x86);
+    if (bt.frames.length === 0 && bt.user && options.cpu !== undefined) {
+      return scanUserModeCpu(kernel, regs, x86) ?? bt;
+    }
+    return bt;
   }
   return unwindAarch64(kernel, regs, {
     taskStack: taskStack || undefined,

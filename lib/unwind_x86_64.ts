@@ -406,3 +406,44 @@ function readPtRegs(
   }
   return out;
 }
+
+/**
+ * Kernel frames of a CPU whose saved registers are user mode. A kdump taken by NMI records, for
+ * a CPU that was in user mode, the user registers the NMI interrupted; its kernel frames
+ * (`exc_nmi`, `crash_nmi_callback`, …) are on the task's stack below the `struct pt_regs` at its
+ * top. They are found as crash does, by scanning: the lowest stack word holding a kernel return
+ * address from which the ORC unwind reaches exactly that pt_regs, with the same user registers.
+ * The first frame is a guess (it may be a return address left by an earlier call).
+ */
+export function scanUserModeCpu(
+  kernel: Kernel,
+  regs: RegisterValues,
+  options: X86UnwindOptions,
+): Backtrace | undefined {
+  const mem = kernel.memory;
+  const orc = orcTable(kernel);
+  const base = options.taskStack;
+  const text = [kernel.symbol("_stext"), kernel.symbol("_etext")];
+  if (!mem || !orc || !base || text[0] === undefined || text[1] === undefined) return undefined;
+  const size = threadSize(kernel).bytes;
+  const stack = new Uint8Array(size);
+  if (mem.read(base, stack).error !== undefined) return undefined;
+  const v = new DataView(stack.buffer);
+  const userIp = regs.get("rip");
+  const userSp = regs.get("rsp");
+  // The pt_regs sit at the very top; nothing of the kernel's lies above them.
+  for (let o = 0; o + 8 <= size - PT_REGS_SIZE; o += 8) {
+    const w = v.getBigUint64(o, true);
+    if (w <= text[0]! || w >= text[1]!) continue;
+    if (!orc.find(w - 1n)) continue;
+    const start = new Map<string, bigint>([["rip", w], ["rsp", base + BigInt(o + 8)], ["rbp", 0n]]);
+    const bt = unwindX86_64(kernel, start, { ...options, returnAddress: true });
+    if (!bt.user || bt.user.get("rip") !== userIp || bt.user.get("rsp") !== userSp) continue;
+    bt.frames[0].reliable = false;
+    bt.note = "the CPU's saved registers are user mode: kernel frames found by scanning its " +
+      "task's stack (an NMI taken in user mode leaves them there); the innermost ones may be " +
+      "left over from earlier calls";
+    return bt;
+  }
+  return undefined;
+}

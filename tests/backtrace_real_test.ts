@@ -156,3 +156,41 @@ for (const c of cases) {
     },
   });
 }
+
+// Edge case on real data: a kdump taken by NMI records, for a CPU in user mode, only its user
+// registers. Give CPU 0 of the x86_64 dumps exactly that (the user registers drgn read from the
+// pt_regs at the top of its task's stack, where the reboot IPI from user mode left them): the
+// kernel frames must still be found, ending with drgn's frames of that CPU.
+for (const name of ["x86_64-6.1", "x86_64-6.12"]) {
+  Deno.test({
+    name:
+      `backtrace: ${name}: a CPU whose saved registers are user mode still shows its kernel frames`,
+    ignore: !hasBoot(name),
+    fn() {
+      const b = boot(name);
+      const e = b.expected;
+      const file = name === "x86_64-6.12" ? "dump.zlib-d1.kdump" : "dump.zlib-d31.kdump";
+      const k = new Kernel(openDump([b.path(file)]));
+      try {
+        const cpu = e.cpus.find((c: { cpu: number }) => c.cpu !== e.crashed_cpu);
+        const task = e.tasks.find((t: { task: string }) => t.task === cpu.task);
+        const user = new Map<string, bigint>();
+        for (const [n, v] of Object.entries(task.user_registers as Record<string, string>)) {
+          user.set(n === "rflags" ? "eflags" : n, big(v));
+        }
+        const bt = kernelBacktrace(k, user, { cpu: cpu.cpu });
+        const want = drgnPcs(cpu.frames).slice(1); // the callers of the halted function
+        const got = bt.frames.map((f) => f.pc);
+        const at = got.indexOf(want[0]);
+        assert.ok(at >= 1, describe(bt));
+        assert.deepEqual(got.slice(at), want, describe(bt));
+        assert.equal(bt.frames[0].reliable, false);
+        assert.ok(bt.note, describe(bt));
+        assert.equal(bt.user?.get("rip"), user.get("rip"));
+        assert.equal(bt.frames.at(-1)?.boundary?.kind, "interrupt");
+      } finally {
+        k.close();
+      }
+    },
+  });
+}
