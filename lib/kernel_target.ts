@@ -173,6 +173,7 @@ export class KernelTarget implements Target {
           const tasks = new KernelTasks(this.kernel);
           const rows = tasks.list().map((t) => taskPsRow(tasks, t));
           out(formatPs(filterPs(rows, args[0])));
+          for (const f of this.kernel.foundBySearch) out(`note: ${f}\n`);
         } catch (e) {
           out(`ps: ${errorText(e)}\n`);
         }
@@ -235,6 +236,7 @@ export function systemSummary(kernel: Kernel): string[] {
   const crash = vmci?.crashTime;
   if (crash) lines.push(`crash time:   ${new Date(crash * 1000).toISOString()}`);
   lines.push(`types:        ${kernel.typeSource}`);
+  for (const f of kernel.foundBySearch) lines.push(`found:        ${f}`);
   for (const [k, v] of Object.entries(d.details)) lines.push(`${(k + ":").padEnd(13)} ${v}`);
   for (const w of [...d.warnings, ...kernel.warnings]) lines.push(`warning:      ${w}`);
   return lines;

@@ -65,7 +65,10 @@ export function unwindAarch64(
     const size = BigInt(threadSize(kernel).bytes);
     stacks.push({ name: "TASK", start: options.taskStack, end: options.taskStack + size });
   }
-  if (options.cpu !== undefined) stacks.push(...arm64CpuStacks(kernel, options.cpu));
+  // Without the per-CPU symbols the IRQ stack is unknown: then no stack is required.
+  const cpuStacks = options.cpu !== undefined ? arm64CpuStacks(kernel, options.cpu) : [];
+  stacks.push(...cpuStacks);
+  const strict = options.cpu === undefined || cpuStacks.length > 0;
   const stackOf = (a: bigint) => stacks.find((s) => a >= s.start && a < s.end);
   const stackframe = BigInt(
     kernel.btf?.member("pt_regs", "stackframe")?.offset ?? DEFAULT_STACKFRAME_OFFSET,
@@ -129,7 +132,7 @@ export function unwindAarch64(
       break;
     }
     const s = stackOf(fp);
-    if (stacks.length && !s) {
+    if (strict && stacks.length && !s) {
       stopReason = `frame record 0x${fp.toString(16)} is on no known stack`;
       break;
     }
