@@ -93,7 +93,7 @@ export function unwindAarch64(
   // A leaf function keeps no record: its return address is only in x30. It is one when x30
   // returns into another function and the record at x29 (the caller's) holds another address.
   const lr = regs.get("x30");
-  if (lr !== undefined && fp) {
+  if (lr !== undefined && fp && options.maxFrames > 1) {
     const saved = mem.readU64(fp + 8n);
     const own = symbolAt(kernel, pc0);
     const lrSym = symbolAt(kernel, strip(lr));
