@@ -91,6 +91,8 @@ export class OrcTable {
   /** Where the entry layout came from, for messages. */
   readonly layoutSource: string;
   #cache = new Map<bigint, OrcEntry | null>();
+  /** Code ranges the table describes (past its last entry lies other code, e.g. modules). */
+  #covers: [bigint, bigint][];
 
   private constructor(
     mem: VirtualMemory,
@@ -100,7 +102,9 @@ export class OrcTable {
     layout: Layout,
     layoutSource: string,
     lookup?: { table: bigint; blocks: number; start: bigint; stop: bigint },
+    covers: [bigint, bigint][] = [],
   ) {
+    this.#covers = covers;
     this.#mem = mem;
     this.#ipTable = ipTable;
     this.#orcTable = orcTable;
@@ -136,7 +140,33 @@ export class OrcTable {
       const blocks = Number(end - table) / 4;
       if (Number.isInteger(blocks) && blocks > 1) lookup = { table, blocks, start, stop };
     }
-    return new OrcTable(mem, ipStart, orcStart, count, layout, source, lookup);
+    const covers: [bigint, bigint][] = [];
+    for (const [a, b] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
+      const from = kernel.symbol(a);
+      const to = kernel.symbol(b);
+      if (from !== undefined && to !== undefined && to > from) covers.push([from, to]);
+    }
+    return new OrcTable(mem, ipStart, orcStart, count, layout, source, lookup, covers);
+  }
+
+  /** A module's tables (`mod->arch.orc_unwind_ip`, `orc_unwind`, `num_orcs`), for its code. */
+  forModule(
+    ipTable: bigint,
+    orcTable: bigint,
+    count: number,
+    start: bigint,
+    end: bigint,
+  ): OrcTable {
+    return new OrcTable(
+      this.#mem,
+      ipTable,
+      orcTable,
+      count,
+      this.#layout,
+      this.layoutSource,
+      undefined,
+      [[start, end]],
+    );
   }
 
   /** Number of entries. */
@@ -187,6 +217,9 @@ export class OrcTable {
   #lastIndex = -1;
 
   #find(ip: bigint): OrcEntry | undefined {
+    if (this.#covers.length && !this.#covers.some(([a, b]) => ip >= a && ip < b)) {
+      return undefined;
+    }
     let lo = 0;
     let hi = this.#count - 1;
     const lk = this.#lookup;

@@ -6,6 +6,7 @@
  */
 
 import type { Kernel } from "./kernel.ts";
+import { moduleSymbolAt } from "./modules.ts";
 
 /** The symbol covering an address. */
 export interface SymbolHit {
@@ -14,6 +15,8 @@ export interface SymbolHit {
   offset: number;
   /** Distance to the next symbol (the kernel's notion of a symbol's size). */
   size: number;
+  /** The module it belongs to, for module code. */
+  module?: string;
 }
 
 /** Sorted symbol addresses of a vmlinux, for kernels whose dump has no kallsyms. */
@@ -44,6 +47,11 @@ function vmlinuxTable(kernel: Kernel): SortedSymbols | undefined {
 /** The symbol at or below `address`, sized to the next higher one, or undefined. */
 export function symbolAt(kernel: Kernel, address: bigint): SymbolHit | undefined {
   const ks = kernel.kallsyms();
+  // Module code lies outside the core kernel's symbols (below the image on x86_64).
+  if (address < (kernel.symbol("_stext") ?? 0n) || address >= (kernel.symbol("_end") ?? ~0n)) {
+    const m = moduleSymbolAt(kernel, address);
+    if (m) return m;
+  }
   if (ks) return ks.lookup(address);
   const t = vmlinuxTable(kernel);
   if (!t) return undefined;
@@ -75,5 +83,6 @@ export function formatAddress(kernel: Kernel, address: bigint, returnAddress = f
   const hit = symbolAt(kernel, returnAddress ? address - 1n : address);
   if (!hit) return `0x${address.toString(16)}`;
   const offset = hit.offset + (returnAddress ? 1 : 0);
-  return `${hit.name}+0x${offset.toString(16)}/0x${hit.size.toString(16)}`;
+  const mod = hit.module ? ` [${hit.module}]` : "";
+  return `${hit.name}+0x${offset.toString(16)}/0x${hit.size.toString(16)}${mod}`;
 }

@@ -14,6 +14,7 @@ import type { Backtrace, BacktraceFrame, FrameBoundary } from "./backtrace.ts";
 import { ORC_REG, type OrcEntry, OrcTable } from "./orc.ts";
 import { formatAddress, symbolAt } from "./symbolize.ts";
 import { threadSize } from "./tasks.ts";
+import { type KernelModule, moduleAt } from "./modules.ts";
 
 /** A stack the walk may run on: [start, end). */
 export interface StackArea {
@@ -120,6 +121,21 @@ export function x86CpuStacks(kernel: Kernel, cpu: number): StackArea[] {
   return out;
 }
 
+const moduleTables = new WeakMap<KernelModule, OrcTable | null>();
+
+/** The ORC entry of a module's code, from that module's own tables. */
+function moduleOrc(kernel: Kernel, core: OrcTable, ip: bigint): OrcEntry | undefined {
+  const mod = moduleAt(kernel, ip);
+  if (!mod?.orc) return undefined;
+  let t = moduleTables.get(mod);
+  if (t === undefined) {
+    const o = mod.orc;
+    t = core.forModule(o.ipTable, o.orcTable, o.count, mod.textStart, mod.textEnd);
+    moduleTables.set(mod, t);
+  }
+  return t?.find(ip);
+}
+
 /** Where one unwind step stands, as the kernel's `struct unwind_state`. */
 interface State {
   ip: bigint;
@@ -222,7 +238,8 @@ export function unwindX86_64(
       const cs = r64(st.regs + BigInt(REG_INDEX.cs * 8));
       if (cs !== undefined && (cs & 3n) === 3n) break; // the user/kernel boundary: done
     }
-    let e: OrcEntry | undefined = orc.find(st.signal ? st.ip : st.ip - 1n);
+    const lookupIp = st.signal ? st.ip : st.ip - 1n;
+    let e: OrcEntry | undefined = orc.find(lookupIp) ?? moduleOrc(kernel, orc, lookupIp);
     if (!e) {
       // Like the kernel: assume a frame pointer, and mark what follows as a guess.
       if (!st.bp) {
