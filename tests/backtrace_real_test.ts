@@ -21,6 +21,7 @@ interface Case {
 const cases: Case[] = [
   { boot: "x86_64-6.1", file: "dump.zlib-d31.kdump", vmlinux: false },
   { boot: "x86_64-6.1", file: "dump.elf", vmlinux: true },
+  { boot: "x86_64-6.1-la57", file: "dump.zlib-d31.kdump", vmlinux: false },
   { boot: "x86_64-6.12", file: "dump.zlib-d1.kdump", vmlinux: false },
   { boot: "x86_64-6.12", file: "dump.elf", vmlinux: true },
   { boot: "aarch64-6.1", file: "dump.zlib-d31.kdump", vmlinux: true },

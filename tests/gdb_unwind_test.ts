@@ -39,6 +39,7 @@ function assertSameFrames(gdb: string[], drgn: string[], what: string): void {
 
 const CASES = [
   { boot: "x86_64-6.1", file: "dump.zlib-d31.kdump", gdb: "gdb" },
+  { boot: "x86_64-6.1-la57", file: "dump.zlib-d31.kdump", gdb: "gdb" },
   { boot: "x86_64-6.12", file: "dump.zlib-d1.kdump", gdb: "gdb" },
   { boot: "aarch64-6.1", file: "dump.zlib-d31.kdump", gdb: "gdb-multiarch" },
 ];
