@@ -218,6 +218,14 @@ export class Kernel {
   perCpu(name: string, cpu: number): bigint | undefined {
     const base = this.symbol(name);
     const offsets = this.symbol("__per_cpu_offset");
+    if ((base === undefined || offsets === undefined) && this.#runqueues?.has(cpu) && this.btf) {
+      // No per-CPU symbols: the runqueue found for this CPU anchors its per-CPU area, and BTF
+      // places every per-CPU variable in .data..percpu.
+      const rqOff = this.btf.varOffset(".data..percpu", "runqueues");
+      const off = this.btf.varOffset(".data..percpu", name);
+      if (rqOff === undefined || off === undefined) return undefined;
+      return this.#runqueues.get(cpu)!.rq - BigInt(rqOff) + BigInt(off);
+    }
     if (base === undefined || offsets === undefined || !this.memory) return undefined;
     const off = this.memory.readU64(offsets + BigInt(cpu) * 8n);
     if (off === undefined) return undefined;

@@ -64,6 +64,21 @@ for (const file of ["dump.zlib-d31.kdump", "dump.elf"]) {
         const bt0 = kernelBacktrace(k, k.dump.cpus[other.cpu].registers, { cpu: other.cpu });
         assert.equal(bt0.stopReason, undefined, formatBacktrace(bt0).join("\n"));
         assert.equal(bt0.frames.at(-1)?.boundary?.userMode, true);
+        // Per-CPU variables are placed from the found runqueues and BTF's .data..percpu: the
+        // same addresses as the vmlinux's symbols and __per_cpu_offset give; so the IRQ stack
+        // the other CPU stopped on is known and checked.
+        const withVmlinux = new Kernel(openDump([b.path(file)]), { vmlinux: b.vmlinux });
+        try {
+          for (const v of ["runqueues", "irq_stack_ptr", "overflow_stack", "kernel_cpustat"]) {
+            for (const c of e.cpus) {
+              assert.equal(k.perCpu(v, c.cpu), withVmlinux.perCpu(v, c.cpu), `${v} of ${c.cpu}`);
+            }
+          }
+        } finally {
+          withVmlinux.close();
+        }
+        assert.equal(bt0.frames[0].stack, "IRQ");
+        assert.equal(bt0.frames.at(-1)?.stack, "TASK");
       } finally {
         k.close();
       }
