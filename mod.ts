@@ -54,3 +54,13 @@ export type {
   ThreadInfo,
 } from "./lib/target.ts";
 export { serveStdio, serveTcp } from "./lib/transport.ts";
+export {
+  type Backtrace,
+  type BacktraceFrame,
+  type BacktraceOptions,
+  formatBacktrace,
+  formatRegisters,
+  type FrameBoundary,
+  kernelBacktrace,
+} from "./lib/backtrace.ts";
+export { OrcTable } from "./lib/orc.ts";

@@ -41,6 +41,7 @@ export class Btf {
   /** Byte offset of each type record in #view, indexed by type id (id 0 is void). */
   #typeAt: number[] = [0];
   #structsByName = new Map<string, number>();
+  #datasecs = new Map<string, number>();
 
   constructor(section: Uint8Array) {
     const v = new DataView(section.buffer, section.byteOffset, section.byteLength);
@@ -70,6 +71,8 @@ export class Btf {
         const name = this.#name(this.#view.getUint32(o, true));
         // Keep the first complete definition of a name.
         if (!this.#structsByName.has(name)) this.#structsByName.set(name, id);
+      } else if (kind === KIND_DATASEC) {
+        this.#datasecs.set(this.#name(this.#view.getUint32(o, true)), id);
       }
       o += 12 + extraSize(kind, vlen);
     }
@@ -103,6 +106,54 @@ export class Btf {
       found = { offset, type: m.type, size: this.sizeOf(m.type) };
     }
     return found;
+  }
+
+  /**
+   * Bit position and width of a direct member of struct `name` (bitfields included), e.g.
+   * `orc_entry.type`: BTF records the bit offset that byte offsets lose. Width 0 means the
+   * member is not a bitfield (its type's size applies).
+   */
+  memberBits(
+    structName: string,
+    member: string,
+  ): { bitOffset: number; bitSize: number } | undefined {
+    const id = this.structId(structName);
+    if (id === undefined) return undefined;
+    const sid = this.resolve(id);
+    const k = this.#kind(sid);
+    if (k !== KIND_STRUCT && k !== KIND_UNION) return undefined;
+    const at = this.#typeAt[sid];
+    const info = this.#view.getUint32(at + 4, true);
+    const kindFlag = (info >>> 31) !== 0;
+    for (let i = 0; i < (info & 0xffff); i++) {
+      const m = at + 12 + i * 12;
+      if (this.#name(this.#view.getUint32(m, true)) !== member) continue;
+      const bits = this.#view.getUint32(m + 8, true);
+      return kindFlag
+        ? { bitOffset: bits & 0xffffff, bitSize: bits >>> 24 }
+        : { bitOffset: bits, bitSize: 0 };
+    }
+    return undefined;
+  }
+
+  /**
+   * Offset of a variable inside a data section, e.g. a per-CPU variable in `.data..percpu`
+   * (pahole records those in BTF): what the symbol table would say, relative to the section.
+   */
+  varOffset(section: string, variable: string): number | undefined {
+    const id = this.#datasecs.get(section);
+    if (id === undefined) return undefined;
+    const at = this.#typeAt[id];
+    const vlen = this.#view.getUint32(at + 4, true) & 0xffff;
+    for (let i = 0; i < vlen; i++) {
+      const e = at + 12 + i * 12;
+      const varId = this.#view.getUint32(e, true);
+      if (this.#kind(varId) !== KIND_VAR) continue;
+      if (this.#name(this.#view.getUint32(this.#typeAt[varId], true)) === variable) {
+        return this.#view.getUint32(e + 4, true);
+      }
+    }
+    return undefined;
   }
 
   /** Follow typedefs and qualifiers to the underlying type id. */

@@ -22,6 +22,9 @@ export class KallsymsTable {
   #offsets: Int32Array;
   #base: bigint;
   #absolutePercpu: boolean;
+  #names: readonly string[];
+  /** Address of each symbol minus the base, as numbers (per-CPU ones -Infinity): built on use. */
+  #rel?: Float64Array;
 
   /**
    * A table over decoded names (see {@link readKallsyms}).
@@ -29,14 +32,63 @@ export class KallsymsTable {
    * @param offsets the kernel's `kallsyms_offsets` table
    * @param base `kallsyms_relative_base`
    * @param arch the dumped machine, which decides how offsets are read
+   * @param names every symbol's name in table (= address) order, for {@link lookup}
    */
-  constructor(index: Map<string, number>, offsets: Int32Array, base: bigint, arch: ArchName) {
+  constructor(
+    index: Map<string, number>,
+    offsets: Int32Array,
+    base: bigint,
+    arch: ArchName,
+    names: readonly string[] = [],
+  ) {
     this.#index = index;
     this.#offsets = offsets;
     this.#base = base;
     // x86_64 keeps per-CPU symbols as absolute offsets (negative entries are relative);
     // other architectures store every address relative to the base.
     this.#absolutePercpu = arch === "x86_64";
+    this.#names = names;
+  }
+
+  /**
+   * The symbol covering an address, as the kernel's `kallsyms_lookup()` finds it: the last symbol
+   * at or below it (the first of aliases at one address), sized up to the next higher symbol.
+   * Undefined below the first symbol, past the last one, or when names were not kept.
+   */
+  lookup(address: bigint): { name: string; offset: number; size: number } | undefined {
+    const rel = this.#relative();
+    const n = rel.length;
+    if (n === 0) return undefined;
+    const want = Number(address - this.#base);
+    if (!(want >= rel[0]) || want > rel[n - 1] + (1 << 24)) return undefined;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (rel[mid] <= want) lo = mid;
+      else hi = mid - 1;
+    }
+    const start = rel[lo];
+    if (start === -Infinity) return undefined;
+    while (lo > 0 && rel[lo - 1] === start) lo--;
+    let next = lo + 1;
+    while (next < n && rel[next] === start) next++;
+    // Past the last symbol the kernel sizes to _end/_etext; no size is known here.
+    if (next >= n) return undefined;
+    return { name: this.#names[lo], offset: want - start, size: rel[next] - start };
+  }
+
+  #relative(): Float64Array {
+    if (this.#rel) return this.#rel;
+    const n = Math.min(this.#names.length, this.#offsets.length);
+    const rel = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const off = this.#offsets[i];
+      if (this.#absolutePercpu) rel[i] = off >= 0 ? -Infinity : -1 - off;
+      else rel[i] = off >>> 0;
+    }
+    this.#rel = rel;
+    return rel;
   }
 
   /** Number of distinct names. */
@@ -107,7 +159,8 @@ export function readKallsyms(
   if (!offsetBytes) return undefined;
   // Little-endian like every host Deno runs on (x86_64, aarch64).
   const offsets = new Int32Array(offsetBytes.buffer, 0, num);
-  const finish = (names: Map<string, number>) => new KallsymsTable(names, offsets, base, arch);
+  const all: string[] = [];
+  const finish = (names: Map<string, number>) => new KallsymsTable(names, offsets, base, arch, all);
 
   const names = new ChunkReader(mem, namesAddr);
   const out = new Map<string, number>();
@@ -128,6 +181,7 @@ export function readKallsyms(
     }
     // The first character is the symbol type letter, as in /proc/kallsyms.
     const bare = name.slice(1);
+    all.push(bare);
     if (bare && !out.has(bare)) out.set(bare, i);
   }
   return finish(out);

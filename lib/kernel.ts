@@ -22,6 +22,12 @@ import { Btf } from "./btf.ts";
 import { DumpError } from "./errors.ts";
 import { errorText } from "./file_source.ts";
 import { type KallsymsTable, readKallsyms } from "./kallsyms.ts";
+import {
+  findBtfInImage,
+  findInitTask,
+  findRunqueues,
+  type FoundRunqueue,
+} from "./kernel_search.ts";
 
 /** Options for building the kernel view. */
 export interface KernelOptions extends PhysicalMemoryOptions {
@@ -56,6 +62,11 @@ export class Kernel {
   /** Where type information came from, for the banner. */
   typeSource: string;
   readonly warnings: string[] = [];
+  /**
+   * What was found by searching the dump because kallsyms lacks data symbols (and no vmlinux was
+   * given): one line each, for the banner and `ps`.
+   */
+  readonly foundBySearch: string[] = [];
   /** Per-CPU running task. */
   readonly cpuTasks: CpuTask[];
   /** The CPU that panicked, when it can be told. */
@@ -142,6 +153,9 @@ export class Kernel {
     }
     if (walker) this.memory = new VirtualMemory(this.phys, walker, linear);
     if (walker && !this.btf && !this.#symbolFile) this.#btfFromDump();
+    if (walker && !this.#symbolFile && this.kallsyms() && this.symbol("init_task") === undefined) {
+      this.#searchWithoutDataSymbols();
+    }
     if (!walker) {
       this.warnings.push(
         "cannot translate kernel addresses (no VMCOREINFO page-table facts): physical only",
@@ -165,7 +179,42 @@ export class Kernel {
       if (v !== undefined) return v >= KERNEL_HALF ? v + this.kaslrOffset : v;
       return this.dump.vmcoreinfo?.symbol(name);
     }
-    return this.dump.vmcoreinfo?.symbol(name) ?? this.kallsyms()?.get(name);
+    return this.dump.vmcoreinfo?.symbol(name) ?? this.kallsyms()?.get(name) ??
+      this.#searched.get(name);
+  }
+
+  /** Symbols found by {@link foundBySearch}'s searches (init_task). */
+  #searched = new Map<string, bigint>();
+  #runqueues?: Map<number, FoundRunqueue>;
+
+  /** Address of a CPU's `struct rq` (per-CPU `runqueues`, or found through the tasks). */
+  runqueueAddress(cpu: number): bigint | undefined {
+    return this.perCpu("runqueues", cpu) ?? this.#runqueues?.get(cpu)?.rq;
+  }
+
+  /** BTF, init_task and the runqueues of a kernel without data symbols (kernel_search.ts). */
+  #searchWithoutDataSymbols(): void {
+    if (!this.btf) {
+      const found = findBtfInImage(this);
+      if (!found) return;
+      this.btf = found.btf;
+      this.typeSource = `BTF found in the dump at 0x${found.address.toString(16)} ` +
+        "(kallsyms has no data symbols: searched between _etext and _sinittext)";
+    }
+    const init = findInitTask(this);
+    if (init === undefined) return;
+    this.#searched.set("init_task", init);
+    this.foundBySearch.push(
+      `init_task at 0x${init.toString(16)}: found by a search for the boot idle task ` +
+        "(comm swapper/0, pid 0, its task list round), as kallsyms has no data symbols",
+    );
+    this.#runqueues = findRunqueues(this, init);
+    if (this.#runqueues.size) {
+      this.foundBySearch.push(
+        `runqueues of CPU ${[...this.#runqueues.keys()].sort().join(", ")}: found through ` +
+          "the tasks' se.cfs_rq->rq",
+      );
+    }
   }
 
   /** The dump's own kallsyms (runtime addresses), decoded on first use; undefined if absent. */
@@ -184,6 +233,14 @@ export class Kernel {
   perCpu(name: string, cpu: number): bigint | undefined {
     const base = this.symbol(name);
     const offsets = this.symbol("__per_cpu_offset");
+    if ((base === undefined || offsets === undefined) && this.#runqueues?.has(cpu) && this.btf) {
+      // No per-CPU symbols: the runqueue found for this CPU anchors its per-CPU area, and BTF
+      // places every per-CPU variable in .data..percpu.
+      const rqOff = this.btf.varOffset(".data..percpu", "runqueues");
+      const off = this.btf.varOffset(".data..percpu", name);
+      if (rqOff === undefined || off === undefined) return undefined;
+      return this.#runqueues.get(cpu)!.rq - BigInt(rqOff) + BigInt(off);
+    }
     if (base === undefined || offsets === undefined || !this.memory) return undefined;
     const off = this.memory.readU64(offsets + BigInt(cpu) * 8n);
     if (off === undefined) return undefined;
@@ -308,7 +365,7 @@ export class Kernel {
       if (pid !== undefined && !qemuNumbering) out.pid = pid;
       return out;
     }
-    const rq = this.perCpu("runqueues", cpu);
+    const rq = this.runqueueAddress(cpu);
     const curr = btf.member("rq", "curr");
     if (rq === undefined || !curr) return out;
     const task = mem.readU64(rq + BigInt(curr.offset));

@@ -20,6 +20,11 @@ import { USER_TOP, userMemoryOf } from "./process.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
 import { errorText } from "./file_source.ts";
+import {
+  kernelEntryUnwindElf,
+  kernelEntryUnwindElfArm64,
+  UNWIND_LIBRARY_NAME,
+} from "./gdb_unwind_elf.ts";
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
@@ -120,6 +125,25 @@ export class KernelTarget implements Target {
     return this.kernel.textSegment();
   }
 
+  /** Unwind tables for the entry code, which the vmlinux has none for (gdb_unwind_elf.ts). */
+  libraries(): readonly { name: string; data: Uint8Array }[] {
+    if (this.#libraries === undefined) {
+      let data: Uint8Array | undefined;
+      try {
+        data = this.kernel.dump.arch === "x86_64"
+          ? kernelEntryUnwindElf(this.kernel)
+          : kernelEntryUnwindElfArm64(this.kernel);
+      } catch {
+        // A damaged dump only costs gdb the help: it unwinds the entry code by guessing.
+        data = undefined;
+      }
+      this.#libraries = data ? [{ name: UNWIND_LIBRARY_NAME, data }] : [];
+    }
+    return this.#libraries;
+  }
+
+  #libraries?: { name: string; data: Uint8Array }[];
+
   vmcoreinfo(): Uint8Array | undefined {
     return this.kernel.dump.vmcoreinfo?.raw;
   }
@@ -148,6 +172,7 @@ export class KernelTarget implements Target {
           const tasks = new KernelTasks(this.kernel);
           const rows = tasks.list().map((t) => taskPsRow(tasks, t));
           out(formatPs(filterPs(rows, args[0])));
+          for (const f of this.kernel.foundBySearch) out(`note: ${f}\n`);
         } catch (e) {
           out(`ps: ${errorText(e)}\n`);
         }
@@ -210,6 +235,7 @@ export function systemSummary(kernel: Kernel): string[] {
   const crash = vmci?.crashTime;
   if (crash) lines.push(`crash time:   ${new Date(crash * 1000).toISOString()}`);
   lines.push(`types:        ${kernel.typeSource}`);
+  for (const f of kernel.foundBySearch) lines.push(`found:        ${f}`);
   for (const [k, v] of Object.entries(d.details)) lines.push(`${(k + ":").padEnd(13)} ${v}`);
   for (const w of [...d.warnings, ...kernel.warnings]) lines.push(`warning:      ${w}`);
   return lines;

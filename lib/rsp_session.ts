@@ -24,6 +24,7 @@ import {
   WireEvent,
 } from "./rsp_wire.ts";
 import type { Target, ThreadInfo } from "./target.ts";
+import { execFileForGdb, HostIo, librariesSvr4Xml } from "./rsp_hostio.ts";
 
 /**
  * Largest packet payload the server accepts, advertised as `PacketSize`. gdb 13 sizes its `m`
@@ -150,10 +151,12 @@ export class RspSession {
   #threads: ThreadInfo[] | undefined;
   #threadIds: Set<number> | undefined;
   #threadsXmlCache: Uint8Array | undefined;
+  readonly #hostIo: HostIo;
 
   /** @param target what the client debugs */
   constructor(target: Target, options: SessionOptions = {}) {
     this.#target = target;
+    this.#hostIo = new HostIo(target);
     this.#layout = layoutFor(target);
     this.#debug = options.debug ?? false;
     this.#log = options.log ?? (() => {});
@@ -399,6 +402,7 @@ export class RspSession {
     if (target.execFile?.()) features.push("qXfer:exec-file:read+");
     if (target.auxv?.() !== undefined) features.push("qXfer:auxv:read+");
     if (target.vmcoreinfo?.() !== undefined) features.push("qXfer:vmcoreinfo:read+");
+    if (this.#hostIo.enabled) features.push("qXfer:libraries-svr4:read+");
     // gdb 16+ only uses `x` (binary memory reads, `b` replies) when this is offered.
     features.push("binary-upload+");
     return features.join(";");
@@ -448,9 +452,12 @@ export class RspSession {
         break;
       case "exec-file": {
         const path = this.#target.execFile?.();
-        data = path ? new TextEncoder().encode(path) : undefined;
+        data = path ? new TextEncoder().encode(execFileForGdb(path, this.#target)) : undefined;
         break;
       }
+      case "libraries-svr4":
+        data = librariesSvr4Xml(this.#target);
+        break;
       case "auxv":
         data = this.#target.auxv?.();
         break;
@@ -705,8 +712,21 @@ export class RspSession {
       case "vAttach":
       case "vRun":
         return this.#reply(ERR_MALFORMED);
+      case "vFile":
+        return this.#hostFile(packet);
     }
     this.#reply("");
+  }
+  /** `vFile:…`: only files the target made in memory (see rsp_hostio.ts). */
+  #hostFile(packet: string): void {
+    const r = this.#hostIo.handle(packet);
+    if (!r) return this.#reply("");
+    if (!r.data) return this.#reply(r.text);
+    const w = this.#writer;
+    w.startPacket();
+    w.text(r.text);
+    w.binary(r.data);
+    w.endPacket();
   }
 
   /** `$3#33`: back to the text console, as kgdb hands the line back to kdb. */

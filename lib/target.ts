@@ -78,6 +78,12 @@ export interface Target {
   /** Lines of `monitor help` describing the target's own commands. */
   monitorHelp?(): string[];
   /**
+   * Files made in memory that gdb should load as shared libraries (`qXfer:libraries-svr4:read`,
+   * then read through `vFile`), e.g. unwind tables for code the symbol file has none for. Names
+   * are what gdb is told; no file on disk is ever served this way.
+   */
+  libraries?(): readonly { name: string; data: Uint8Array }[];
+  /**
    * Work the target can do before gdb asks (e.g. every task's saved registers, which gdb asks for
    * one thread at a time in `info threads`), in slices of about `budgetMs`: called while the
    * server waits for gdb. Returns true while more remains.

@@ -345,7 +345,7 @@ export class KernelTasks {
     const cpus = this.kernel.dump.cpus.length;
     for (let cpu = 0; cpu < Math.max(cpus, 1); cpu++) {
       let idle = cpu === 0 ? initTask : undefined;
-      const rq = m.rqIdle ? this.kernel.perCpu("runqueues", cpu) : undefined;
+      const rq = m.rqIdle ? this.kernel.runqueueAddress(cpu) : undefined;
       if (rq !== undefined) idle = this.#mem.readU64(rq + BigInt(m.rqIdle!.offset)) ?? idle;
       if (idle) add(idle, cpu);
     }

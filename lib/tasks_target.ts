@@ -137,6 +137,10 @@ export class TasksTarget implements Target {
     return this.#kernelTarget.textSegment();
   }
 
+  libraries(): readonly { name: string; data: Uint8Array }[] {
+    return this.#kernelTarget.libraries();
+  }
+
   vmcoreinfo(): Uint8Array | undefined {
     return this.#kernelTarget.vmcoreinfo();
   }
@@ -153,6 +157,7 @@ export class TasksTarget implements Target {
     if (verb === "ps") {
       const rows = [...this.#byId.values()].map((t) => t.ps);
       out(formatPs(filterPs(rows, arg)));
+      for (const f of this.#kernelTarget.kernel.foundBySearch) out(`note: ${f}\n`);
       return true;
     }
     return this.#kernelTarget.monitor(command, out);

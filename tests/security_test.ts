@@ -1,7 +1,8 @@
 /**
  * Security defaults (issue 8): the server listens on 127.0.0.1 unless told otherwise and warns
  * for other addresses; the dump and vmlinux are opened read-only and never written; the only file
- * served to gdb is the `--vmlinux` the user named (through qXfer:exec-file; no vFile); the tasks
+ * named to gdb is the `--vmlinux` the user named (through qXfer:exec-file), and the only file sent
+ * over vFile is the unwind table the server generates in memory (no host file I/O); the tasks
  * and the compiled binary ask for no permission beyond --allow-read and --allow-net (and
  * --allow-env), and the server works with exactly those.
  */
@@ -150,31 +151,47 @@ Deno.test("the CLI warns on stderr for a non-loopback --host, not for the defaul
   assert.match(wide, /warning: listening on 0\.0\.0\.0:\d+, not a loopback address/);
 });
 
-Deno.test("only the named vmlinux is served to gdb: exec-file is --vmlinux, no vFile, no other annex", () => {
+Deno.test("only the named vmlinux is named to gdb, and vFile serves only the generated unwind file", () => {
   const kernel = new Kernel(openDump([DUMP]), { vmlinux: B.vmlinux, cacheBytes: 1 << 20 });
   try {
     const c = new SessionClient(new RspSession(new KernelTarget(kernel)));
     const supported = c.handshake();
     assert.match(supported, /qXfer:exec-file:read\+/);
-    assert.doesNotMatch(supported, /vFile|qXfer:libraries|qXfer:osdata/);
-    // The exec file is the --vmlinux path, whatever annex (pid) gdb gives.
+    assert.doesNotMatch(supported, /qXfer:libraries\+|qXfer:osdata/);
+    // The exec file is the --vmlinux path, whatever annex (pid) gdb gives; relative (so gdb reads
+    // it from its own disk, not through vFile), resolving to that file from any directory.
     for (const annex of ["", "1", "ffff", "../../etc/passwd", "/etc/passwd"]) {
-      assert.equal(c.request(`qXfer:exec-file:read:${annex}:0,fff`), `l${resolve(B.vmlinux)}`);
+      const reply = c.request(`qXfer:exec-file:read:${annex}:0,fff`);
+      assert.match(reply, /^l\.\.\//);
+      for (const cwd of ["/", "/tmp", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p"]) {
+        assert.equal(resolve(cwd, reply.slice(1)), resolve(B.vmlinux));
+      }
     }
-    // No host file I/O at all.
+    // No host file I/O: nothing on disk opens, and unopened descriptors read nothing.
+    assert.equal(c.request("vFile:setfs:0"), "F0");
+    const hex = (t: string) =>
+      Array.from(new TextEncoder().encode(t), (b) => b.toString(16).padStart(2, "0")).join("");
     for (
-      const p of [
-        "vFile:setfs:0",
-        "vFile:open:2f6574632f706173737764,0,0", // /etc/passwd
-        "vFile:pread:0,100,0",
-        "vFile:readlink:2f70726f632f73656c662f657865",
-        "vFile:fstat:0",
-      ]
-    ) assert.equal(c.request(p), "", p);
+      const path of ["/etc/passwd", resolve(B.vmlinux), DUMP, "/proc/self/maps", "just probing"]
+    ) {
+      assert.equal(c.request(`vFile:open:${hex(path)},0,0`), "F-1,2", path);
+    }
+    for (const p of ["vFile:pread:0,100,0", "vFile:pread:7,100,0", "vFile:fstat:0"]) {
+      assert.equal(c.request(p), "F-1,9", p);
+    }
+    assert.equal(c.request(`vFile:readlink:${hex("/proc/self/exe")}`), "F-1,2");
+    // The one file: the generated library, read-only.
+    const list = c.request("qXfer:libraries-svr4:read::0,fff");
+    const name = /name="target:([^"]+)"/.exec(list)![1];
+    assert.equal(c.request(`vFile:open:${hex(name)},1,0`), "F-1,d");
+    const fd = c.request(`vFile:open:${hex(name)},0,0`);
+    assert.match(fd, /^F[0-9a-f]+$/);
+    assert.match(c.request(`vFile:pread:${fd.slice(1)},4,0`), /^F4;\x7fELF$/);
+    assert.equal(c.request(`vFile:close:${fd.slice(1)}`), "F0");
     // Other objects and annexes name nothing on disk.
     assert.equal(c.request("qXfer:features:read:../../../../etc/passwd:0,fff"), "E00");
     assert.equal(c.request("qXfer:features:read:/etc/passwd:0,fff"), "E00");
-    for (const obj of ["libraries", "libraries-svr4", "osdata", "auxv", "siginfo", "fdpic"]) {
+    for (const obj of ["libraries", "osdata", "auxv", "siginfo", "fdpic"]) {
       assert.equal(c.request(`qXfer:${obj}:read::0,fff`), "", obj);
     }
   } finally {

@@ -1,0 +1,442 @@
+/**
+ * Unwind information for gdb where the vmlinux has none: the x86_64 entry code (syscall,
+ * interrupt and exception entries, `ret_from_fork`) is assembly without DWARF call frame
+ * information, so gdb guesses there and runs on past `entry_SYSCALL_64` into ~20 `?? ()` frames
+ * made of the saved user registers. The kernel's ORC tables in the dump describe that code
+ * exactly; this module turns them into DWARF CFI (`.debug_frame`) in a small generated ELF file
+ * that the server offers gdb as a shared library, so gdb's own DWARF unwinder:
+ * - stops cleanly (return address undefined: the outermost frame) at the syscall entry, where
+ *   the registers below are user mode, and at the ends of kernel stacks;
+ * - unwinds interrupt and exception entries through the `struct pt_regs` (or the hardware's iret
+ *   frame) the entry saved, into the interrupted kernel code;
+ * - treats any user-space pc as the outermost frame (an interrupt taken in user mode).
+ *
+ * gdb looks for an FDE covering a pc in every objfile, and takes the vmlinux's own FDEs first, so
+ * this file only fills the gaps.
+ *
+ * @module
+ */
+
+import type { Kernel } from "./kernel.ts";
+import { ORC_REG, type OrcEntry } from "./orc.ts";
+import { orcTable } from "./unwind_x86_64.ts";
+import { symbolAt } from "./symbolize.ts";
+
+/**
+ * Name under which the generated file is offered: a path on no file system. The `target:` prefix
+ * makes gdb fetch it from the server (vFile) whatever its sysroot is.
+ */
+export const UNWIND_LIBRARY_NAME = "target:/kdump-gdbserver/kernel-entry-unwind.debug";
+
+// DWARF register numbers of x86_64 (System V psABI).
+const RSP = 7;
+const RBP = 6;
+const RIP = 16;
+/** pt_regs slots, in order, as DWARF registers (r15 … ss; orig_ax has none). */
+const PT_REGS_DWARF = [15, 14, 13, 12, 6, 3, 11, 10, 9, 8, 0, 2, 1, 4, 5, -1, 16, 51, 49, 7, 52];
+const PT_REGS_SIZE = 21 * 8;
+const IRET_FRAME_SIZE = 5 * 8;
+/** The registers every row states a rule for. */
+const ALL_REGS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 49, 51, 52];
+/** Base registers of ORC entries that are registers in DWARF. */
+const ORC_DWARF_BASE: Record<number, number> = {
+  [ORC_REG.SP]: RSP,
+  [ORC_REG.BP]: RBP,
+  [ORC_REG.R10]: 10,
+  [ORC_REG.R13]: 13,
+  [ORC_REG.DI]: 5,
+  [ORC_REG.DX]: 1,
+};
+/** End of the x86_64 user half (canonical lower half, 5-level paging included). */
+const USER_END = 0x0100000000000000n;
+/** Code outside .entry.text that is assembly too (without CFI in the vmlinux). */
+const EXTRA_FUNCTIONS = [
+  "ret_from_fork",
+  "ret_from_fork_asm",
+  "__switch_to_asm",
+  "secondary_startup_64",
+  "secondary_startup_64_no_verify",
+  "common_startup_64",
+  "rewind_stack_and_make_dead",
+];
+/** Entry code whose saved registers are always user mode. */
+const SYSCALL_ENTRY = /^entry_(SYSCALL|SYSENTER|INT80)/;
+
+// DW_CFA opcodes used here.
+const CFA_ADVANCE_LOC4 = 0x04;
+const CFA_OFFSET_EXT_SF = 0x11;
+const CFA_UNDEFINED = 0x07;
+const CFA_SAME_VALUE = 0x08;
+const CFA_DEF_CFA = 0x0c;
+const CFA_DEF_CFA_SF = 0x12;
+const CFA_DEF_CFA_EXPRESSION = 0x0f;
+const CFA_EXPRESSION = 0x10;
+const CFA_VAL_OFFSET = 0x14;
+// DW_OP opcodes.
+const OP_DEREF = 0x06;
+const OP_CONSTS = 0x11;
+const OP_PLUS = 0x22;
+const OP_BREG0 = 0x70;
+
+class Bytes {
+  #buf = new Uint8Array(4096);
+  length = 0;
+  #room(n: number) {
+    if (this.length + n <= this.#buf.length) return;
+    const next = new Uint8Array(Math.max(this.#buf.length * 2, this.length + n));
+    next.set(this.#buf.subarray(0, this.length));
+    this.#buf = next;
+  }
+  u8(...v: number[]) {
+    this.#room(v.length);
+    for (const b of v) this.#buf[this.length++] = b & 0xff;
+  }
+  u16(v: number) {
+    this.u8(v, v >> 8);
+  }
+  u32(v: number) {
+    this.u8(v, v >> 8, v >> 16, v >>> 24);
+  }
+  u64(v: bigint) {
+    this.u32(Number(v & 0xffffffffn));
+    this.u32(Number((v >> 32n) & 0xffffffffn));
+  }
+  uleb(v: number) {
+    do {
+      let b = v & 0x7f;
+      v = Math.floor(v / 128);
+      if (v) b |= 0x80;
+      this.u8(b);
+    } while (v);
+  }
+  sleb(v: number) {
+    for (;;) {
+      const b = v & 0x7f;
+      v = Math.floor(v / 128);
+      if ((v === 0 && !(b & 0x40)) || (v === -1 && (b & 0x40))) {
+        this.u8(b);
+        return;
+      }
+      this.u8(b | 0x80);
+    }
+  }
+  bytes(b: Uint8Array) {
+    this.#room(b.length);
+    this.#buf.set(b, this.length);
+    this.length += b.length;
+  }
+  patch32(at: number, v: number) {
+    this.#buf[at] = v & 0xff;
+    this.#buf[at + 1] = (v >> 8) & 0xff;
+    this.#buf[at + 2] = (v >> 16) & 0xff;
+    this.#buf[at + 3] = (v >>> 24) & 0xff;
+  }
+  get data(): Uint8Array {
+    return this.#buf.slice(0, this.length);
+  }
+}
+
+function encode(f: (b: Bytes) => void): Uint8Array {
+  const b = new Bytes();
+  f(b);
+  return b.data;
+}
+
+/** The CFI rules of one ORC entry: the CFA rule, then one rule per register, as bytes. */
+function rowRules(
+  e: OrcEntry,
+  syscall: boolean,
+): { cfa: Uint8Array; regs: Map<number, Uint8Array> } {
+  const regs = new Map<number, Uint8Array>();
+  const undefinedRa = () => regs.set(RIP, encode((b) => b.u8(CFA_UNDEFINED, RIP)));
+  const same = (r: number) => regs.set(r, encode((b) => b.u8(CFA_SAME_VALUE, r)));
+  // A register saved at CFA + offset (offset a multiple of 8, data alignment -8).
+  const savedAt = (r: number, offset: number) =>
+    regs.set(r, encode((b) => (b.u8(CFA_OFFSET_EXT_SF), b.uleb(r), b.sleb(offset / -8))));
+  if (e.type === "end" || e.type === "undefined") {
+    for (const r of ALL_REGS) same(r);
+    undefinedRa();
+    return { cfa: encode((b) => (b.u8(CFA_DEF_CFA), b.uleb(RSP), b.uleb(8))), regs };
+  }
+  // ORC's "previous sp" (the caller's stack pointer, or where pt_regs starts): the CFA is placed
+  // past the saved registers so that every rule is a fixed offset from it.
+  const extra = e.type === "regs" ? PT_REGS_SIZE : e.type === "regs_partial" ? IRET_FRAME_SIZE : 0;
+  let cfa: Uint8Array;
+  const base = ORC_DWARF_BASE[e.spReg];
+  if (base !== undefined) {
+    const off = e.spOffset + extra;
+    cfa = encode((b) => {
+      if (off >= 0) (b.u8(CFA_DEF_CFA), b.uleb(base), b.uleb(off));
+      else (b.u8(CFA_DEF_CFA_SF), b.uleb(base), b.sleb(off / -8));
+    });
+  } else {
+    const reg = e.spReg === ORC_REG.SP_INDIRECT ? RSP : RBP;
+    const expr = encode((b) => {
+      if (e.spReg === ORC_REG.SP_INDIRECT) {
+        b.u8(OP_BREG0 + reg), b.sleb(0), b.u8(OP_DEREF);
+        b.u8(OP_CONSTS), b.sleb(e.spOffset + extra), b.u8(OP_PLUS);
+      } else {
+        b.u8(OP_BREG0 + reg), b.sleb(e.spOffset), b.u8(OP_DEREF);
+        b.u8(OP_CONSTS), b.sleb(extra), b.u8(OP_PLUS);
+      }
+    });
+    cfa = encode((b) => (b.u8(CFA_DEF_CFA_EXPRESSION), b.uleb(expr.length), b.bytes(expr)));
+  }
+  if (e.type === "call") {
+    for (const r of ALL_REGS) same(r);
+    savedAt(RIP, -8);
+    regs.set(RSP, encode((b) => (b.u8(CFA_VAL_OFFSET), b.uleb(RSP), b.uleb(0))));
+  } else if (e.type === "regs") {
+    PT_REGS_DWARF.forEach((r, i) => {
+      if (r >= 0) savedAt(r, i * 8 - PT_REGS_SIZE);
+    });
+    if (syscall) undefinedRa();
+  } else {
+    for (const r of ALL_REGS) same(r);
+    // The iret frame: ip, cs, flags, sp, ss.
+    [RIP, 51, 49, RSP, 52].forEach((r, i) => savedAt(r, i * 8 - IRET_FRAME_SIZE));
+  }
+  if (e.type !== "regs") {
+    if (e.bpReg === ORC_REG.PREV_SP) {
+      savedAt(RBP, e.bpOffset - extra);
+    } else if (e.bpReg === ORC_REG.BP) {
+      const expr = encode((b) => (b.u8(OP_BREG0 + RBP), b.sleb(e.bpOffset)));
+      regs.set(
+        RBP,
+        encode((b) => (b.u8(CFA_EXPRESSION), b.uleb(RBP), b.uleb(expr.length), b.bytes(expr))),
+      );
+    }
+  }
+  return { cfa, regs };
+}
+
+/** One FDE: a code range and its CFA instructions. */
+interface Fde {
+  start: bigint;
+  end: bigint;
+  body: Uint8Array;
+}
+
+/**
+ * A `.debug_frame` section: one CIE (version 1, no augmentation, code alignment 1, data
+ * alignment -8, the given return address column and initial instructions), then the FDEs.
+ */
+function debugFrame(raColumn: number, initial: Uint8Array, fdes: Fde[]): Uint8Array {
+  const b = new Bytes();
+  const cieAt = b.length;
+  b.u32(0);
+  b.u32(0xffffffff);
+  b.u8(1, 0);
+  b.uleb(1);
+  b.sleb(-8);
+  b.u8(raColumn);
+  b.bytes(initial);
+  while ((b.length - cieAt) % 8) b.u8(0); // DW_CFA_nop padding
+  b.patch32(cieAt, b.length - cieAt - 4);
+  for (const f of fdes) {
+    const at = b.length;
+    b.u32(0);
+    b.u32(cieAt);
+    b.u64(f.start);
+    b.u64(f.end - f.start);
+    b.bytes(f.body);
+    while ((b.length - at) % 8) b.u8(0);
+    b.patch32(at, b.length - at - 4);
+  }
+  return b.data;
+}
+
+/** The CFA program of one code range, a row per ORC entry (only what changed is restated). */
+function orcFde(
+  r: { start: bigint; end: bigint; entries: OrcEntry[]; syscall: (ip: bigint) => boolean },
+): Fde {
+  const body = encode((b) => {
+    let prev: { cfa: Uint8Array; regs: Map<number, Uint8Array> } | undefined;
+    let loc = r.start;
+    for (const e of r.entries) {
+      const ip = e.ip < r.start ? r.start : e.ip;
+      if (ip >= r.end) break;
+      const rules = rowRules(e, r.syscall(ip));
+      if (ip > loc) {
+        b.u8(CFA_ADVANCE_LOC4);
+        b.u32(Number(ip - loc));
+        loc = ip;
+      }
+      if (!prev || !same(prev.cfa, rules.cfa)) b.bytes(rules.cfa);
+      for (const [reg, rule] of rules.regs) {
+        if (!prev || !same(prev.regs.get(reg), rule)) b.bytes(rule);
+      }
+      prev = rules;
+    }
+  });
+  return { start: r.start, end: r.end, body };
+}
+
+function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A minimal ELF64 shared object holding only a `.debug_frame` section. */
+function elfWithDebugFrame(frame: Uint8Array, machine: number): Uint8Array {
+  const shstrtab = new TextEncoder().encode("\0.debug_frame\0.shstrtab\0");
+  const frameAt = 64;
+  const strAt = frameAt + frame.length;
+  const shAt = (strAt + shstrtab.length + 7) & ~7;
+  const b = new Bytes();
+  b.u8(0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  b.u16(3); // ET_DYN
+  b.u16(machine);
+  b.u32(1);
+  b.u64(0n); // entry
+  b.u64(0n); // phoff
+  b.u64(BigInt(shAt));
+  b.u32(0);
+  b.u16(64);
+  b.u16(56);
+  b.u16(0);
+  b.u16(64);
+  b.u16(3);
+  b.u16(2);
+  b.bytes(frame);
+  b.bytes(shstrtab);
+  while (b.length < shAt) b.u8(0);
+  const section = (name: number, type: number, offset: number, size: number, align: number) => {
+    b.u32(name);
+    b.u32(type);
+    b.u64(0n); // flags: not loaded
+    b.u64(0n); // addr
+    b.u64(BigInt(offset));
+    b.u64(BigInt(size));
+    b.u32(0);
+    b.u32(0);
+    b.u64(BigInt(align));
+    b.u64(0n);
+  };
+  section(0, 0, 0, 0, 0);
+  section(1, 1, frameAt, frame.length, 8); // .debug_frame, SHT_PROGBITS
+  section(14, 3, strAt, shstrtab.length, 1); // .shstrtab, SHT_STRTAB
+  return b.data;
+}
+
+/**
+ * The generated ELF file for a dumped x86_64 kernel (absolute, KASLR-relocated addresses, so gdb
+ * loads it at offset 0), or undefined when the dump has no ORC tables or entry-code symbols.
+ */
+export function kernelEntryUnwindElf(kernel: Kernel): Uint8Array | undefined {
+  if (kernel.dump.arch !== "x86_64") return undefined;
+  const orc = orcTable(kernel);
+  const start = kernel.symbol("__entry_text_start");
+  const end = kernel.symbol("__entry_text_end");
+  if (!orc || start === undefined || end === undefined || end <= start) return undefined;
+  const syscall = (ip: bigint) => SYSCALL_ENTRY.test(symbolAt(kernel, ip)?.name ?? "");
+  const ranges = [{ start, end, entries: orc.entriesIn(start, end), syscall }];
+  for (const name of EXTRA_FUNCTIONS) {
+    const at = kernel.symbol(name);
+    if (at === undefined || (at >= start && at < end)) continue;
+    const hit = symbolAt(kernel, at);
+    if (!hit || hit.offset !== 0 || hit.size > 16384) continue;
+    const fnEnd = at + BigInt(hit.size);
+    ranges.push({ start: at, end: fnEnd, entries: orc.entriesIn(at, fnEnd), syscall });
+  }
+  ranges.sort((a, b) => (a.start < b.start ? -1 : 1));
+  const fdes = ranges.map(orcFde);
+  // Any user-space pc is the outermost frame: gdb has no user symbols or unwind data in kernel
+  // mode, and guessing there reads the user stack as kernel frames.
+  fdes.push({ start: 0n, end: USER_END, body: encode((b) => b.u8(CFA_UNDEFINED, RIP)) });
+  const initial = encode((b) => {
+    b.u8(CFA_DEF_CFA), b.uleb(RSP), b.uleb(8);
+    b.u8(CFA_OFFSET_EXT_SF), b.uleb(RIP), b.sleb(1);
+  });
+  return elfWithDebugFrame(debugFrame(RIP, initial, fdes), 62);
+}
+
+// arm64 DWARF registers: x0–x30 are 0–30, sp 31, pc 32 (used as the return address column, so
+// the caller's x30 and pc can differ, as they do across an exception).
+const A64_FP = 29;
+const A64_LR = 30;
+const A64_SP = 31;
+const A64_PC = 32;
+/** sizeof(struct pt_regs) of Linux 6.1 arm64, when BTF does not say. */
+const A64_PT_REGS_SIZE = 336;
+/** End of the arm64 user half (TTBR0 addresses, 52-bit VA included). */
+const A64_USER_END = 0x0010000000000000n;
+
+/**
+ * The same for arm64, from symbols alone (arm64 has no ORC): the exception entries from user mode
+ * (`el0t_*`) are outermost; those from the kernel (`el1h_*`, `el1t_*`) run with sp at the
+ * `struct pt_regs` they saved, so the interrupted pc, sp and registers are read from it;
+ * `call_on_irq_stack` leaves a frame record at x29 on the task stack before it switches stacks.
+ */
+export function kernelEntryUnwindElfArm64(kernel: Kernel): Uint8Array | undefined {
+  if (kernel.dump.arch !== "aarch64") return undefined;
+  const ptRegs = kernel.btf?.structSize("pt_regs") ?? A64_PT_REGS_SIZE;
+  const fdes: Fde[] = [];
+  const fn = (name: string): { start: bigint; end: bigint } | undefined => {
+    const at = kernel.symbol(name);
+    if (at === undefined) return undefined;
+    const hit = symbolAt(kernel, at);
+    if (!hit || hit.offset !== 0 || hit.size > 16384) return undefined;
+    return { start: at, end: at + BigInt(hit.size) };
+  };
+  const savedAt = (b: Bytes, r: number, offset: number) => {
+    b.u8(CFA_OFFSET_EXT_SF), b.uleb(r), b.sleb(offset / -8);
+  };
+  for (const el of ["el0t", "el1t", "el1h"]) {
+    for (const width of ["64", "32"]) {
+      for (const kind of ["sync", "irq", "fiq", "error"]) {
+        const r = fn(`${el}_${width}_${kind}`);
+        if (!r) continue;
+        const body = encode((b) => {
+          if (el === "el0t") {
+            b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0);
+            b.u8(CFA_UNDEFINED, A64_PC);
+            return;
+          }
+          b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(ptRegs);
+          for (let i = 0; i <= 30; i++) savedAt(b, i, i * 8 - ptRegs);
+          savedAt(b, A64_SP, 31 * 8 - ptRegs);
+          savedAt(b, A64_PC, 32 * 8 - ptRegs);
+        });
+        fdes.push({ ...r, body });
+      }
+    }
+  }
+  // The first frames of the boot and secondary CPUs' idle tasks, and of new tasks.
+  for (const name of ["__primary_switched", "__secondary_switched", "ret_from_fork"]) {
+    const r = fn(name);
+    if (!r) continue;
+    fdes.push({
+      ...r,
+      body: encode((
+        b,
+      ) => (b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0), b.u8(CFA_UNDEFINED, A64_PC))),
+    });
+  }
+  const irq = fn("call_on_irq_stack");
+  if (irq) {
+    fdes.push({
+      ...irq,
+      body: encode((b) => {
+        b.u8(CFA_DEF_CFA), b.uleb(A64_FP), b.uleb(16);
+        savedAt(b, A64_FP, -16);
+        savedAt(b, A64_LR, -8);
+        savedAt(b, A64_PC, -8);
+      }),
+    });
+  }
+  if (!fdes.length) return undefined;
+  fdes.push({
+    start: 0n,
+    end: A64_USER_END,
+    body: encode((b) => b.u8(CFA_UNDEFINED, A64_PC)),
+  });
+  fdes.sort((a, b) => (a.start < b.start ? -1 : 1));
+  // A normal frame: the caller's pc is x30, sp is the CFA (the sp at entry).
+  const initial = encode((b) => {
+    b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0);
+    b.u8(0x09), b.uleb(A64_PC), b.uleb(A64_LR); // DW_CFA_register pc, x30
+  });
+  return elfWithDebugFrame(debugFrame(A64_PC, initial, fdes), 183);
+}

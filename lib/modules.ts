@@ -1,0 +1,152 @@
+/**
+ * Loaded kernel modules, read from the dump (the `modules` list, BTF layouts): where each one's
+ * code lies, its own symbol table (`mod->kallsyms`, what `/proc/kallsyms` shows for it) and, on
+ * x86_64, its ORC tables, so backtraces name and unwind frames in module code as the kernel does
+ * (`fw_cfg_sysfs_probe+0x1c/0x2d0 [qemu_fw_cfg]`).
+ *
+ * @module
+ */
+
+import type { Kernel } from "./kernel.ts";
+import type { SymbolHit } from "./symbolize.ts";
+
+/** One loaded module. */
+export interface KernelModule {
+  name: string;
+  /** Address of its `struct module`. */
+  address: bigint;
+  /** Its core code: [textStart, textEnd). */
+  textStart: bigint;
+  textEnd: bigint;
+  /** Its ORC tables (x86_64), when it has them. */
+  orc?: { ipTable: bigint; orcTable: bigint; count: number };
+  /** Function symbols sorted by address (from its kallsyms symtab). */
+  symbols: { name: string; value: bigint }[];
+}
+
+/** No kernel has more modules loaded than this: a guard against a list that loops. */
+const MAX_MODULES = 10000;
+/** Symbols of one module read at most (a corrupt count must not cost gigabytes). */
+const MAX_MODULE_SYMBOLS = 200000;
+
+const cache = new WeakMap<Kernel, KernelModule[]>();
+
+/** The kernel's loaded modules (empty when the dump lacks what finding them needs). */
+export function kernelModules(kernel: Kernel): KernelModule[] {
+  let mods = cache.get(kernel);
+  if (!mods) {
+    mods = [];
+    try {
+      readModules(kernel, mods);
+    } catch {
+      // A damaged module list only costs the names of module frames.
+    }
+    cache.set(kernel, mods);
+  }
+  return mods;
+}
+
+function readModules(kernel: Kernel, out: KernelModule[]): void {
+  const mem = kernel.memory;
+  const btf = kernel.btf;
+  const head = kernel.symbol("modules");
+  if (!mem || !btf || head === undefined) return;
+  const m = (p: string) => btf.member("module", p);
+  const list = m("list");
+  const name = m("name");
+  const kallsyms = m("kallsyms");
+  if (!list || !name || !kallsyms) return;
+  // Linux ≤ 6.3: core_layout; 6.4+: mem[MOD_TEXT] (the first of struct module_memory).
+  const base = m("core_layout.base") ?? m("mem");
+  const textSize = m("core_layout.text_size") ??
+    (m("mem")
+      ? {
+        offset: m("mem")!.offset + (btf.member("module_memory", "size")?.offset ?? 8),
+        size: 4,
+        type: 0,
+      }
+      : undefined);
+  if (!base || !textSize) return;
+  const orcIp = m("arch.orc_unwind_ip");
+  const orcTab = m("arch.orc_unwind");
+  const orcNum = m("arch.num_orcs");
+  let node = mem.readU64(head);
+  for (let n = 0; node !== undefined && node !== head && n < MAX_MODULES; n++) {
+    const mod = node - BigInt(list.offset);
+    const textStart = mem.readU64(mod + BigInt(base.offset));
+    const size = kernel.readU32(mod + BigInt(textSize.offset));
+    const modName = mem.readCString(mod + BigInt(name.offset), name.size);
+    if (textStart && size && modName) {
+      const km: KernelModule = {
+        name: modName,
+        address: mod,
+        textStart,
+        textEnd: textStart + BigInt(size),
+        symbols: moduleSymbols(kernel, mem.readU64(mod + BigInt(kallsyms.offset))),
+      };
+      if (orcIp && orcTab && orcNum) {
+        const ipTable = mem.readU64(mod + BigInt(orcIp.offset));
+        const orcTable = mem.readU64(mod + BigInt(orcTab.offset));
+        const count = kernel.readU32(mod + BigInt(orcNum.offset));
+        if (ipTable && orcTable && count) km.orc = { ipTable, orcTable, count };
+      }
+      out.push(km);
+    }
+    node = mem.readU64(node);
+  }
+}
+
+/** Defined symbols of `struct mod_kallsyms` (symtab, num_symtab, strtab), sorted by address. */
+function moduleSymbols(kernel: Kernel, ks: bigint | undefined): KernelModule["symbols"] {
+  const mem = kernel.memory!;
+  if (!ks) return [];
+  const symtab = mem.readU64(ks);
+  const num = kernel.readU32(ks + 8n);
+  const strtab = mem.readU64(ks + 16n);
+  if (!symtab || !num || !strtab || num > MAX_MODULE_SYMBOLS) return [];
+  const bytes = new Uint8Array(num * 24);
+  if (mem.read(symtab, bytes).error) return [];
+  const v = new DataView(bytes.buffer);
+  const out: KernelModule["symbols"] = [];
+  for (let i = 0; i < num; i++) {
+    const o = i * 24;
+    const shndx = v.getUint16(o + 6, true);
+    const value = v.getBigUint64(o + 8, true);
+    if (shndx === 0 || value === 0n) continue; // undefined
+    const nm = mem.readCString(strtab + BigInt(v.getUint32(o, true)), 256);
+    // ARM's $x/$d mapping symbols are not functions.
+    if (!nm || nm.startsWith("$")) continue;
+    out.push({ name: nm, value });
+  }
+  out.sort((a, b) => (a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
+  return out;
+}
+
+/** The module whose code covers an address. */
+export function moduleAt(kernel: Kernel, address: bigint): KernelModule | undefined {
+  return kernelModules(kernel).find((m) => address >= m.textStart && address < m.textEnd);
+}
+
+/** The module symbol covering an address, sized to the next symbol or the end of the code. */
+export function moduleSymbolAt(kernel: Kernel, address: bigint): SymbolHit | undefined {
+  const mod = moduleAt(kernel, address);
+  if (!mod) return undefined;
+  const s = mod.symbols;
+  let lo = 0;
+  let hi = s.length - 1;
+  if (hi < 0 || address < s[0].value) return undefined;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (s[mid].value <= address) lo = mid;
+    else hi = mid - 1;
+  }
+  let next = lo + 1;
+  while (next < s.length && s[next].value === s[lo].value) next++;
+  const end = next < s.length && s[next].value < mod.textEnd ? s[next].value : mod.textEnd;
+  return {
+    name: s[lo].name,
+    offset: Number(address - s[lo].value),
+    size: Number(end - s[lo].value),
+    module: mod.name,
+  };
+}
