@@ -46,6 +46,29 @@ export function runMonitorCommand(
   }
 }
 
+/**
+ * Run a server-level or target command (vmcoreinfo, threads, then the target's own); false when
+ * neither knows the command word. Target failures are reported as text.
+ */
+export function serverCommand(target: Target, line: string, out: MonitorOutput): boolean {
+  const command = line.trim();
+  const word = command.split(/\s+/, 1)[0];
+  try {
+    switch (word) {
+      case "vmcoreinfo":
+        vmcoreinfo(target, out);
+        return true;
+      case "threads":
+        threads(target, out);
+        return true;
+    }
+    return target.monitor?.(command, out) ?? false;
+  } catch (e) {
+    out(`Command "${word}" failed: ${e instanceof Error ? e.message : String(e)}\n`);
+    return true;
+  }
+}
+
 function help(target: Target, out: MonitorOutput, extraHelp: readonly string[]): void {
   const lines = SERVER_COMMANDS.map(([name, text]) => `  ${name.padEnd(12)} ${text}`);
   for (const l of target.monitorHelp?.() ?? []) lines.push(`  ${l}`);
@@ -66,12 +89,20 @@ function vmcoreinfo(target: Target, out: MonitorOutput): void {
 function threads(target: Target, out: MonitorOutput): void {
   const list = target.threads();
   const stop = target.stopThread();
-  const lines = ["  Id  CPU  Name"];
+  // The remote thread id is what gdb shows as "Thread N" in its Target Id column; gdb's own Id
+  // column numbers threads 1, 2, … by itself, so it is not printed as "Id" here.
+  const width = Math.max(6, ...list.map((t) => String(t.id).length));
+  const lines = [`  ${"Thread".padStart(width)}  CPU  Name`];
   for (const t of list) {
     const mark = t.id === stop ? "*" : " ";
     const cpu = t.core === undefined ? "-" : String(t.core);
-    lines.push(`${mark}${String(t.id).padStart(3)}  ${cpu.padStart(3)}  ${t.name}`);
+    lines.push(`${mark} ${String(t.id).padStart(width)}  ${cpu.padStart(3)}  ${t.name}`);
   }
-  lines.push(`${list.length} thread${list.length === 1 ? "" : "s"}; * marks the stop thread.`);
+  lines.push(
+    `${list.length} thread${
+      list.length === 1 ? "" : "s"
+    }; * marks the stop thread. Thread is the ` +
+      `remote thread id (gdb: "Thread N"), not gdb's own thread number.`,
+  );
   out(lines.join("\n") + "\n");
 }
