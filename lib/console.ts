@@ -3,7 +3,9 @@
  * `[N]kdb> ` prompt and kdb's commands. As in kdb (kdb_io.c), the line goes to the RSP side as
  * soon as the input ends with `$?#3f` or `$qSupported` (gdb's first packet, before its checksum
  * has arrived: the RSP side then reads the rest and checks it like any packet), or when the
- * `kgdb` command is typed; the RSP packet `$3#33` hands it back.
+ * `kgdb` command is typed; the RSP packet `$3#33` hands it back. Beyond kdb, a whole packet with a
+ * valid checksum also switches (so clients that open with another packet, such as lldb's
+ * `QStartNoAckMode`, still connect).
  *
  * Telnet negotiation (IAC sequences) and the NUL of telnet's CR NUL are ignored, so
  * `telnet HOST PORT` works as well as `nc`.
@@ -11,7 +13,7 @@
  * @module
  */
 
-import type { InputCursor } from "./rsp_wire.ts";
+import { checksum, type InputCursor } from "./rsp_wire.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -25,7 +27,7 @@ const WILL = 0xfb;
 const DONT = 0xfe;
 
 /** Longest command line kept; longer lines are refused as kdb refuses them. */
-export const MAX_CONSOLE_LINE = 1024;
+export const MAX_CONSOLE_LINE = 4096;
 
 /** The console's own commands, for `help`. */
 export const CONSOLE_HELP: readonly string[] = [
@@ -111,7 +113,7 @@ export class TextConsole {
       }
       if (this.#length < this.#line.length) this.#line[this.#length++] = b;
       else this.#overflow = true;
-      const replay = this.#pushTail(b);
+      const replay = this.#pushTail(b) ?? this.#packetAtEnd();
       if (replay) {
         this.reset();
         return { kind: "rsp", replay };
@@ -137,6 +139,19 @@ export class TextConsole {
       if (match) return t.slice();
     }
     return undefined;
+  }
+
+  /** The line's tail from its last `$` when it is a packet `$payload#hh` with a valid checksum. */
+  #packetAtEnd(): Uint8Array | undefined {
+    const n = this.#length;
+    const line = this.#line;
+    if (this.#overflow || n < 4 || line[n - 3] !== 0x23) return undefined;
+    const start = line.lastIndexOf(0x24, n - 4);
+    if (start < 0) return undefined;
+    const digits = String.fromCharCode(line[n - 2], line[n - 1]);
+    if (!/^[0-9a-fA-F]{2}$/.test(digits)) return undefined;
+    if (parseInt(digits, 16) !== checksum(line, start + 1, n - 3)) return undefined;
+    return line.slice(start, n);
   }
 
   #telnetByte(b: number): void {
