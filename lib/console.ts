@@ -25,6 +25,8 @@ const SB = 0xfa;
 const SE = 0xf0;
 const WILL = 0xfb;
 const DONT = 0xfe;
+/** Longest telnet subnegotiation followed (terminal type, window size: a few bytes). */
+const MAX_SUBNEGOTIATION = 64;
 
 /** Longest command line kept; longer lines are refused as kdb refuses them. */
 export const MAX_CONSOLE_LINE = 4096;
@@ -63,6 +65,8 @@ export class TextConsole {
   #tailLength = 0;
   /** Telnet state: 0 normal, 1 after IAC, 2 after IAC WILL/WONT/DO/DONT, 3 in SB, 4 IAC in SB. */
   #telnet = 0;
+  /** Bytes left of a subnegotiation before it is given up (stray 0xff 0xfa must not eat input). */
+  #sbLeft = 0;
 
   /**
    * @param run executes one command line
@@ -161,14 +165,17 @@ export class TextConsole {
         return;
       case 1:
         if (b >= WILL && b <= DONT) this.#telnet = 2;
-        else if (b === SB) this.#telnet = 3;
-        else this.#telnet = 0; // a two-byte command (or IAC IAC, a data 0xff: not text)
+        else if (b === SB) {
+          this.#telnet = 3;
+          this.#sbLeft = MAX_SUBNEGOTIATION;
+        } else this.#telnet = 0; // a two-byte command (or IAC IAC, a data 0xff: not text)
         return;
       case 2: // the option byte
         this.#telnet = 0;
         return;
       case 3:
         if (b === IAC) this.#telnet = 4;
+        else if (--this.#sbLeft <= 0) this.#telnet = 0;
         return;
       default:
         this.#telnet = b === SE ? 0 : 3;

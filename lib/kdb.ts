@@ -405,7 +405,7 @@ export class KdbShell {
       const name = l.trim().split(/\s+/, 1)[0];
       if (shown.has(name)) continue;
       shown.add(name);
-      out(l.trim().replace(/^(\S+)\s+/, (_m, n: string) => n.padEnd(15) + " "));
+      out(l.trim());
     }
   }
 
