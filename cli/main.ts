@@ -15,12 +15,29 @@ import type { Target } from "../lib/target.ts";
 import { serveStdio, serveTcp } from "../lib/transport.ts";
 import { DumpError } from "../lib/errors.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { triage } from "./triage.ts";
 
 const encoder = new TextEncoder();
 
 /** Write one line to stderr (stdout may be the protocol channel). */
 function log(line: string): void {
   Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
+/** A writer of whole texts to stdout that stops quietly when the reader goes away (`| head`). */
+function writeStdout(): (text: string) => void {
+  let gone = false;
+  return (text) => {
+    const data = encoder.encode(text);
+    for (let at = 0; at < data.length && !gone;) {
+      try {
+        at += Deno.stdout.writeSync(data.subarray(at));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+        gone = true;
+      }
+    }
+  };
 }
 
 /** How to run this program again, for the printed pipe command. */
@@ -72,6 +89,13 @@ async function main(argv: string[]): Promise<number> {
       zeroExcluded: opts.zeroExcluded,
     });
     ({ target, modeLines } = makeTarget(kernel, opts));
+    if (opts.commands !== undefined || opts.json) {
+      // Scripted triage: the answers on stdout, no banner, no server.
+      const out = writeStdout();
+      const code = triage(kernel, target, { commands: opts.commands, json: opts.json }, out);
+      kernel.close();
+      return code;
+    }
     const ms = performance.now() - started;
     if (ms > 1000) log(`opened in ${(ms / 1000).toFixed(1)} s`);
   } catch (e) {

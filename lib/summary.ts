@@ -120,8 +120,17 @@ export function systemFacts(kernel: Kernel): SystemFacts {
     if (v !== undefined && v > 0n) facts.date = Number(v);
   }
   if (tk !== undefined && monoBase) {
-    const v = i64(kernel, tk + BigInt(monoBase.offset));
-    if (v !== undefined && v >= 0n) facts.uptime = Number(v / 1_000_000_000n);
+    // CLOCK_MONOTONIC at the last tick: base holds whole seconds (plus wall_to_monotonic's
+    // nanoseconds), xtime_nsec the rest, shifted.
+    const base = i64(kernel, tk + BigInt(monoBase.offset));
+    const nsecM = btf?.member("timekeeper", "tkr_mono.xtime_nsec");
+    const shiftM = btf?.member("timekeeper", "tkr_mono.shift");
+    const nsec = nsecM ? u64(kernel, tk + BigInt(nsecM.offset)) : undefined;
+    const shift = shiftM ? kernel.readU32(tk + BigInt(shiftM.offset)) : undefined;
+    const frac = nsec !== undefined && shift !== undefined && shift < 64
+      ? nsec >> BigInt(shift)
+      : 0n;
+    if (base !== undefined && base >= 0n) facts.uptime = Number((base + frac) / 1_000_000_000n);
   }
   const crash = vmci?.crashTime;
   if (crash) facts.date = crash;
