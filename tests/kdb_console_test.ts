@@ -3,7 +3,7 @@
 // and over --stdio, as the server program runs them.
 import assert from "node:assert/strict";
 import { boot, hasBoot } from "./fixtures.ts";
-import { SERVER, startServer } from "./gdb_helpers.ts";
+import { runGdb, SERVER, startServer } from "./gdb_helpers.ts";
 import { framePacket, latin1String } from "../lib/rsp_wire.ts";
 
 const NAME = "x86_64-6.1";
@@ -186,5 +186,49 @@ Deno.test({
       }
       await reader.cancel().catch(() => {});
     }
+  },
+});
+
+Deno.test({
+  name:
+    "gdb monitor: kdb's commands (bt, dmesg, log, ps A) through qRcmd; --tasks help and threads",
+  ignore,
+  async fn() {
+    const b = boot(NAME);
+    const e = b.expected;
+    const console = Deno.readTextFileSync(b.path("console.log")).replaceAll("\r", "")
+      .split("\n").filter((l) => /^\[ *\d+\.\d{6}\] /.test(l));
+    const target = (
+      extra: string[],
+    ) => [...SERVER.slice(1), "--stdio", b.path("dump.zlib-d31.kdump"), ...extra];
+    const r = await runGdb([
+      `target remote | ${SERVER[0]} ${target([]).join(" ")}`,
+      "monitor dmesg 2",
+      "monitor log 1",
+      "monitor bt",
+      "monitor ps A",
+      "monitor pid 98",
+      "monitor frobnicate",
+    ]);
+    assert.ok(r.out.includes(console.slice(-2).join("\n") + "\n" + console.at(-1) + "\n"), r.out);
+    assert.ok(r.out.includes(`Stack traceback for pid ${e.console.crasher}\n`), r.out);
+    assert.match(r.out, /^Task Addr {16}Pid {3}Parent \[\*\] cpu State Thread {13}Command$/m);
+    assert.ok(r.out.includes("KDB current process is nc(pid=98)"), r.out);
+    assert.ok(r.out.includes("Unknown kdb command: 'frobnicate'"), r.out);
+
+    // --tasks: help lists ps once; threads shows the remote thread ids (the pids) as "Thread".
+    const t = await runGdb([
+      `target remote | ${SERVER[0]} ${target(["--tasks"]).join(" ")}`,
+      "monitor help",
+      "monitor threads",
+      "info threads",
+    ]);
+    assert.equal((t.out.match(/^ps /gm) ?? []).length, 1, t.out);
+    assert.match(t.out, /^ +Thread +CPU +Name$/m);
+    assert.match(
+      t.out,
+      new RegExp(`^ +${e.console.sleeper} +\\d+ +${e.console.sleeper} sleep$`, "m"),
+    );
+    assert.ok(t.out.includes(`Thread ${e.console.sleeper} "${e.console.sleeper} sleep"`), t.out);
   },
 });
