@@ -457,3 +457,20 @@ function checksumHex(s: string): string {
   for (const c of s) sum += c.charCodeAt(0);
   return (sum & 0xff).toString(16).padStart(2, "0");
 }
+
+Deno.test("kdb go: a dump says it cannot run; a live target's resume() is called", () => {
+  const monitor = (c: SessionClient, cmd: string) =>
+    c.packets(`qRcmd,${hexEncodeText(cmd)}`).slice(0, -1).map((r) => unhex(r.slice(1))).join("");
+  assert.equal(
+    monitor(connected(), "go"),
+    "go: the target is a crash dump: it cannot continue execution\n",
+  );
+  let resumed = 0;
+  const live = Object.assign(new FakeTarget(), { resume: () => void resumed++ });
+  const c = new SessionClient(new RspSession(live, { log: () => {} }));
+  c.handshake();
+  assert.equal(monitor(c, "go"), "");
+  assert.equal(resumed, 1);
+  assert.equal(monitor(c, "go 1 2"), "diag: -2: Improper argument count, see usage.\n");
+  assert.equal(resumed, 1);
+});
