@@ -733,8 +733,28 @@ export class KdbShell {
       return;
     }
     const t = this.#currentTask();
-    if (!t) throw new Error("no current task (the dump's task list is not readable)");
+    if (!t) return this.#cpuStack(this.#cpu, out);
     this.#bt1(t, out);
+  }
+
+  /**
+   * A CPU's stack when its task is not known (the task list needs types the dump may lack):
+   * the header names the CPU, and the stack starts from the CPU's saved registers.
+   */
+  #cpuStack(cpu: number, out: Line): void {
+    const k = this.kernel!;
+    const c = k.cpuTasks[cpu];
+    let why = "";
+    try {
+      this.tasks().list();
+    } catch (e) {
+      why = ` (no task list: ${errorText(e)})`;
+    }
+    out(`Stack traceback for cpu ${cpu}${c?.pid !== undefined ? `, pid ${c.pid}` : ""}${why}`);
+    const regs = k.dump.cpus[cpu]?.registers ?? new Map();
+    const bt = kernelBacktrace(k, regs, { task: c?.task, cpu, maxFrames: MAX_FRAMES });
+    out("Call Trace:");
+    for (const l of formatBacktrace(bt)) out(l);
   }
 
   btp(args: string[], out: Line): void {
@@ -788,10 +808,7 @@ export class KdbShell {
         return;
       }
       const t = this.#cpuTask(cpu);
-      if (!t) {
-        out(`WARNING: no task for cpu ${cpu}`);
-        return;
-      }
+      if (!t) return this.#cpuStack(cpu, out);
       this.#bt1(t, out);
     };
     if (args.length === 1) {

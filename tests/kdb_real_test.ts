@@ -458,6 +458,18 @@ Deno.test({
       assert.match(s, /^panic {6}sysrq triggered crash$/m);
       // (panic_cpu is a data symbol too: the panic CPU comes from the unwinding work.)
       assert.match(run("lsmod"), /lsmod: .*data symbols/);
+      // No task list here without a vmlinux: bt still shows each CPU's stack from its registers.
+      const btc = run("btc").split("\n");
+      for (const cpu of b.expected.cpus) {
+        const at = btc.findIndex((l) => l.startsWith(`Stack traceback for cpu ${cpu.cpu} `));
+        assert.ok(at >= 0, btc.join("\n"));
+        assert.equal(btc[at + 1], "Call Trace:");
+        const pc = BigInt(cpu.frames[0].pc).toString(16);
+        assert.ok(
+          btc[at + 2].includes(pc) || btc[at + 2].includes(cpu.frames[0].symbol),
+          btc[at + 2],
+        );
+      }
     } finally {
       kernel.close();
     }
