@@ -54,3 +54,7 @@ export type {
   ThreadInfo,
 } from "./lib/target.ts";
 export { serveStdio, serveTcp } from "./lib/transport.ts";
+export { type KdbAction, type KdbCapable, KdbShell } from "./lib/kdb.ts";
+export { type KernelLog, logLines, type LogRecord, readKernelLog } from "./lib/dmesg.ts";
+export { type SystemFacts, systemFacts } from "./lib/summary.ts";
+export { type ModuleInfo, readModules } from "./lib/lsmod.ts";

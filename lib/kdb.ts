@@ -260,7 +260,6 @@ export class KdbShell {
   #task?: TaskInfo;
   #md: MdState = newMdState();
   #tasks?: KernelTasks;
-  #logLines?: string[];
 
   constructor(target: Target, extraHelp: readonly string[] = []) {
     this.target = target as Target & KdbCapable;
@@ -589,6 +588,9 @@ export class KdbShell {
     }
     if (this.target.resume) {
       this.target.resume();
+      // A running kernel changes: read its tasks again next time.
+      this.#tasks = undefined;
+      this.#task = undefined;
       return;
     }
     out("go: the target is a crash dump: it cannot continue execution");
@@ -679,19 +681,15 @@ export class KdbShell {
 
   // --- the kernel log ----------------------------------------------------------------------------
 
-  /** Lines of the kernel log (read once per shell). LOGLEVEL=N keeps records below level N. */
-  logLines(): string[] {
-    const k = this.#kernel("dmesg");
-    this.#logLines ??= logLines(readKernelLog(k));
-    return this.#logLines;
-  }
-
+  /**
+   * `dmesg [LINES [ADJUST]]`: the log is read again each time (a few milliseconds), so a live
+   * target's new lines show. LOGLEVEL=N keeps the records below level N, as a console does.
+   */
   dmesg(args: string[], out: Line): void {
     if (args.length > 2) throw new KdbError(KdbDiag.ARGCOUNT);
     const level = parseKernelNumber(this.getEnv("LOGLEVEL") ?? "");
-    const lines = level === undefined
-      ? this.logLines()
-      : logLines(readKernelLog(this.#kernel("dmesg")), Number(level) - 1);
+    const log = readKernelLog(this.#kernel("dmesg"));
+    const lines = logLines(log, level === undefined ? 7 : Number(level) - 1);
     for (const l of dmesgCommand(lines, args)) out(l);
   }
 
