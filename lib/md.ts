@@ -18,6 +18,9 @@ import {
   symbolText,
 } from "./kdb_expr.ts";
 
+/** Most bytes one md command shows. */
+export const MAX_MD_BYTES = 65536;
+
 /** What `md` with no arguments continues from. */
 export interface MdState {
   lastAddr: bigint;
@@ -168,6 +171,13 @@ export function mdCommand(
     }
   }
   const reader = phys ? physicalReader(kernel) : virtualReader(kernel);
+  // One command shows at most MAX_MD_BYTES (kdb has a pager; a remote session has none, and a
+  // monitor reply is built whole): `md` alone goes on from where it stopped.
+  let capped = false;
+  if (raw && mdcount > MAX_MD_BYTES) {
+    mdcount = MAX_MD_BYTES;
+    capped = true;
+  }
 
   if (raw) {
     state.lastAddr = addr;
@@ -185,6 +195,7 @@ export function mdCommand(
     state.lastAddr = addr + BigInt(mdcount);
     state.lastRepeat = mdcount;
     state.lastBytesPerWord = bytesPerWord;
+    if (capped) out(`(mdr shows at most ${MAX_MD_BYTES} bytes at once)`);
     return;
   }
 
@@ -211,6 +222,10 @@ export function mdCommand(
   const bpw = BigInt(bytesPerWord);
   addr &= ~(bpw - 1n);
   const num = symbolic ? 1 : 16 / bytesPerWord;
+  if (repeat * bytesPerWord > MAX_MD_BYTES) {
+    repeat = MAX_MD_BYTES / bytesPerWord;
+    capped = true;
+  }
 
   try {
     while (repeat > 0) {
@@ -235,6 +250,7 @@ export function mdCommand(
   } finally {
     state.lastAddr = addr;
   }
+  if (capped) out(`(md shows at most ${MAX_MD_BYTES} bytes at once: md goes on)`);
 }
 
 /** One line of md output; throws when a word cannot be read (after printing what was read). */

@@ -332,6 +332,10 @@ Deno.test({
       assert.ok(pfn < k.dump.maxPfn, "an excluded page");
       const va = k.directMapBase! + BigInt(pfn * 4096);
       one(`md 0x${va.toString(16)}`, /^kdb_getarea_size: Bad address 0x[0-9a-f]+ \(.*excluded/m);
+      // A huge count is capped (no pager here), and md goes on from there.
+      const big = run("md init_task 100000000").split("\n");
+      assert.equal(big.at(-2), "(md shows at most 65536 bytes at once: md goes on)");
+      assert.ok(big.length < 4200, `${big.length} lines`);
       // The shell still answers.
       assert.match(run("cpu"), /^Currently on cpu 1$/m);
     } finally {
@@ -473,5 +477,107 @@ Deno.test({
     } finally {
       kernel.close();
     }
+  },
+});
+
+Deno.test({
+  name: "kdb shell fuzz: 3000 random command lines on a real dump never throw or run away",
+  ignore: !hasBoot("x86_64-6.1"),
+  fn() {
+    const b = boot("x86_64-6.1");
+    const { kernel, sh } = shell(b.path("dump.zlib-d31.kdump"));
+    let seed = 20261203;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const words = [
+      "md",
+      "md8c3",
+      "md1c999999",
+      "md0",
+      "md9",
+      "mdr",
+      "mdp",
+      "mds",
+      "rd",
+      "bt",
+      "btp",
+      "btt",
+      "bta",
+      "btc",
+      "ps",
+      "pid",
+      "cpu",
+      "dmesg",
+      "log",
+      "summary",
+      "summ",
+      "lsmod",
+      "env",
+      "set",
+      "help",
+      "?",
+      "go",
+      "kgdb",
+      "per_cpu",
+      "vtop",
+      "sym",
+      "sys",
+      "threads",
+      "cache",
+      "m",
+      "b",
+      "init_task",
+      "-md",
+      "mdx",
+      "bt1",
+      "",
+    ];
+    const args = [
+      "init_task",
+      "init_task+0x10",
+      "linux_banner",
+      "-",
+      "+",
+      "0x0",
+      "0",
+      "-1",
+      "99999999999999999999",
+      "0xffffffffffffffff",
+      "A",
+      "S",
+      "R",
+      "ims",
+      "$RADIX",
+      "$NOPE",
+      "%rip",
+      "=",
+      "x=y",
+      "10",
+      "8",
+      "2",
+      '"q u"',
+      "\\\\",
+      "#",
+      "zz",
+      "1",
+      "95",
+      "100",
+    ];
+    for (let i = 0; i < 3000; i++) {
+      const parts = [words[rand(words.length)]];
+      for (let n = rand(4); n > 0; n--) parts.push(args[rand(args.length)]);
+      const line = parts.join(rand(5) === 0 ? "" : " ");
+      let out = "";
+      const t0 = performance.now();
+      const action = sh.run(line, (t) => out += t);
+      assert.ok(action === "continue" || action === "kgdb", line);
+      assert.ok(out === "" || out.endsWith("\n"), `${line}: ${JSON.stringify(out.slice(-80))}`);
+      assert.ok(out.length < 2_000_000, `${line}: ${out.length} bytes`);
+      assert.ok(performance.now() - t0 < 5000, `${line}: slow`);
+      assert.ok(!/TypeError|RangeError|undefined/.test(out), `${line}: ${out.slice(0, 300)}`);
+    }
+    kernel.close();
   },
 });
