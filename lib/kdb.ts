@@ -232,6 +232,7 @@ const OWN_COMMANDS: readonly [string, string, string][] = [
   ["log", "[lines]", "Same as dmesg"],
   ["vmcoreinfo", "", "Print the VMCOREINFO note of the dump"],
   ["threads", "", "List the remote threads: thread id, cpu, name"],
+  ["grephelp", "", "Display help on | grep"],
 ];
 
 /** The kdb environment kdb starts with (64-bit SMP). */
@@ -299,6 +300,23 @@ export class KdbShell {
    * prints them.
    */
   run(line: string, out: MonitorOutput): KdbAction {
+    const bar = unquotedBar(line);
+    if (bar < 0) return this.#runOne(line, out);
+    // kdb's emulated pipe: `CMD | grep [^]PATTERN[$]`, over the command's whole output.
+    const grep = parseGrep(line.slice(bar + 1));
+    if (typeof grep === "string") {
+      out(grep + "\n");
+      return "continue";
+    }
+    let text = "";
+    const action = this.#runOne(line.slice(0, bar), (t) => text += t);
+    const lines = text.split("\n");
+    if (lines.at(-1) === "") lines.pop();
+    for (const l of lines) if (grep(l)) out(l + "\n");
+    return action;
+  }
+
+  #runOne(line: string, out: MonitorOutput): KdbAction {
     const print: Line = (l) => out(l + "\n");
     const argv = tokenize(line);
     if (argv.length === 0) return "continue";
@@ -316,6 +334,13 @@ export class KdbShell {
       );
       if (exact) return exact.run(this, word, args, print) ?? "continue";
       if (word === "log") return this.dmesg(args, print) ?? "continue";
+      if (word === "grephelp") return this.#grepHelp(print);
+      if (READ_ONLY_COMMANDS.has(word) && !this.target.resume) {
+        print(
+          `${word}: the target is a crash dump: memory and registers are read-only, nothing runs`,
+        );
+        return "continue";
+      }
       // Our own commands and the target's (vtop, sym, sys, threads, vmcoreinfo, maps…).
       if (serverCommand(this.target, line.trim(), out)) return "continue";
       // kdb: a word starting with a command's name is that command (md1c20 is md).
@@ -328,6 +353,21 @@ export class KdbShell {
         else if (!ignoreErrors) print(e.message);
       } else print(`${word}: ${errorText(e)}`);
     }
+    return "continue";
+  }
+
+  #grepHelp(out: Line): KdbAction {
+    for (
+      const l of [
+        "Usage of  cmd args | grep pattern:",
+        "  Any command's output may be filtered through an emulated 'pipe'.",
+        "  'grep' is just a key word.",
+        "  The pattern may include a very limited set of metacharacters:",
+        "   pattern or ^pattern or pattern$ or ^pattern$",
+        "  And if there are spaces in the pattern, you may quote it:",
+        '   "pat tern" or "^pat tern" or "pat tern$" or "^pat tern$"',
+      ]
+    ) out(l);
     return "continue";
   }
 
@@ -819,6 +859,61 @@ export class KdbShell {
     out(`Available cpus: ${this.#cpuRanges()}`);
     for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) one(cpu);
   }
+}
+
+/** kdb commands that write memory or registers or run the target: refused on a dump. */
+const READ_ONLY_COMMANDS = new Set([
+  "mm",
+  "rm",
+  "ss",
+  "bp",
+  "bph",
+  "bc",
+  "bd",
+  "be",
+  "bl",
+  "reboot",
+  "kill",
+  "sr",
+]);
+
+/** Index of the first `|` outside quotes, or -1. */
+function unquotedBar(line: string): number {
+  let quote = "";
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === "\\") i++;
+    else if (quote) {
+      if (c === quote) quote = "";
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === "|") return i;
+  }
+  return -1;
+}
+
+/** kdb's parse_grep: a line filter, or kdb's complaint. */
+function parseGrep(spec: string): ((line: string) => boolean) | string {
+  let cp = spec.trimStart();
+  if (!cp.startsWith("grep ")) return "invalid 'pipe', see grephelp";
+  cp = cp.slice(5).trim();
+  if (cp === "") return "invalid 'pipe', see grephelp";
+  if (cp.startsWith('"')) {
+    const end = cp.indexOf('"', 1);
+    if (end < 0) return "invalid quoted string, see grephelp";
+    cp = cp.slice(1, end);
+  }
+  const leading = cp.startsWith("^");
+  if (leading) cp = cp.slice(1);
+  const trailing = cp.endsWith("$");
+  if (trailing) cp = cp.slice(0, -1);
+  if (cp.length >= 256) return "search string too long";
+  const pattern = cp;
+  return (line) => {
+    if (leading && trailing) return line === pattern;
+    if (leading) return line.startsWith(pattern);
+    if (trailing) return line.endsWith(pattern);
+    return line.includes(pattern);
+  };
 }
 
 /**

@@ -66,6 +66,14 @@ for (const name of DMESG_BOOTS) {
           `buffer only contains ${all.length} lines, first ${all.length} lines printed`,
         );
         assert.deepEqual(run("log 1"), run("dmesg 1"));
+        // kdb's emulated pipe: | grep with ^ and $ anchors and quotes.
+        const grep = (pred: (l: string) => boolean) =>
+          all.filter(pred).map((l) => l + "\n").join("");
+        assert.equal(run("dmesg | grep Kernel"), grep((l) => l.includes("Kernel")));
+        assert.equal(run('dmesg | grep "not syncing"'), grep((l) => l.includes("not syncing")));
+        assert.equal(run("dmesg | grep ^[    0.0"), grep((l) => l.startsWith("[    0.0")));
+        assert.equal(run("dmesg | grep crash$"), grep((l) => l.endsWith("crash")));
+        assert.equal(run("dmesg | sort"), "invalid 'pipe', see grephelp\n");
       } finally {
         kernel.close();
       }
