@@ -258,6 +258,19 @@ Deno.test({
       }
       assert.ok(rd.split("\n").every((l) => l.length <= 80));
 
+      // per_cpu: each CPU's copy of a per-CPU variable (6.1's current_task is the CPU's task).
+      const perCpu = run("per_cpu current_task").split("\n").slice(0, -1);
+      assert.deepEqual(
+        perCpu.map((l) => BigInt("0x" + l.trim().split(/\s+/)[2])),
+        e.cpus.map((c: Expected) => big(c.task)),
+      );
+      // bt ADDRESS: the stack from a location assumed to hold a return address.
+      const sp = big(crashed.registers.rsp);
+      const word = kernel.memory!.readU64(sp)!;
+      const fromSp = run(`bt 0x${sp.toString(16)}`).split("\n");
+      assert.equal(fromSp[0], "Call Trace:");
+      assert.ok(fromSp[1].includes(word.toString(16)) || /\w\+0x/.test(fromSp[1]), fromSp[1]);
+
       // cpu: kdb's words for the switch, then the prompt follows the CPU.
       assert.equal(run("cpu"), `Currently on cpu ${e.crashed_cpu}\nAvailable cpus: 0-1\n`);
       const other = e.cpus.find((c: Expected) => c.cpu !== e.crashed_cpu);
