@@ -15,7 +15,7 @@ import type { MonitorOutput, RegisterValues, Target } from "./target.ts";
 import { KernelTasks, type TaskInfo } from "./tasks.ts";
 import { serverCommand } from "./monitor.ts";
 import { formatBacktrace, kernelBacktrace } from "./backtrace.ts";
-import { addressArg, diagText, hex16, KdbDiag, KdbError, parseKernelNumber } from "./kdb_expr.ts";
+import { addressArg, hex16, KdbDiag, KdbError, parseKernelNumber } from "./kdb_expr.ts";
 import { symbolAt, valueAndSymbol } from "./kdb_expr.ts";
 import { mdCommand, type MdState, newMdState } from "./md.ts";
 import { dmesgCommand, logLines, readKernelLog } from "./dmesg.ts";
@@ -951,4 +951,3 @@ export function tokenize(line: string): string[] {
   return out;
 }
 
-export { diagText };

@@ -1,50 +1,12 @@
 /**
- * Monitor commands: what `monitor CMD` in gdb (the `qRcmd` packet) and a line typed at the text
- * console both run. The server answers `help`, `vmcoreinfo` and `threads` itself and hands any
- * other command to the target.
+ * The server's own monitor commands (`vmcoreinfo`, `threads`) and the hand-off to the target's
+ * (`sys`, `vtop`, `sym`, …). kdb's command language (lib/kdb.ts), which `monitor CMD` in gdb and
+ * the text console both run, falls back on these for words that are not kdb's.
  *
  * @module
  */
 
 import type { MonitorOutput, Target } from "./target.ts";
-
-/** Server-level commands, for `help`. */
-const SERVER_COMMANDS: readonly [string, string][] = [
-  ["help", "list monitor commands"],
-  ["vmcoreinfo", "print the VMCOREINFO note of the dump"],
-  ["threads", "list threads: id, cpu, name"],
-];
-
-/**
- * Run one monitor command line and write its output. Never throws: a failing target command is
- * reported as text.
- * @param extraHelp lines appended to `help` (the console adds its own commands)
- */
-export function runMonitorCommand(
-  target: Target,
-  line: string,
-  out: MonitorOutput,
-  extraHelp: readonly string[] = [],
-): void {
-  const command = line.trim();
-  const word = command.split(/\s+/, 1)[0];
-  try {
-    switch (word) {
-      case "":
-        return;
-      case "help":
-        return help(target, out, extraHelp);
-      case "vmcoreinfo":
-        return vmcoreinfo(target, out);
-      case "threads":
-        return threads(target, out);
-    }
-    if (target.monitor?.(command, out)) return;
-    out(`Unknown monitor command "${word}"; "help" lists the commands.\n`);
-  } catch (e) {
-    out(`Command "${word}" failed: ${e instanceof Error ? e.message : String(e)}\n`);
-  }
-}
 
 /**
  * Run a server-level or target command (vmcoreinfo, threads, then the target's own); false when
@@ -67,13 +29,6 @@ export function serverCommand(target: Target, line: string, out: MonitorOutput):
     out(`Command "${word}" failed: ${e instanceof Error ? e.message : String(e)}\n`);
     return true;
   }
-}
-
-function help(target: Target, out: MonitorOutput, extraHelp: readonly string[]): void {
-  const lines = SERVER_COMMANDS.map(([name, text]) => `  ${name.padEnd(12)} ${text}`);
-  for (const l of target.monitorHelp?.() ?? []) lines.push(`  ${l}`);
-  for (const l of extraHelp) lines.push(`  ${l}`);
-  out(`Commands:\n${lines.join("\n")}\n`);
 }
 
 function vmcoreinfo(target: Target, out: MonitorOutput): void {
