@@ -950,4 +950,3 @@ export function tokenize(line: string): string[] {
   }
   return out;
 }
-
