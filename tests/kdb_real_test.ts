@@ -10,15 +10,18 @@ import { readKernelLog, recordLines } from "../lib/dmesg.ts";
 import { systemFacts } from "../lib/summary.ts";
 import { readModules } from "../lib/lsmod.ts";
 
-const DMESG_BOOTS = ["x86_64-6.1", "x86_64-6.12", "aarch64-6.1"];
+const DMESG_BOOTS = ["x86_64-6.1", "x86_64-6.12", "aarch64-6.1", "x86_64-6.1-la57"];
 
 /** The kernel's lines of a serial console log (userspace output has no timestamp). */
 function consoleKernelLines(text: string): string[] {
   return text.replaceAll("\r", "").split("\n").filter((l) => /^\[ *\d+\.\d{6}\] /.test(l));
 }
 
-function shell(file: string): { kernel: Kernel; sh: KdbShell; run: (line: string) => string } {
-  const kernel = new Kernel(openDump([file]));
+function shell(
+  file: string,
+  vmlinux?: string,
+): { kernel: Kernel; sh: KdbShell; run: (line: string) => string } {
+  const kernel = new Kernel(openDump([file]), { vmlinux });
   const sh = new KdbShell(new KernelTarget(kernel));
   return {
     kernel,
@@ -131,7 +134,7 @@ function parsePs(text: string): { running: PsRow[]; others: PsRow[]; head: strin
   };
 }
 
-for (const name of ["x86_64-6.1", "x86_64-6.12"]) {
+for (const name of ["x86_64-6.1", "x86_64-6.12", "aarch64-6.1"]) {
   Deno.test({
     name: `ps A ${name}: drgn's task list, kdb's columns; ps hides idle CPUs and sleeping daemons`,
     ignore: !hasBoot(name),
@@ -140,7 +143,11 @@ for (const name of ["x86_64-6.1", "x86_64-6.12"]) {
       const e = b.expected;
       // makedumpfile 1.7.2 drops task_structs of 6.12 at -d 31 (testdata/README.md): -d 1 there.
       const file = name === "x86_64-6.12" ? "dump.zlib-d1.kdump" : "dump.zlib-d31.kdump";
-      const { kernel, run } = shell(b.path(file));
+      // Debian's arm64 kallsyms lacks data symbols (init_task): the vmlinux gives them there.
+      const { kernel, run } = shell(
+        b.path(file),
+        name.startsWith("aarch64") ? b.vmlinux : undefined,
+      );
       try {
         const initial = e.crashed_cpu;
         const ps = parsePs(run("ps A"));
