@@ -105,3 +105,34 @@ for (const [name, file] of CASES) {
     } | ${crashLog} | ${crashStart} | ${same} |`,
   );
 }
+
+// The 5000-task dump: kdb's task list and backtrace of every task, end to end, and crash's ps.
+if (hasBoot("x86_64-6.1-tasks")) {
+  const b = boot("x86_64-6.1-tasks");
+  const path = b.path("dump.zlib-d31.kdump");
+  console.log("");
+  console.log(
+    "| x86_64-6.1-tasks dump.zlib-d31.kdump | ours, `-c 'ps A'` (s) | ours, `-c 'bta A'` (s) | crash `ps` (s) | crash start-up only (s) |",
+  );
+  console.log("| --- | --- | --- | --- | --- |");
+  const ps: number[] = [];
+  const bta: number[] = [];
+  const crashPs: number[] = [];
+  const crashBare: number[] = [];
+  let tasks = 0;
+  for (let i = 0; i < reps; i++) {
+    const [t, out] = await timed(SERVER[0], [...SERVER.slice(1), path, "-c", "ps A"]);
+    ps.push(t);
+    tasks = out.split("\n").filter((l) => /^0x[0-9a-f]{16} /.test(l)).length;
+    bta.push((await timed(SERVER[0], [...SERVER.slice(1), path, "-c", "bta A"]))[0]);
+    if (haveCrash) {
+      crashPs.push((await timed("crash", ["-s", b.vmlinux, path], "ps\nq\n"))[0]);
+      crashBare.push((await timed("crash", ["-s", b.vmlinux, path], "q\n"))[0]);
+    }
+  }
+  console.log(
+    `| ${tasks} rows | ${range(ps, 2)} | ${range(bta, 2)} | ${
+      haveCrash ? range(crashPs, 2) : "n/a"
+    } | ${haveCrash ? range(crashBare, 2) : "n/a"} |`,
+  );
+}
