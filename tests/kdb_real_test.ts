@@ -609,3 +609,80 @@ Deno.test({
     kernel.close();
   },
 });
+
+const DRGN_MODULES = `
+import drgn, sys, json
+from drgn.helpers.linux.list import list_for_each_entry
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+try:
+    prog.load_debug_info([sys.argv[2]])
+except drgn.MissingDebugInfoError:
+    pass
+print(json.dumps([{"name": m.name.string_().decode(), "address": hex(m.value_()),
+    "mem": [[hex(m.mem[i].base.value_()), m.mem[i].size.value_()] for i in range(4)],
+    "refcnt": m.refcnt.counter.value_()}
+    for m in list_for_each_entry("struct module", prog["modules"].address_of_(), "list")]))
+`;
+
+const haveDrgn = (() => {
+  try {
+    return new Deno.Command("/usr/bin/python3", { args: ["-c", "import drgn"], stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "lsmod on x86_64-6.12 (module memory regions, Linux 6.4+) agrees with drgn",
+  ignore: !hasBoot("x86_64-6.12") || !haveDrgn,
+  async fn() {
+    const b = boot("x86_64-6.12");
+    const dump = b.path("dump.zlib-d1.kdump");
+    const r = await new Deno.Command("/usr/bin/python3", {
+      args: ["-c", DRGN_MODULES, dump, b.vmlinux],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const drgn = JSON.parse(new TextDecoder().decode(r.stdout));
+    assert.ok(drgn.length > 0);
+    const { kernel, run } = shell(dump);
+    try {
+      const ours = readModules(kernel);
+      // kdb prints text, rodata, ro_after_init, data (drgn's mem[] is text, data, rodata, …).
+      const order = [0, 2, 3, 1];
+      assert.deepEqual(
+        ours.map((m) => ({
+          name: m.name,
+          address: `0x${m.address.toString(16)}`,
+          mem: m.bases.map((base, i) => [`0x${base.toString(16)}`, m.sizes[i]]),
+          refs: m.refcount,
+        })),
+        drgn.map((m: Expected) => ({
+          name: m.name,
+          address: m.address,
+          mem: order.map((i) => m.mem[i]),
+          refs: m.refcnt - 1,
+        })),
+      );
+      const line = run("lsmod").split("\n")[1];
+      const d = drgn[0];
+      assert.equal(
+        line,
+        `${d.name.padEnd(20)}${
+          order.map((i, n) => (n ? "/" : "") + String(d.mem[i][1]).padStart(8)).join("")
+        }  ` +
+          `0x${BigInt(d.address).toString(16).padStart(16, "0")} ${
+            String(d.refcnt - 1).padStart(4)
+          }  (Live) ` +
+          order.map((i) => `0x${BigInt(d.mem[i][0]).toString(16).padStart(16, "0")}`).join("/") +
+          " [ ]",
+      );
+    } finally {
+      kernel.close();
+    }
+  },
+});
