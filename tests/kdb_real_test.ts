@@ -686,3 +686,56 @@ Deno.test({
     }
   },
 });
+
+const DRGN_FACTS = `
+import drgn, sys, json
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+try:
+    prog.load_debug_info([sys.argv[2]])
+except drgn.MissingDebugInfoError:
+    pass
+uts = prog["init_uts_ns"].name
+print(json.dumps({
+    "release": uts.release.string_().decode(), "version": uts.version.string_().decode(),
+    "nodename": uts.nodename.string_().decode(), "machine": uts.machine.string_().decode(),
+    "date": prog["tk_core"].timekeeper.xtime_sec.value_(),
+    "total": prog["_totalram_pages"].counter.value_(),
+    "free": prog["vm_zone_stat"][prog["NR_FREE_PAGES"]].counter.value_(),
+    "avenrun": [prog["avenrun"][i].value_() for i in range(3)],
+    "taint": prog["tainted_mask"].value_(), "panic_cpu": prog["panic_cpu"].counter.value_()}))
+`;
+
+Deno.test({
+  name: "summary facts on x86_64-6.12 (crash 8.0.2 cannot read it) agree with drgn",
+  ignore: !hasBoot("x86_64-6.12") || !haveDrgn,
+  async fn() {
+    const b = boot("x86_64-6.12");
+    const dump = b.path("dump.zlib-d1.kdump");
+    const r = await new Deno.Command("/usr/bin/python3", {
+      args: ["-c", DRGN_FACTS, dump, b.vmlinux],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const d = JSON.parse(new TextDecoder().decode(r.stdout));
+    const { kernel } = shell(b.path("dump.zlib-d31.kdump"));
+    try {
+      const f = systemFacts(kernel);
+      assert.equal(f.release, d.release);
+      assert.equal(f.version, d.version);
+      assert.equal(f.nodename, d.nodename);
+      assert.equal(f.machine, d.machine);
+      // shadow_timekeeper (ours) is updated with tk_core's timekeeper (drgn's).
+      assert.equal(f.date, d.date);
+      assert.equal(f.memTotalKb, d.total * 4);
+      assert.equal(f.memFreeKb, d.free * 4);
+      assert.deepEqual(f.loadAverage, d.avenrun.map((v: number) => v / 2048));
+      assert.equal(f.taintMask, BigInt(d.taint));
+      assert.equal(f.panicCpu, d.panic_cpu);
+    } finally {
+      kernel.close();
+    }
+  },
+});
