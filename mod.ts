@@ -64,3 +64,7 @@ export {
   kernelBacktrace,
 } from "./lib/backtrace.ts";
 export { OrcTable } from "./lib/orc.ts";
+export { type KdbAction, type KdbCapable, KdbShell } from "./lib/kdb.ts";
+export { type KernelLog, logLines, type LogRecord, readKernelLog } from "./lib/dmesg.ts";
+export { type SystemFacts, systemFacts } from "./lib/summary.ts";
+export { type ModuleInfo, readModules } from "./lib/lsmod.ts";

@@ -22,6 +22,10 @@ export interface CliOptions {
   tasks: boolean;
   pid?: number;
   exe?: string;
+  /** `-c`: console commands to run on the dump, then exit (no server). */
+  commands?: string;
+  /** `--json`: print the triage document and exit (no server). */
+  json: boolean;
   version: boolean;
   help: boolean;
 }
@@ -49,6 +53,8 @@ Serve a Linux kernel crash dump to gdb over the remote protocol.
       --tasks           every kernel task is a thread (pid, comm), registers from its stack
       --pid N           process mode: process N's threads and user address space
       --exe FILE        with --pid: the process's executable, offered to gdb
+  -c, --command CMDS    run kdb console commands ('summary; bt; dmesg 40') and exit, no server
+      --json            print summary, panic, every CPU's backtrace and the log as JSON, exit
   -k FILE               tasks JSON of the original tool (every task a thread)
   -j FILE               process JSON of the original tool (one process)
       --version         print the version
@@ -79,6 +85,8 @@ export function parseCli(argv: string[]): CliOptions {
         tasks: { type: "boolean" },
         pid: { type: "string" },
         exe: { type: "string" },
+        command: { type: "string", short: "c" },
+        json: { type: "boolean" },
         k: { type: "string", short: "k" },
         j: { type: "string", short: "j" },
         version: { type: "boolean" },
@@ -113,6 +121,8 @@ export function parseCli(argv: string[]): CliOptions {
     tasks: v.tasks ?? false,
     pid: v.pid === undefined ? undefined : Number(v.pid),
     exe: v.exe,
+    commands: v.command,
+    json: v.json ?? false,
     version: v.version ?? false,
     help: v.help ?? false,
   };

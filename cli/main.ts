@@ -16,12 +16,29 @@ import { serveStdio, serveTcp } from "../lib/transport.ts";
 import { DumpError } from "../lib/errors.ts";
 import { bindTcp, ListenError } from "../lib/listen.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { triage } from "./triage.ts";
 
 const encoder = new TextEncoder();
 
 /** Write one line to stderr (stdout may be the protocol channel). */
 function log(line: string): void {
   Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
+/** A writer of whole texts to stdout that stops quietly when the reader goes away (`| head`). */
+function writeStdout(): (text: string) => void {
+  let gone = false;
+  return (text) => {
+    const data = encoder.encode(text);
+    for (let at = 0; at < data.length && !gone;) {
+      try {
+        at += Deno.stdout.writeSync(data.subarray(at));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.BrokenPipe)) throw e;
+        gone = true;
+      }
+    }
+  };
 }
 
 /** How to run this program again, for the printed pipe command. */
@@ -62,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
   // Bind the port before the dump is opened (seconds for a big one): a port in use is then
   // reported at once, in one line.
   let listener: Deno.TcpListener | undefined;
-  if (!opts.stdio) {
+  if (!opts.stdio && opts.commands === undefined && !opts.json) {
     try {
       listener = bindTcp(opts.host, opts.port);
     } catch (e) {
@@ -91,6 +108,13 @@ async function main(argv: string[]): Promise<number> {
     });
     ({ target, modeLines } = makeTarget(kernel, opts));
     openSeconds = (performance.now() - started) / 1000;
+    if (opts.commands !== undefined || opts.json) {
+      // Scripted triage: the answers on stdout, no banner, no server.
+      const out = writeStdout();
+      const code = triage(kernel, target, { commands: opts.commands, json: opts.json }, out);
+      kernel.close();
+      return code;
+    }
   } catch (e) {
     listener?.close();
     if (e instanceof DumpError) {

@@ -1,56 +1,34 @@
 /**
- * Monitor commands: what `monitor CMD` in gdb (the `qRcmd` packet) and a line typed at the text
- * console both run. The server answers `help`, `vmcoreinfo` and `threads` itself and hands any
- * other command to the target.
+ * The server's own monitor commands (`vmcoreinfo`, `threads`) and the hand-off to the target's
+ * (`sys`, `vtop`, `sym`, …). kdb's command language (lib/kdb.ts), which `monitor CMD` in gdb and
+ * the text console both run, falls back on these for words that are not kdb's.
  *
  * @module
  */
 
 import type { MonitorOutput, Target } from "./target.ts";
 
-/** Server-level commands, for `help`. */
-const SERVER_COMMANDS: readonly [string, string][] = [
-  ["help", "list monitor commands"],
-  ["vmcoreinfo", "print the VMCOREINFO note of the dump"],
-  ["threads", "list threads: id, cpu, name"],
-];
-
 /**
- * Run one monitor command line and write its output. Never throws: a failing target command is
- * reported as text.
- * @param extraHelp lines appended to `help` (the console adds its own commands)
+ * Run a server-level or target command (vmcoreinfo, threads, then the target's own); false when
+ * neither knows the command word. Target failures are reported as text.
  */
-export function runMonitorCommand(
-  target: Target,
-  line: string,
-  out: MonitorOutput,
-  extraHelp: readonly string[] = [],
-): void {
+export function serverCommand(target: Target, line: string, out: MonitorOutput): boolean {
   const command = line.trim();
   const word = command.split(/\s+/, 1)[0];
   try {
     switch (word) {
-      case "":
-        return;
-      case "help":
-        return help(target, out, extraHelp);
       case "vmcoreinfo":
-        return vmcoreinfo(target, out);
+        vmcoreinfo(target, out);
+        return true;
       case "threads":
-        return threads(target, out);
+        threads(target, out);
+        return true;
     }
-    if (target.monitor?.(command, out)) return;
-    out(`Unknown monitor command "${word}"; "help" lists the commands.\n`);
+    return target.monitor?.(command, out) ?? false;
   } catch (e) {
     out(`Command "${word}" failed: ${e instanceof Error ? e.message : String(e)}\n`);
+    return true;
   }
-}
-
-function help(target: Target, out: MonitorOutput, extraHelp: readonly string[]): void {
-  const lines = SERVER_COMMANDS.map(([name, text]) => `  ${name.padEnd(12)} ${text}`);
-  for (const l of target.monitorHelp?.() ?? []) lines.push(`  ${l}`);
-  for (const l of extraHelp) lines.push(`  ${l}`);
-  out(`Commands:\n${lines.join("\n")}\n`);
 }
 
 function vmcoreinfo(target: Target, out: MonitorOutput): void {
@@ -66,12 +44,20 @@ function vmcoreinfo(target: Target, out: MonitorOutput): void {
 function threads(target: Target, out: MonitorOutput): void {
   const list = target.threads();
   const stop = target.stopThread();
-  const lines = ["  Id  CPU  Name"];
+  // The remote thread id is what gdb shows as "Thread N" in its Target Id column; gdb's own Id
+  // column numbers threads 1, 2, … by itself, so it is not printed as "Id" here.
+  const width = Math.max(6, ...list.map((t) => String(t.id).length));
+  const lines = [`  ${"Thread".padStart(width)}  CPU  Name`];
   for (const t of list) {
     const mark = t.id === stop ? "*" : " ";
     const cpu = t.core === undefined ? "-" : String(t.core);
-    lines.push(`${mark}${String(t.id).padStart(3)}  ${cpu.padStart(3)}  ${t.name}`);
+    lines.push(`${mark} ${String(t.id).padStart(width)}  ${cpu.padStart(3)}  ${t.name}`);
   }
-  lines.push(`${list.length} thread${list.length === 1 ? "" : "s"}; * marks the stop thread.`);
+  lines.push(
+    `${list.length} thread${
+      list.length === 1 ? "" : "s"
+    }; * marks the stop thread. Thread is the ` +
+      `remote thread id (gdb: "Thread N"), not gdb's own thread number.`,
+  );
   out(lines.join("\n") + "\n");
 }

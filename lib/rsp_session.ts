@@ -9,8 +9,8 @@
  * @module
  */
 
-import { CONSOLE_HELP, CONSOLE_PROMPT, TextConsole } from "./console.ts";
-import { runMonitorCommand } from "./monitor.ts";
+import { CONSOLE_HELP, TextConsole } from "./console.ts";
+import { KdbShell, tokenize } from "./kdb.ts";
 import { AARCH64_LAYOUT } from "./regs_aarch64.ts";
 import { X86_64_LAYOUT } from "./regs_x86_64.ts";
 import { encodeAllRegisters, encodeRegister, type RegisterLayout } from "./regs.ts";
@@ -138,6 +138,10 @@ export class RspSession {
   readonly #reader = new PacketReader(MAX_PACKET_SIZE);
   readonly #writer = new ReplyWriter();
   readonly #console: TextConsole;
+  /** kdb's state for this client: the console and `monitor` commands share it. */
+  readonly #kdb: KdbShell;
+  /** Whether any byte has arrived (the greeting prompt is only for a silent client). */
+  #heard = false;
 
   #consoleMode = true;
   #noAck = false;
@@ -164,9 +168,10 @@ export class RspSession {
     if (this.#debug) {
       this.#writer.onPacket = (payload) => this.#log(`[${this.#label}] -> ${loggable(payload)}`);
     }
+    this.#kdb = new KdbShell(target, CONSOLE_HELP);
     this.#console = new TextConsole(
-      (line, write) => runMonitorCommand(target, line, write, CONSOLE_HELP),
-      MAX_PACKET_SIZE + 16,
+      (line, write) => this.#kdb.run(line, write),
+      () => this.#kdb.prompt,
     );
   }
 
@@ -196,6 +201,7 @@ export class RspSession {
    */
   receive(chunk: Uint8Array): void {
     if (!this.#input.drained) throw new Error("RspSession.receive: previous input not drained");
+    if (chunk.length > 0) this.#heard = true;
     this.#input.reset(chunk);
   }
 
@@ -214,23 +220,40 @@ export class RspSession {
     return this.#writer.take();
   }
 
+  /**
+   * The console's prompt for a client that has said nothing since it connected (a `nc` user),
+   * or nothing (gdb, which speaks first, never sees console text). The transport calls this
+   * once, a short while after connecting.
+   */
+  greeting(): Uint8Array {
+    if (this.#heard || !this.#consoleMode || this.#closed) return new Uint8Array(0);
+    this.#heard = true;
+    this.#writer.raw(this.#kdb.prompt);
+    return this.#writer.take();
+  }
+
   #consumeConsole(): void {
     const event = this.#console.consume(this.#input, (text) => this.#writer.raw(text));
     if (event.kind === "quit") {
       this.#closed = true;
-    } else if (event.kind === "packet") {
+    } else if (event.kind === "rsp") {
       this.#consoleMode = false;
       this.#noAck = false;
       this.#writer.keepLastPacket = true;
       this.#reader.resetFrame();
       if (this.#debug) this.#log(`[${this.#label}] console -> RSP`);
-      this.#handlePacket(event.payload, true);
+      // The trigger's bytes start a packet the RSP side reads (and checks) like any other.
+      const replay = new InputCursor();
+      replay.reset(event.replay);
+      while (!replay.drained && this.#consoleMode === false && !this.#closed) {
+        this.#consumeRsp(replay);
+      }
     }
   }
 
-  #consumeRsp(): void {
+  #consumeRsp(input: InputCursor = this.#input): void {
     const reader = this.#reader;
-    const event = reader.next(this.#input);
+    const event = reader.next(input);
     switch (event) {
       case WireEvent.Packet:
         if (reader.oversize) {
@@ -423,7 +446,9 @@ export class RspSession {
     if (bytes === undefined) return this.#reply(ERR_MALFORMED);
     const command = new TextDecoder().decode(bytes);
     let output = "";
-    runMonitorCommand(this.#target, command, (text) => output += text);
+    if (tokenize(command)[0] === "kgdb") {
+      output = "kgdb: gdb is already attached (the line speaks the remote protocol)\n";
+    } else this.#kdb.run(command, (text) => output += text);
     const data = new TextEncoder().encode(output);
     const chunk = (MAX_PACKET_SIZE - 2) >> 1;
     const w = this.#writer;
@@ -736,6 +761,6 @@ export class RspSession {
     this.#console.reset();
     this.#reader.resetFrame();
     if (this.#debug) this.#log(`[${this.#label}] RSP -> console`);
-    this.#writer.raw(`\n${CONSOLE_PROMPT}`);
+    this.#writer.raw(`\n${this.#kdb.prompt}`);
   }
 }

@@ -148,7 +148,8 @@ export class TasksTarget implements Target {
   monitorHelp(): string[] {
     return [
       "ps [PID|NAME]       list tasks: pid, thread id, parent, CPU, state, uid, gdb thread, task",
-      ...this.#kernelTarget.monitorHelp(),
+      // The kernel target's own ps line would list ps a second time.
+      ...this.#kernelTarget.monitorHelp().filter((l) => !l.startsWith("ps ")),
     ];
   }
 

@@ -49,6 +49,11 @@ export interface ByteChannel {
 }
 
 const READ_BUFFER_SIZE = 65536;
+/**
+ * How long a new client may stay silent before the console shows its prompt. gdb sends its
+ * first packet at once, so it never sees the prompt; a person with `nc` sees it right away.
+ */
+export const GREETING_DELAY_MS = 300;
 
 /** Default log: one line on stderr. */
 function stderrLog(line: string): void {
@@ -87,8 +92,10 @@ export async function serveChannel(
   const session = new RspSession(target, { debug: options.debug, log, label });
   const buffer = new Uint8Array(READ_BUFFER_SIZE);
   try {
+    let first: Promise<number | null> | undefined = firstRead(channel, buffer, session);
     while (!session.closed) {
-      const n = await channel.read(buffer);
+      const n = await (first ?? channel.read(buffer));
+      first = undefined;
       if (n === null) break;
       if (n === 0) continue;
       session.receive(buffer.subarray(0, n));
@@ -100,6 +107,28 @@ export async function serveChannel(
   } catch (e) {
     if (!isDisconnect(e)) log(`[${label}] session ended by error: ${e}`);
   }
+}
+
+/** The first read, with the console's greeting written if the client stays silent a while. */
+async function firstRead(
+  channel: ByteChannel,
+  buffer: Uint8Array,
+  session: RspSession,
+): Promise<number | null> {
+  const read = channel.read(buffer);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const silent = new Promise<"silent">((resolve) => {
+    timer = setTimeout(() => resolve("silent"), GREETING_DELAY_MS);
+  });
+  try {
+    const first = await Promise.race([read, silent]);
+    if (first !== "silent") return first;
+  } finally {
+    clearTimeout(timer);
+  }
+  const greeting = session.greeting();
+  if (greeting.length > 0) await writeAll(channel, greeting);
+  return await read;
 }
 
 /**

@@ -246,7 +246,11 @@ Deno.test("monitor commands: O output packets then OK", () => {
   assert.equal(monitor("vmcoreinfo"), FAKE_VMCOREINFO);
   assert.ok(monitor("threads").includes(FAKE_THREAD_NAMES[1]));
   assert.equal(monitor("hello"), "hello from the fake target\n");
-  assert.match(monitor("frobnicate now"), /Unknown monitor command "frobnicate"/);
+  // kdb's wording for a word it does not know, and kdb's own commands on a target without a
+  // kernel say what they lack.
+  assert.equal(monitor("frobnicate now"), "Unknown kdb command: 'frobnicate now'\n");
+  assert.match(monitor("dmesg"), /no kernel behind this target/);
+  assert.match(monitor("kgdb"), /already attached/);
   assert.equal(c.request("qRcmd,zz"), "E01");
 });
 
@@ -359,18 +363,32 @@ Deno.test("debug log shows packets in and out, truncated", () => {
   assert.ok(out.length < 300 && out.endsWith("(8192 bytes)"), out);
 });
 
-Deno.test("text console: prompt, commands, switch to RSP and back", () => {
+Deno.test("text console: kdb prompt, commands, switch to RSP and back", () => {
   const c = client();
   const text = (s: string) => latin1String(c.raw(s));
-  // Nothing is sent before the client speaks.
+  // Nothing is sent before the client speaks; the transport asks for a greeting when it stays
+  // silent, which is the prompt of the stop thread's CPU (1).
   assert.equal(text(""), "");
+  assert.equal(latin1String(c.session.greeting()), "[1]kdb> ");
+  assert.equal(latin1String(c.session.greeting()), "", "only once");
   const help = text("help\r\n");
-  assert.ok(help.includes("vmcoreinfo") && help.includes("quit") && help.endsWith("kdump> "), help);
+  assert.ok(help.startsWith("Command         Usage                Description\n"), help);
+  assert.ok(help.includes("vmcoreinfo") && help.includes("quit") && help.endsWith("[1]kdb> "));
   assert.ok(text("threads\n").includes(FAKE_THREAD_NAMES[1]));
   assert.ok(text("vmcore").length === 0); // partial line: nothing yet
   assert.ok(text("info\n").includes("OSRELEASE=6.1.0-fake"));
-  assert.ok(text("nonsense\n").includes("Unknown monitor command"));
-  assert.equal(text("\n"), "kdump> ");
+  assert.equal(text("nonsense\n"), "Unknown kdb command: 'nonsense'\n[1]kdb> ");
+  assert.equal(text("\n"), "[1]kdb> ");
+  // Telnet negotiation (IAC DO/WILL, a subnegotiation) and CR NUL are not text.
+  assert.equal(
+    text("\xff\xfd\x01\xff\xfb\x03\xff\xfa\x18\x01\xff\xf0nons\xff\xfd\x01ense\r\x00"),
+    "Unknown kdb command: 'nonsense'\n[1]kdb> ",
+  );
+  // A line of 1 MB: one line of kdb's wording, and the console goes on.
+  assert.equal(
+    text("x".repeat(1 << 20) + "\n"),
+    "kdb_parse: command buffer overflow, command ignored\n[1]kdb> ",
+  );
   assert.ok(c.session.consoleMode);
   // gdb connects: '+' then qSupported, split across reads.
   const qs = latin1String(framePacket("qSupported:multiprocess+"));
@@ -380,13 +398,26 @@ Deno.test("text console: prompt, commands, switch to RSP and back", () => {
   assert.ok(replies[1].startsWith("PacketSize="));
   assert.ok(!c.session.consoleMode);
   assert.equal(c.request("qC"), "QC2");
-  // $3#33 hands the line back to the console.
-  assert.deepEqual(parseReplies(c.raw("$3#33")), ["+"]);
+  // $3#33 hands the line back to the console, with its prompt.
+  assert.equal(text("$3#33"), "+\n[1]kdb> ");
   assert.ok(c.session.consoleMode);
   assert.ok(text("help\n").includes("threads"));
   // kdb's other trigger: $?#3f, after some typing.
   const stop = parseReplies(c.raw("junk $?#3f"));
   assert.deepEqual(stop, ["+", "T0bthread:2;"]);
+  c.raw("$3#33");
+  // $qSupported switches without looking at the checksum (kdb's rule); the packet is then
+  // checked as every packet is: a wrong checksum is refused with '-', and gdb's resend works.
+  assert.deepEqual(c.send("$qSupported:x#00"), ["-"]);
+  assert.ok(!c.session.consoleMode);
+  const again = c.send(framePacket("qSupported:x"));
+  assert.equal(again[0], "+");
+  assert.ok(again[1].startsWith("PacketSize="));
+  c.raw("$3#33");
+  // kdb's kgdb command hands the line over with kdb's words.
+  assert.equal(text("kgdb\n"), "Entering please attach debugger or use $D#44+ or $3#33\n");
+  assert.ok(!c.session.consoleMode);
+  assert.equal(c.request("qC"), "QC2");
   c.raw("$3#33");
   assert.equal(text("quit\n"), "");
   assert.ok(c.session.closed);
@@ -430,3 +461,20 @@ function checksumHex(s: string): string {
   for (const c of s) sum += c.charCodeAt(0);
   return (sum & 0xff).toString(16).padStart(2, "0");
 }
+
+Deno.test("kdb go: a dump says it cannot run; a live target's resume() is called", () => {
+  const monitor = (c: SessionClient, cmd: string) =>
+    c.packets(`qRcmd,${hexEncodeText(cmd)}`).slice(0, -1).map((r) => unhex(r.slice(1))).join("");
+  assert.equal(
+    monitor(connected(), "go"),
+    "go: the target is a crash dump: it cannot continue execution\n",
+  );
+  let resumed = 0;
+  const live = Object.assign(new FakeTarget(), { resume: () => void resumed++ });
+  const c = new SessionClient(new RspSession(live, { log: () => {} }));
+  c.handshake();
+  assert.equal(monitor(c, "go"), "");
+  assert.equal(resumed, 1);
+  assert.equal(monitor(c, "go 1 2"), "diag: -2: Improper argument count, see usage.\n");
+  assert.equal(resumed, 1);
+});

@@ -1,0 +1,952 @@
+/**
+ * kdb's command language over a target: what a line typed at the text console and `monitor …`
+ * in gdb both run. Command names, arguments, abbreviations (`md1c20`, `summ`), output layout and
+ * diagnostics follow Linux's kernel/debug/kdb (kdb_main.c, kdb_bt.c, kdb_support.c); a dump
+ * adds our own commands (vtop, sym, sys, cache, threads, vmcoreinfo…) after kdb's.
+ *
+ * One {@link KdbShell} per client session keeps kdb's state: the current CPU and task (`cpu`,
+ * `pid`), the environment (`set`, `env`) and where `md` continues.
+ *
+ * @module
+ */
+
+import type { Kernel } from "./kernel.ts";
+import type { MonitorOutput, RegisterValues, Target } from "./target.ts";
+import { KernelTasks, type TaskInfo } from "./tasks.ts";
+import { serverCommand } from "./monitor.ts";
+import { formatBacktrace, kernelBacktrace } from "./backtrace.ts";
+import { addressArg, hex16, KdbDiag, KdbError, parseKernelNumber } from "./kdb_expr.ts";
+import { symbolAt, valueAndSymbol } from "./kdb_expr.ts";
+import { mdCommand, type MdState, newMdState } from "./md.ts";
+import { dmesgCommand, logLines, readKernelLog } from "./dmesg.ts";
+import { summaryLines } from "./summary.ts";
+import { lsmodLines } from "./lsmod.ts";
+import { errorText } from "./file_source.ts";
+
+/**
+ * What the shell may find on a target beyond the {@link Target} contract: the kernel behind it
+ * (kernel, tasks and process targets have one) and, for a live target, a way to let it run.
+ */
+export interface KdbCapable {
+  /** The dumped (or live) kernel, for the analysis commands. */
+  readonly kernel?: Kernel;
+  /** Let a live target continue (`go`); a dump has none. */
+  resume?(): void;
+}
+
+/** What the caller does after a command line. */
+export type KdbAction = "continue" | "kgdb";
+
+/** What kdb prints when `kgdb` hands the line to the debugger stub. */
+export const KGDB_ENTERING = "Entering please attach debugger or use $D#44+ or $3#33\n";
+
+interface Command {
+  name: string;
+  usage: string;
+  help: string;
+  minlen?: number;
+  run: (sh: KdbShell, argv0: string, args: string[], out: Line) => KdbAction | void;
+}
+
+type Line = (line: string) => void;
+
+/** States kdb's `ps`/`bta` masks can name, plus A for all. */
+const MASK_CHARS = /^[RSDTtXZPIims\-EA]+$/;
+
+/** x86_64 registers as kdb's `rd` lists them (arch/x86/kernel/kgdb.c), with gdb's names. */
+const X86_64_RD: readonly [string, number, string][] = [
+  ["ax", 8, "rax"],
+  ["bx", 8, "rbx"],
+  ["cx", 8, "rcx"],
+  ["dx", 8, "rdx"],
+  ["si", 8, "rsi"],
+  ["di", 8, "rdi"],
+  ["bp", 8, "rbp"],
+  ["sp", 8, "rsp"],
+  ...[8, 9, 10, 11, 12, 13, 14, 15].map((n): [string, number, string] => [`r${n}`, 8, `r${n}`]),
+  ["ip", 8, "rip"],
+  ["flags", 4, "eflags"],
+  ["cs", 4, "cs"],
+  ["ss", 4, "ss"],
+  ["ds", 4, "ds"],
+  ["es", 4, "es"],
+  ["fs", 4, "fs"],
+  ["gs", 4, "gs"],
+  ["fs_base", 8, "fs_base"],
+  ["gs_base", 8, "gs_base"],
+];
+
+/** arm64 registers as kdb's `rd` lists them (arch/arm64/kernel/kgdb.c). */
+const ARM64_RD: readonly [string, number, string][] = [
+  ...Array.from({ length: 31 }, (_, i): [string, number, string] => [`x${i}`, 8, `x${i}`]),
+  ["sp", 8, "sp"],
+  ["pc", 8, "pc"],
+  ["pstate", 8, "cpsr"],
+  ...Array.from({ length: 32 }, (_, i): [string, number, string] => [`v${i}`, 16, ""]),
+  ["fpsr", 4, "fpsr"],
+  ["fpcr", 4, "fpcr"],
+];
+
+const COMMANDS: Command[] = [
+  {
+    name: "md",
+    usage: "<vaddr>",
+    help: "Display Memory Contents, also mdWcN, e.g. md8c1",
+    minlen: 1,
+    run: (sh, argv0, args, out) => sh.md(argv0, args, out),
+  },
+  {
+    name: "mdr",
+    usage: "<vaddr> <bytes>",
+    help: "Display Raw Memory",
+    run: (sh, argv0, args, out) => sh.md(argv0, args, out),
+  },
+  {
+    name: "mdp",
+    usage: "<paddr> <bytes>",
+    help: "Display Physical Memory",
+    run: (sh, argv0, args, out) => sh.md(argv0, args, out),
+  },
+  {
+    name: "mds",
+    usage: "<vaddr>",
+    help: "Display Memory Symbolically",
+    run: (sh, argv0, args, out) => sh.md(argv0, args, out),
+  },
+  {
+    name: "go",
+    usage: "[<vaddr>]",
+    help: "Continue Execution",
+    minlen: 1,
+    run: (sh, _a, args, out) => sh.go(args, out),
+  },
+  { name: "rd", usage: "", help: "Display Registers", run: (sh, _a, _args, out) => sh.rd(out) },
+  {
+    name: "bt",
+    usage: "[<vaddr>]",
+    help: "Stack traceback",
+    minlen: 1,
+    run: (sh, _a, args, out) => sh.bt(args, out),
+  },
+  {
+    name: "btp",
+    usage: "<pid>",
+    help: "Display stack for process <pid>",
+    run: (sh, _a, args, out) => sh.btp(args, out),
+  },
+  {
+    name: "bta",
+    usage: "[<state_chars>|A]",
+    help: "Backtrace all processes whose state matches",
+    run: (sh, _a, args, out) => sh.bta(args, out),
+  },
+  {
+    name: "btc",
+    usage: "",
+    help: "Backtrace current process on each cpu",
+    run: (sh, _a, args, out) => sh.btc(args, out),
+  },
+  {
+    name: "btt",
+    usage: "<vaddr>",
+    help: "Backtrace process given its struct task address",
+    run: (sh, _a, args, out) => sh.btt(args, out),
+  },
+  {
+    name: "env",
+    usage: "",
+    help: "Show environment variables",
+    run: (sh, _a, _args, out) => sh.printEnv(out),
+  },
+  {
+    name: "set",
+    usage: "",
+    help: "Set environment variables",
+    run: (sh, _a, args) => sh.set(args),
+  },
+  {
+    name: "help",
+    usage: "",
+    help: "Display Help Message",
+    minlen: 1,
+    run: (sh, _a, _args, out) => sh.help(out),
+  },
+  { name: "?", usage: "", help: "Display Help Message", run: (sh, _a, _args, out) => sh.help(out) },
+  {
+    name: "cpu",
+    usage: "<cpunum>",
+    help: "Switch to new cpu",
+    run: (sh, _a, args, out) => sh.cpu(args, out),
+  },
+  {
+    name: "kgdb",
+    usage: "",
+    help: "Enter kgdb mode",
+    run: (sh, _a, _args, out) => sh.kgdb(out),
+  },
+  {
+    name: "ps",
+    usage: "[<state_chars>|A]",
+    help: "Display active task list (also ps PID|NAME)",
+    run: (sh, _a, args, out) => sh.ps(args, out),
+  },
+  {
+    name: "pid",
+    usage: "<pidnum>",
+    help: "Switch to another task",
+    run: (sh, _a, args, out) => sh.pid(args, out),
+  },
+  {
+    name: "lsmod",
+    usage: "",
+    help: "List loaded kernel modules",
+    run: (sh, _a, _args, out) => sh.withKernel("lsmod", (k) => lsmodLines(k).forEach(out)),
+  },
+  {
+    name: "dmesg",
+    usage: "[lines]",
+    help: "Display syslog buffer (also: log)",
+    run: (sh, _a, args, out) => sh.dmesg(args, out),
+  },
+  {
+    name: "summary",
+    usage: "",
+    help: "Summarize the system",
+    minlen: 4,
+    run: (sh, _a, args, out) => {
+      if (args.length) throw new KdbError(KdbDiag.ARGCOUNT);
+      sh.withKernel("summary", (k) => summaryLines(k).forEach(out));
+    },
+  },
+  {
+    name: "per_cpu",
+    usage: "<sym> [<bytes>] [<cpu>]",
+    help: "Display per_cpu variables",
+    minlen: 3,
+    run: (sh, _a, args, out) => sh.perCpu(args, out),
+  },
+];
+
+/** Commands of ours that are not kdb's, listed after kdb's in `help`. */
+const OWN_COMMANDS: readonly [string, string, string][] = [
+  ["log", "[lines]", "Same as dmesg"],
+  ["vmcoreinfo", "", "Print the VMCOREINFO note of the dump"],
+  ["threads", "", "List the remote threads: thread id, cpu, name"],
+  ["grephelp", "", "Display help on | grep"],
+];
+
+/** The kdb environment kdb starts with (64-bit SMP). */
+const INITIAL_ENV: readonly string[] = [
+  "PROMPT=[%d]kdb> ",
+  "MOREPROMPT=more> ",
+  "RADIX=16",
+  "MDCOUNT=8",
+  "BYTESPERWORD=8",
+  "DTABCOUNT=30",
+  "NOSECT=1",
+];
+
+/** Most frames a backtrace prints. */
+const MAX_FRAMES = 64;
+
+/** kdb's state for one client, and its commands. */
+export class KdbShell {
+  readonly target: Target & KdbCapable;
+  /** Lines `help` adds (the console's own commands). */
+  readonly extraHelp: readonly string[];
+  #env: string[] = [...INITIAL_ENV];
+  #cpu: number;
+  #initialCpu: number;
+  /** The task `pid` selected; undefined = the current CPU's task. */
+  #task?: TaskInfo;
+  #md: MdState = newMdState();
+  #tasks?: KernelTasks;
+
+  constructor(target: Target, extraHelp: readonly string[] = []) {
+    this.target = target as Target & KdbCapable;
+    this.extraHelp = extraHelp;
+    const stop = target.threads().find((t) => t.id === target.stopThread());
+    this.#initialCpu = this.kernel?.panicCpu ?? stop?.core ?? 0;
+    this.#cpu = this.#initialCpu;
+  }
+
+  /** The kernel behind the target, if any. */
+  get kernel(): Kernel | undefined {
+    return this.target.kernel;
+  }
+
+  /** The CPU kdb is "on" (the panic CPU at first, then `cpu N`). */
+  get currentCpu(): number {
+    return this.#cpu;
+  }
+
+  /** The prompt, from the PROMPT variable: `[1]kdb> `. */
+  get prompt(): string {
+    const p = this.getEnv("PROMPT") ?? "kdb> ";
+    return p.replace(/%[dxo]/, String(this.#cpu));
+  }
+
+  /** Value of an environment variable, or undefined. */
+  getEnv(name: string): string | undefined {
+    for (const e of this.#env) {
+      if (e === name) return "";
+      if (e.startsWith(name + "=")) return e.slice(name.length + 1);
+    }
+    return undefined;
+  }
+
+  /**
+   * Run one command line; output goes to `out` as text. Never throws: failures print as kdb
+   * prints them.
+   */
+  run(line: string, out: MonitorOutput): KdbAction {
+    const bar = unquotedBar(line);
+    if (bar < 0) return this.#runOne(line, out);
+    // kdb's emulated pipe: `CMD | grep [^]PATTERN[$]`, over the command's whole output.
+    const grep = parseGrep(line.slice(bar + 1));
+    if (typeof grep === "string") {
+      out(grep + "\n");
+      return "continue";
+    }
+    let text = "";
+    const action = this.#runOne(line.slice(0, bar), (t) => text += t);
+    const lines = text.split("\n");
+    if (lines.at(-1) === "") lines.pop();
+    for (const l of lines) if (grep(l)) out(l + "\n");
+    return action;
+  }
+
+  #runOne(line: string, out: MonitorOutput): KdbAction {
+    const print: Line = (l) => out(l + "\n");
+    const argv = tokenize(line);
+    if (argv.length === 0) return "continue";
+    let word = argv[0];
+    let ignoreErrors = false;
+    if (word.length > 1 && word[0] === "-" && !/[0-9]/.test(word[1])) {
+      ignoreErrors = true;
+      word = word.slice(1);
+    }
+    const args = argv.slice(1);
+    try {
+      // kdb_parse: an exact name, or an abbreviation of exactly minlen characters.
+      const exact = COMMANDS.find((c) =>
+        c.name === word || (c.minlen !== undefined && word === c.name.slice(0, c.minlen))
+      );
+      if (exact) return exact.run(this, word, args, print) ?? "continue";
+      if (word === "log") return this.dmesg(args, print) ?? "continue";
+      if (word === "grephelp") return this.#grepHelp(print);
+      if (READ_ONLY_COMMANDS.has(word) && !this.target.resume) {
+        print(
+          `${word}: the target is a crash dump: memory and registers are read-only, nothing runs`,
+        );
+        return "continue";
+      }
+      // Our own commands and the target's (vtop, sym, sys, threads, vmcoreinfo, maps…).
+      if (serverCommand(this.target, line.trim(), out)) return "continue";
+      // kdb: a word starting with a command's name is that command (md1c20 is md).
+      const prefix = COMMANDS.find((c) => word.startsWith(c.name));
+      if (prefix) return prefix.run(this, word, args, print) ?? "continue";
+      this.#expression(argv, print);
+    } catch (e) {
+      if (e instanceof KdbError) {
+        if (e.diag === KdbDiag.NOTFOUND) print(`Unknown kdb command: '${line.trim()}'`);
+        else if (!ignoreErrors) print(e.message);
+      } else print(`${word}: ${errorText(e)}`);
+    }
+    return "continue";
+  }
+
+  #grepHelp(out: Line): KdbAction {
+    for (
+      const l of [
+        "Usage of  cmd args | grep pattern:",
+        "  Any command's output may be filtered through an emulated 'pipe'.",
+        "  'grep' is just a key word.",
+        "  The pattern may include a very limited set of metacharacters:",
+        "   pattern or ^pattern or pattern$ or ^pattern$",
+        "  And if there are spaces in the pattern, you may quote it:",
+        '   "pat tern" or "^pat tern" or "pat tern$" or "^pat tern$"',
+      ]
+    ) out(l);
+    return "continue";
+  }
+
+  /** An unknown word: kdb prints it as an address expression if it is one. */
+  #expression(argv: string[], out: Line): void {
+    const kernel = this.kernel;
+    if (!kernel) throw new KdbError(KdbDiag.NOTFOUND);
+    let value: bigint;
+    try {
+      value = addressArg(kernel, argv, 0, (n) => this.getEnv(n)).value;
+    } catch {
+      throw new KdbError(KdbDiag.NOTFOUND);
+    }
+    out(`${argv[0]} = ${valueAndSymbol(kernel, value)}`);
+  }
+
+  /** Run `fn` with the kernel, or say this target has none. */
+  withKernel(what: string, fn: (kernel: Kernel) => void): void {
+    const k = this.kernel;
+    if (!k) throw new Error(`no kernel behind this target: ${what} needs one`);
+    fn(k);
+  }
+
+  #kernel(what: string): Kernel {
+    const k = this.kernel;
+    if (!k) throw new Error(`no kernel behind this target: ${what} needs one`);
+    return k;
+  }
+
+  /** The kernel's tasks, read once per shell. */
+  tasks(): KernelTasks {
+    if (!this.#tasks) this.#tasks = new KernelTasks(this.#kernel("the task list"));
+    return this.#tasks;
+  }
+
+  // --- environment -----------------------------------------------------------------------------
+
+  printEnv(out: Line): void {
+    for (const e of this.#env) out(e);
+  }
+
+  set(args: string[]): void {
+    if (args.length === 2 && args[1] === "=") args = [args[0], ""];
+    if (args.length === 3 && args[1] === "=") args = [args[0], args[2]];
+    if (args.length !== 2) throw new KdbError(KdbDiag.ARGCOUNT);
+    const [name, value] = args;
+    const entry = `${name}=${value}`;
+    const i = this.#env.findIndex((e) => e === name || e.startsWith(name + "="));
+    if (i >= 0) this.#env[i] = entry;
+    else if (this.#env.length < 31) this.#env.push(entry);
+    else throw new KdbError(-8, "diag: -8: Environment full");
+  }
+
+  // --- help ------------------------------------------------------------------------------------
+
+  help(out: Line): void {
+    out(`${"Command".padEnd(15)} ${"Usage".padEnd(20)} Description`);
+    out("-".repeat(58));
+    const row = (name: string, usage: string, help: string) => {
+      const space = usage.length > 20 ? "\n" + " ".repeat(36) : "";
+      out(`${name.slice(0, 15).padEnd(15)} ${usage.padEnd(20)}${space}${help}`);
+    };
+    const shown = new Set<string>();
+    for (const c of COMMANDS) {
+      row(c.name, c.usage, c.help);
+      shown.add(c.name);
+    }
+    for (const [name, usage, help] of OWN_COMMANDS) {
+      row(name, usage, help);
+      shown.add(name);
+    }
+    // The target's own commands (vtop, sym, sys, cache, maps…), each once.
+    for (const l of [...(this.target.monitorHelp?.() ?? []), ...this.extraHelp]) {
+      const name = l.trim().split(/\s+/, 1)[0];
+      if (shown.has(name)) continue;
+      shown.add(name);
+      out(l.trim());
+    }
+  }
+
+  // --- cpus and tasks --------------------------------------------------------------------------
+
+  /** The task running on a CPU, from the task list (undefined when unknown). */
+  #cpuTask(cpu: number): TaskInfo | undefined {
+    const address = this.kernel?.cpuTasks[cpu]?.task;
+    if (address === undefined) return undefined;
+    try {
+      return this.tasks().byAddress(address);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** kdb's current task: the one `pid` chose, else the current CPU's. */
+  #currentTask(): TaskInfo | undefined {
+    return this.#task ?? this.#cpuTask(this.#cpu);
+  }
+
+  /** kdb's one-letter state: `-` for an idle CPU, lower case for a sleeping kernel daemon. */
+  stateChar(t: TaskInfo): string {
+    if (t.unreadable) return "E";
+    let state = t.state;
+    if (t.idleOf !== undefined) {
+      const cpu = t.runningOn ?? t.cpu ?? t.idleOf;
+      if (cpu !== this.#initialCpu) state = "-";
+    } else if (t.mm === 0n && "IMS".includes(state)) state = state.toLowerCase();
+    return state;
+  }
+
+  #matches(t: TaskInfo, mask: string | undefined): boolean {
+    const s = this.stateChar(t);
+    if (!mask) return !"-ims".includes(s);
+    if (mask.includes("A")) return true;
+    return mask.includes(s);
+  }
+
+  /** One row of kdb's ps. */
+  #ps1(t: TaskInfo): string {
+    const threadOff = this.kernel?.btf?.member("task_struct", "thread")?.offset ?? 0;
+    const mine = this.#currentTaskOfCpu() === t.address ? "*" : " ";
+    const has = t.runningOn !== undefined ? 1 : 0;
+    const cpu = t.runningOn ?? t.cpu ?? 0;
+    return `${hex16(t.address)} ${String(t.pid).padStart(8)} ${String(t.ppid).padStart(8)}  ` +
+      `${has} ${String(cpu).padStart(4)}   ${this.stateChar(t)}  ` +
+      `${hex16(t.address + BigInt(threadOff))} ${mine}${t.comm}`;
+  }
+
+  #currentTaskOfCpu(): bigint | undefined {
+    return this.kernel?.cpuTasks[this.#cpu]?.task;
+  }
+
+  /** The running tasks (one per CPU), then every other task kdb's lists walk. */
+  #kdbOrder(): { running: TaskInfo[]; others: TaskInfo[] } {
+    const list = this.tasks().list();
+    const running: TaskInfo[] = [];
+    const cpus = this.kernel!.dump.cpus.length;
+    for (let cpu = 0; cpu < cpus; cpu++) {
+      const t = this.#cpuTask(cpu);
+      if (t) running.push(t);
+    }
+    // for_each_process_thread never visits the idle tasks.
+    const others = list.filter((t) => t.idleOf === undefined && !t.unreadable);
+    return { running, others };
+  }
+
+  #suppressed(out: Line): void {
+    const { running, others } = this.#kdbOrder();
+    const idle = running.filter((t) => this.stateChar(t) === "-").length;
+    const daemon = others.filter((t) => "ims".includes(this.stateChar(t))).length;
+    if (!idle && !daemon) return;
+    let text = "";
+    if (idle) {
+      text += `${idle} idle process${idle === 1 ? "" : "es"} (state -)${daemon ? " and " : ""}\n`;
+    }
+    if (daemon) {
+      text += `${daemon} sleeping system daemon (state [ims]) process${daemon === 1 ? "" : "es"}`;
+    }
+    text += " suppressed,\nuse 'ps A' to see all.";
+    for (const l of text.split("\n")) out(l);
+  }
+
+  ps(args: string[], out: Line): void {
+    if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    const arg = args[0];
+    if (arg !== undefined && !MASK_CHARS.test(arg)) {
+      // Our extension: ps PID or ps NAME, with every column we know (and gdb thread ids).
+      if (this.target.monitor?.(`ps ${arg}`, (t) => t.split("\n").filter((l) => l).forEach(out))) {
+        return;
+      }
+      throw new KdbError(KdbDiag.BADINT);
+    }
+    const { running, others } = this.#kdbOrder();
+    if (arg === undefined) this.#suppressed(out);
+    const mask = arg ?? this.getEnv("PS");
+    out(
+      `${"Task Addr".padEnd(18)}       Pid   Parent [*] cpu State ${"Thread".padEnd(18)} Command`,
+    );
+    for (const t of running) if (this.#matches(t, mask)) out(this.#ps1(t));
+    out("");
+    for (const t of others) if (this.#matches(t, mask)) out(this.#ps1(t));
+  }
+
+  pid(args: string[], out: Line): void {
+    if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    if (args.length === 1) {
+      let t: TaskInfo | undefined;
+      if (args[0] === "R") t = this.#cpuTask(this.#initialCpu);
+      else {
+        const v = parseKernelNumber(args[0]);
+        if (v === undefined) throw new KdbError(KdbDiag.BADINT);
+        const pid = Number(BigInt.asIntN(32, v));
+        t = this.tasks().list().find((x) => x.pid === pid && x.idleOf === undefined) ??
+          (pid === 0 ? this.tasks().list().find((x) => x.idleOf === 0) : undefined);
+        if (!t) {
+          out(`No task with pid=${pid}`);
+          return;
+        }
+      }
+      if (t) this.#task = t;
+    }
+    const cur = this.#currentTask();
+    if (!cur) throw new Error("no current task (the dump's task list is not readable)");
+    out(`KDB current process is ${cur.comm}(pid=${cur.pid})`);
+  }
+
+  cpu(args: string[], out: Line): void {
+    const k = this.#kernel("cpu");
+    const n = k.dump.cpus.length;
+    if (args.length === 0) {
+      out(`Currently on cpu ${this.#cpu}`);
+      out(`Available cpus: ${this.#cpuRanges()}`);
+      return;
+    }
+    if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    const v = parseKernelNumber(args[0]);
+    if (v === undefined) throw new KdbError(KdbDiag.BADINT);
+    if (v >= BigInt(n)) throw new KdbError(KdbDiag.BADCPUNUM);
+    this.#cpu = Number(v);
+    this.#task = undefined;
+    const c = k.cpuTasks[this.#cpu];
+    out("");
+    out(
+      `Entering kdb (current=${hex16(c?.task ?? 0n)}, pid ${c?.pid ?? 0}) on processor ` +
+        `${this.#cpu} due to cpu switch`,
+    );
+  }
+
+  /** `0-1`, `0(-), 1`: kdb's list of CPUs, ranges of one state ('-' = idle task). */
+  #cpuRanges(): string {
+    const n = this.kernel!.dump.cpus.length;
+    const states: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = this.#cpuTask(i);
+      states.push(t && this.stateChar(t) === "-" ? "-" : " ");
+    }
+    const parts: string[] = [];
+    for (let i = 0; i < n;) {
+      let j = i;
+      while (j + 1 < n && states[j + 1] === states[i]) j++;
+      parts.push(`${i}${j > i ? `-${j}` : ""}${states[i] !== " " ? `(${states[i]})` : ""}`);
+      i = j + 1;
+    }
+    return parts.join(", ");
+  }
+
+  kgdb(out: Line): KdbAction {
+    out(KGDB_ENTERING.trimEnd());
+    return "kgdb";
+  }
+
+  go(args: string[], out: Line): void {
+    if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    if (this.#cpu !== this.#initialCpu) {
+      out(
+        `go must execute on the entry cpu, please use "cpu ${this.#initialCpu}" and then execute go`,
+      );
+      throw new KdbError(KdbDiag.BADCPUNUM);
+    }
+    if (this.target.resume) {
+      this.target.resume();
+      // A running kernel changes: read its tasks again next time.
+      this.#tasks = undefined;
+      this.#task = undefined;
+      return;
+    }
+    out("go: the target is a crash dump: it cannot continue execution");
+  }
+
+  // --- registers and memory --------------------------------------------------------------------
+
+  /** The registers of the current task, when it is running on a CPU (kdb_current_regs). */
+  #currentRegisters(): RegisterValues | undefined {
+    const k = this.kernel;
+    if (!k) return undefined;
+    if (this.#task && this.#task.runningOn === undefined) return undefined;
+    const cpu = this.#task?.runningOn ?? this.#cpu;
+    return k.dump.cpus[cpu]?.registers;
+  }
+
+  rd(out: Line): void {
+    const regs = this.#currentRegisters();
+    if (!regs) {
+      out("No current kdb registers.  You may need to select another task");
+      throw new KdbError(KdbDiag.BADREG);
+    }
+    const table = this.kernel!.dump.arch === "x86_64" ? X86_64_RD : ARM64_RD;
+    let line = "";
+    const lines: string[] = [];
+    for (const [name, size, gdbName] of table) {
+      const rsize = size * 2 > 16 ? 2 : size * 2;
+      if (line.length + name.length + 4 + rsize > 80) {
+        lines.push(line);
+        line = "";
+      }
+      if (line) line += "  ";
+      const v = gdbName ? regs.get(gdbName) : undefined;
+      line += v === undefined || size > 8
+        ? `${name}: ??`
+        : `${name}: ${BigInt.asUintN(size * 8, v).toString(16).padStart(size * 2, "0")}`;
+    }
+    lines.push(line);
+    for (const l of lines) out(l);
+  }
+
+  md(argv0: string, args: string[], out: Line): void {
+    const k = this.#kernel(argv0);
+    mdCommand(k, argv0, args, this.#md, (n) => this.getEnv(n), out);
+  }
+
+  perCpu(args: string[], out: Line): void {
+    const k = this.#kernel("per_cpu");
+    if (args.length < 1 || args.length > 3) throw new KdbError(KdbDiag.ARGCOUNT);
+    const sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    let bytes = 8;
+    if (args.length >= 2) {
+      const v = parseKernelNumber(args[1]);
+      if (v === undefined) throw new KdbError(KdbDiag.BADINT);
+      bytes = Number(v) || 8;
+      if (bytes > 8) throw new KdbError(KdbDiag.BADWIDTH);
+    }
+    let which: number | undefined;
+    if (args.length >= 3) {
+      const v = parseKernelNumber(args[2]);
+      if (v === undefined) throw new KdbError(KdbDiag.BADINT);
+      if (v >= BigInt(k.dump.cpus.length)) {
+        out(`cpu ${v} is not online`);
+        throw new KdbError(KdbDiag.BADCPUNUM);
+      }
+      which = Number(v);
+    }
+    const offsets = k.symbol("__per_cpu_offset");
+    for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) {
+      if (which !== undefined && cpu !== which) continue;
+      const off = offsets === undefined ? undefined : k.memory?.readU64(offsets + BigInt(cpu) * 8n);
+      const addr = (sym + (off ?? 0n)) & 0xffffffffffffffffn;
+      const buf = new Uint8Array(bytes);
+      const r = k.memory?.read(addr, buf);
+      if (off === undefined || !r || r.error) {
+        out(`${String(cpu).padStart(5)} ${hex16(addr)} - unable to read, diag=${KdbDiag.BADADDR}`);
+        continue;
+      }
+      let w = 0n;
+      for (let i = bytes - 1; i >= 0; i--) w = (w << 8n) | BigInt(buf[i]);
+      const hit = bytes === 8 ? symbolAt(k, w) : undefined;
+      out(
+        `${String(cpu).padStart(5)} ${hex16(addr)} ${w.toString(16).padStart(bytes * 2, "0")} ` +
+          (hit ? `${hit.name}${hit.offset ? `+0x${hit.offset.toString(16)}` : ""}` : ""),
+      );
+    }
+  }
+
+  // --- the kernel log ----------------------------------------------------------------------------
+
+  /**
+   * `dmesg [LINES [ADJUST]]`: the log is read again each time (a few milliseconds), so a live
+   * target's new lines show. LOGLEVEL=N keeps the records below level N, as a console does.
+   */
+  dmesg(args: string[], out: Line): void {
+    if (args.length > 2) throw new KdbError(KdbDiag.ARGCOUNT);
+    const level = parseKernelNumber(this.getEnv("LOGLEVEL") ?? "");
+    const log = readKernelLog(this.#kernel("dmesg"));
+    const lines = logLines(log, level === undefined ? 7 : Number(level) - 1);
+    for (const l of dmesgCommand(lines, args)) out(l);
+  }
+
+  // --- backtraces --------------------------------------------------------------------------------
+
+  /** kdb_bt1: the header, the task's ps line, its stack. */
+  #bt1(t: TaskInfo, out: Line): void {
+    out(`Stack traceback for pid ${t.pid}`);
+    out(this.#ps1(t));
+    const k = this.kernel!;
+    const regs = t.runningOn !== undefined
+      ? k.dump.cpus[t.runningOn]?.registers ?? new Map()
+      : this.tasks().kernelRegisters(t);
+    this.#stack(regs, t, out);
+  }
+
+  #stack(regs: RegisterValues, t: TaskInfo | undefined, out: Line): void {
+    const bt = kernelBacktrace(this.kernel!, regs, {
+      task: t?.address,
+      cpu: t?.runningOn,
+      maxFrames: MAX_FRAMES,
+    });
+    out("Call Trace:");
+    for (const l of formatBacktrace(bt)) out(l);
+  }
+
+  bt(args: string[], out: Line): void {
+    const k = this.#kernel("bt");
+    if (args.length) {
+      // bt ADDRESS: a stack location assumed to hold a return address.
+      const sp = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+      const pc = k.memory?.readU64(sp);
+      if (pc === undefined) {
+        throw new KdbError(KdbDiag.BADADDR, `kdb_getarea_size: Bad address 0x${sp.toString(16)}`);
+      }
+      const x86 = k.dump.arch === "x86_64";
+      const regs = new Map([[x86 ? "rip" : "pc", pc], [x86 ? "rsp" : "sp", sp + 8n]]);
+      this.#stack(regs, this.#task, out);
+      return;
+    }
+    const t = this.#currentTask();
+    if (!t) return this.#cpuStack(this.#cpu, out);
+    this.#bt1(t, out);
+  }
+
+  /**
+   * A CPU's stack when its task is not known (the task list needs types the dump may lack):
+   * the header names the CPU, and the stack starts from the CPU's saved registers.
+   */
+  #cpuStack(cpu: number, out: Line): void {
+    const k = this.kernel!;
+    const c = k.cpuTasks[cpu];
+    let why = "";
+    try {
+      this.tasks().list();
+    } catch (e) {
+      why = ` (no task list: ${errorText(e)})`;
+    }
+    out(`Stack traceback for cpu ${cpu}${c?.pid !== undefined ? `, pid ${c.pid}` : ""}${why}`);
+    const regs = k.dump.cpus[cpu]?.registers ?? new Map();
+    const bt = kernelBacktrace(k, regs, { task: c?.task, cpu, maxFrames: MAX_FRAMES });
+    out("Call Trace:");
+    for (const l of formatBacktrace(bt)) out(l);
+  }
+
+  btp(args: string[], out: Line): void {
+    if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    const v = parseKernelNumber(args[0]);
+    if (v === undefined) throw new KdbError(KdbDiag.BADINT);
+    const t = this.tasks().list().find((x) => BigInt(x.pid) === v && x.idleOf === undefined);
+    if (!t) {
+      out(`No process with pid == ${v} found`);
+      return;
+    }
+    this.#bt1(t, out);
+  }
+
+  btt(args: string[], out: Line): void {
+    if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    const k = this.#kernel("btt");
+    const addr = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    const t = this.tasks().byAddress(addr);
+    if (!t || t.unreadable) {
+      const size = k.btf?.structSize("task_struct") ?? 1;
+      const probe = new Uint8Array(Math.max(1, size));
+      const r = k.memory?.read(addr, probe);
+      const why = !r ? "no page tables" : r.error ?? "not a task_struct on the dump's task list";
+      throw new KdbError(
+        KdbDiag.BADADDR,
+        `kdb_getarea_size: Bad address 0x${addr.toString(16)} (${why})`,
+      );
+    }
+    this.#bt1(t, out);
+  }
+
+  bta(args: string[], out: Line): void {
+    const mask = args.length ? args[0] : this.getEnv("PS");
+    const { running, others } = this.#kdbOrder();
+    if (args.length === 0) this.#suppressed(out);
+    const runningSet = new Set(running.map((t) => t.address));
+    for (const t of running) if (this.#matches(t, mask)) this.#bt1(t, out);
+    for (const t of others) {
+      if (runningSet.has(t.address) || t.runningOn !== undefined) continue;
+      if (this.#matches(t, mask)) this.#bt1(t, out);
+    }
+  }
+
+  btc(args: string[], out: Line): void {
+    const k = this.#kernel("btc");
+    if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    const one = (cpu: number) => {
+      if (cpu >= k.dump.cpus.length) {
+        out(`WARNING: no process for cpu ${cpu}`);
+        return;
+      }
+      const t = this.#cpuTask(cpu);
+      if (!t) return this.#cpuStack(cpu, out);
+      this.#bt1(t, out);
+    };
+    if (args.length === 1) {
+      const v = parseKernelNumber(args[0]);
+      if (v === undefined) throw new KdbError(KdbDiag.BADINT);
+      one(v > 1n << 20n ? 1 << 20 : Number(v));
+      return;
+    }
+    out(`btc: cpu status: Currently on cpu ${this.#cpu}`);
+    out(`Available cpus: ${this.#cpuRanges()}`);
+    for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) one(cpu);
+  }
+}
+
+/** kdb commands that write memory or registers or run the target: refused on a dump. */
+const READ_ONLY_COMMANDS = new Set([
+  "mm",
+  "rm",
+  "ss",
+  "bp",
+  "bph",
+  "bc",
+  "bd",
+  "be",
+  "bl",
+  "reboot",
+  "kill",
+  "sr",
+]);
+
+/** Index of the first `|` outside quotes, or -1. */
+function unquotedBar(line: string): number {
+  let quote = "";
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === "\\") i++;
+    else if (quote) {
+      if (c === quote) quote = "";
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === "|") return i;
+  }
+  return -1;
+}
+
+/** kdb's parse_grep: a line filter, or kdb's complaint. */
+function parseGrep(spec: string): ((line: string) => boolean) | string {
+  let cp = spec.trimStart();
+  if (!cp.startsWith("grep ")) return "invalid 'pipe', see grephelp";
+  cp = cp.slice(5).trim();
+  if (cp === "") return "invalid 'pipe', see grephelp";
+  if (cp.startsWith('"')) {
+    const end = cp.indexOf('"', 1);
+    if (end < 0) return "invalid quoted string, see grephelp";
+    cp = cp.slice(1, end);
+  }
+  const leading = cp.startsWith("^");
+  if (leading) cp = cp.slice(1);
+  const trailing = cp.endsWith("$");
+  if (trailing) cp = cp.slice(0, -1);
+  if (cp.length >= 256) return "search string too long";
+  const pattern = cp;
+  return (line) => {
+    if (leading && trailing) return line === pattern;
+    if (leading) return line.startsWith(pattern);
+    if (trailing) return line.endsWith(pattern);
+    return line.includes(pattern);
+  };
+}
+
+/**
+ * Split a command line as kdb_parse does: on white space, `=` ending a word (`set A=1`),
+ * quotes and backslashes kept together, a `#` starting a comment.
+ */
+export function tokenize(line: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  const n = line.length;
+  while (i < n) {
+    while (i < n && /\s/.test(line[i])) i++;
+    if (i >= n || line[i] === "#") break;
+    let word = "";
+    let quoted = "";
+    let escaped = false;
+    while (i < n && (escaped || quoted || !/\s/.test(line[i]))) {
+      const c = line[i++];
+      if (escaped) {
+        escaped = false;
+        word += c;
+        continue;
+      }
+      if (c === "\\") {
+        escaped = true;
+        continue;
+      }
+      if (c === quoted) quoted = "";
+      else if (!quoted && (c === "'" || c === '"')) quoted = c;
+      if (c === "=" && !quoted) break;
+      word += c;
+    }
+    out.push(word);
+  }
+  return out;
+}
