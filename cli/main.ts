@@ -15,6 +15,7 @@ import type { Target } from "../lib/target.ts";
 import { serveStdio, serveTcp } from "../lib/transport.ts";
 import { DumpError } from "../lib/errors.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { mainLive } from "./live.ts";
 
 const encoder = new TextEncoder();
 
@@ -56,6 +57,7 @@ async function main(argv: string[]): Promise<number> {
     log(`kdump-gdbserver ${denoJson.version}`);
     return 0;
   }
+  if (opts.qemu) return await mainLive(opts, log);
 
   let kernel: Kernel;
   let target: Target;
