@@ -93,11 +93,31 @@ export class GuestRam {
   constructor(path: string, memdev: string, mtree: string) {
     this.path = path;
     let size: number;
+    let file: Deno.FsFile;
     try {
       size = Deno.statSync(path).size;
+      file = Deno.openSync(path, { read: true });
     } catch (e) {
+      if (e instanceof Deno.errors.NotCapable) {
+        // Deno grants paths under /dev/ only by name or with --allow-all.
+        throw new LiveError(
+          `${path}: Deno refuses to read files under /dev/ without --allow-all (run with -A, or ` +
+            `--allow-read=${path.slice(0, path.lastIndexOf("/"))} alone)`,
+        );
+      }
       throw new LiveError(`${path}: ${e instanceof Error ? e.message : e}`);
     }
+    try {
+      this.ranges = GuestRam.#check(path, size, memdev, mtree);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+    this.top = Math.max(...this.ranges.map((r) => r.end));
+    this.#file = file;
+  }
+
+  static #check(path: string, size: number, memdev: string, mtree: string): RamRange[] {
     const backends = parseMemdev(memdev);
     const backend = backends.find((b) => b.size === size);
     if (!backend) {
@@ -117,9 +137,7 @@ export class GuestRam {
     if (ranges.length === 0) {
       throw new LiveError(`${path}: QEMU's memory map has no RAM of backend "${backend.id}"`);
     }
-    this.ranges = ranges;
-    this.top = Math.max(...ranges.map((r) => r.end));
-    this.#file = Deno.openSync(path, { read: true, write: false });
+    return ranges;
   }
 
   #range(paddr: number): RamRange | undefined {

@@ -139,7 +139,8 @@ export class LiveTarget implements Target, RunControl {
     const stub = QemuStub.connect(this.options.host, this.options.port);
     stub.onEvent = (n) => {
       if (n.ev === "stop" && n.unsolicited && !this.#running) sawStop = true;
-      this.#notice(n);
+      // Notices of a connection already given up (a client that left) concern nobody.
+      if (this.#stub === stub) this.#notice(n);
     };
     try {
       stub.request("qSupported:multiprocess+;xmlRegisters=i386");
@@ -201,14 +202,17 @@ export class LiveTarget implements Target, RunControl {
     if (this.options.guestRam) {
       this.#ram = new GuestRam(this.options.guestRam, stub.monitor("info memdev"), mtree);
       this.#ramRanges = [...this.#ram.ranges];
-      // The file must hold what the guest sees: compare a page through both ways.
-      const probe = this.#ramRanges[0].start + 0x1000 < this.#ramRanges[0].end
-        ? this.#ramRanges[0].start + 0x1000
+      // The file must hold what the guest sees: compare a page through both ways, one that is
+      // never all zeros (the top page table of vCPU 0, else the first page of RAM).
+      const regs = readVcpuRegisters({ ...this.#srcWith(stub), vcpus: this.#vcpus.slice(0, 1) })[0];
+      const cr3 = regs.get("cr3");
+      const probe = cr3 !== undefined
+        ? Number(cr3 & 0x000ffffffffff000n)
         : this.#ramRanges[0].start;
-      const viaFile = new Uint8Array(256);
-      this.#ram.read(probe, viaFile);
-      const viaStub = stub.readMemory(BigInt(probe), 256);
-      if (viaStub.length === 256 && viaStub.some((b, i) => b !== viaFile[i])) {
+      const viaFile = new Uint8Array(4096);
+      const inFile = this.#ram.read(probe, viaFile);
+      const viaStub = stub.readMemory(BigInt(probe), 4096);
+      if (!inFile || (viaStub.length === 4096 && viaStub.some((b, i) => b !== viaFile[i]))) {
         throw new LiveError(
           `${this.options.guestRam}: its contents differ from the guest's memory: not this ` +
             "guest's RAM file (or the backend is not share=on)",
@@ -250,6 +254,14 @@ export class LiveTarget implements Target, RunControl {
         // gone anyway
       }
     }
+    // QEMU 7.2 keeps the physical-memory switch across connections: put it back for whoever
+    // connects to the stub next (gdb on its own would read physical memory).
+    try {
+      if (this.#running && !resume) stub.request("qC");
+      if (!this.#running || !resume) stub.request("Qqemu.PhyMemMode:0");
+    } catch {
+      // the link is gone
+    }
     this.#running = false;
     this.#stopWaiter = undefined;
     this.#stopQueue = [];
@@ -266,7 +278,6 @@ export class LiveTarget implements Target, RunControl {
 
   #notice(n: StubNotice): void {
     if (n.ev === "lost") {
-      if (this.#stub === undefined) return; // we closed it
       this.#lost = `QEMU's gdbstub at ${this.options.host}:${this.options.port}: ${n.reason}`;
       this.#deliver({ kind: "lost", message: this.#lost });
       this.onLost(this.#lost);
@@ -307,8 +318,12 @@ export class LiveTarget implements Target, RunControl {
   }
 
   #src(): LiveSource {
+    return this.#srcWith(this.#live());
+  }
+
+  #srcWith(stub: QemuStub): LiveSource {
     return {
-      stub: this.#live(),
+      stub,
       desc: this.#desc,
       ram: this.#ram,
       ramRanges: this.#ramRanges,
