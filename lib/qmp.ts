@@ -54,7 +54,10 @@ export class Qmp {
       await qmp.command("qmp_capabilities");
     } catch {
       qmp.close();
-      throw new LiveError(`${host}:${port} does not speak QMP`);
+      throw new LiveError(
+        `QEMU's QMP at ${host}:${port} did not greet within 5 s: not QMP, or another client ` +
+          "holds it (QEMU serves one QMP client at a time)",
+      );
     } finally {
       clearTimeout(timeout);
     }

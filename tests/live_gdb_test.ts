@@ -327,6 +327,53 @@ Deno.test({
       }
     });
 
+    await t.step("writes pass through (memory, registers); --read-only refuses them", async () => {
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "set var init_task.comm[0] = 'S'",
+        "p init_task.comm",
+        "set $orig = $rax",
+        "set $rax = 0x1234abcd",
+        "flushregs",
+        "p/x $rax",
+        "set $rax = $orig",
+      ]);
+      assert.match(r.out, /\$1 = "Swapper\/0\\000/, r.out);
+      assert.match(r.out, /\$2 = 0x1234abcd/, r.out);
+      // A new session reads it back from the guest (not from our cache); then restore it.
+      const again = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "p init_task.comm",
+        "set var init_task.comm[0] = 's'",
+      ]);
+      assert.match(again.out, /\$1 = "Swapper\/0\\000/, again.out);
+      const ro = await liveGdb(g, ["--guest-ram", g.ramPath, "--read-only"], [
+        "set var init_task.comm[0] = 'X'",
+        "p init_task.comm",
+      ]);
+      assert.match(ro.out, /read-only/, ro.out);
+      assert.match(ro.out, /\$1 = "swapper\/0\\000/, ro.out);
+    });
+
+    await t.step(
+      "a guest resumed behind gdb's back (QEMU's monitor) is stopped again, nothing stale",
+      async () => {
+        const r = await liveGdb(g, ["--guest-ram", g.ramPath, "--qmp", `127.0.0.1:${g.qmpPort}`], [
+          "p jiffies",
+          // QEMU's own monitor (QMP admits one client, and the server holds it): `cont`.
+          "monitor qemu cont",
+          "shell sleep 1",
+          "p jiffies",
+          "shell sleep 0.5",
+          "p jiffies",
+        ]);
+        const j = jiffiesValues(r.out);
+        assert.equal(j.length, 3, r.out);
+        assert.ok(j[1] > j[0], r.out);
+        // Stopped again at the read after the resume: the guest stands still from then on.
+        assert.equal(j[2], j[1], r.out);
+        assert.match(r.out, /resumed outside gdb/, r.out);
+      },
+    );
+
     await t.step("QEMU killed mid-session: one line, no hang", async () => {
       const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
       try {
