@@ -35,10 +35,76 @@ export interface LiveSource {
 
 /** Every vCPU's registers by name, read with `Hg` + `g`. */
 export function readVcpuRegisters(src: LiveSource): Map<string, bigint>[] {
-  return src.vcpus.map((id) => {
-    src.stub.request(`Hg${id}`);
-    return decodeRegisters(src.desc, src.stub.request("g"));
-  });
+  return src.vcpus.map((id) => readOneVcpu(src, id));
+}
+
+function readOneVcpu(src: LiveSource, id: string): Map<string, bigint> {
+  src.stub.request(`Hg${id}`);
+  return decodeRegisters(src.desc, src.stub.request("g"));
+}
+
+/**
+ * A vCPU's registers, read from the stub on first use: a stop where gdb only looks at one
+ * thread (a `stepi`) costs one `g`, not one per vCPU.
+ */
+export class LazyRegisters extends Map<string, bigint> {
+  #load: (() => Map<string, bigint>) | undefined;
+
+  constructor(load: () => Map<string, bigint>) {
+    super();
+    this.#load = load;
+  }
+
+  #ready(): void {
+    const load = this.#load;
+    if (!load) return;
+    this.#load = undefined;
+    for (const [k, v] of load()) super.set(k, v);
+  }
+
+  override get(key: string): bigint | undefined {
+    this.#ready();
+    return super.get(key);
+  }
+
+  override has(key: string): boolean {
+    this.#ready();
+    return super.has(key);
+  }
+
+  override get size(): number {
+    this.#ready();
+    return super.size;
+  }
+
+  override entries(): MapIterator<[string, bigint]> {
+    this.#ready();
+    return super.entries();
+  }
+
+  override keys(): MapIterator<string> {
+    this.#ready();
+    return super.keys();
+  }
+
+  override values(): MapIterator<bigint> {
+    this.#ready();
+    return super.values();
+  }
+
+  override forEach(f: (v: bigint, k: string, m: Map<string, bigint>) => void): void {
+    this.#ready();
+    super.forEach(f);
+  }
+
+  override [Symbol.iterator](): MapIterator<[string, bigint]> {
+    return this.entries();
+  }
+}
+
+/** Every vCPU's registers, each read when first asked for. */
+export function lazyVcpuRegisters(src: LiveSource): Map<string, bigint>[] {
+  return src.vcpus.map((id) => new LazyRegisters(() => readOneVcpu(src, id)));
 }
 
 /** QEMU's x86_64 control registers, in the shape of its dump notes. */
@@ -67,7 +133,16 @@ export class LiveDump implements DumpReader {
   readonly notes: readonly ElfNote[] = [];
   readonly vmcoreinfo?: VmcoreInfo;
   readonly cpus: readonly CpuState[];
-  readonly qemuCpus: readonly QemuCpuState[];
+  #registers: Map<string, bigint>[];
+  #qemuCpus: QemuCpuState[] | undefined;
+
+  /** Control registers of each vCPU (read when first asked: only without VMCOREINFO). */
+  get qemuCpus(): readonly QemuCpuState[] {
+    this.#qemuCpus ??= this.arch === "x86_64"
+      ? this.#registers.map(controlRegisters).filter((c): c is QemuCpuState => c !== undefined)
+      : [];
+    return this.#qemuCpus;
+  }
   /** Pages from the gdbstub are slow to get: worth caching. The RAM file is read directly. */
   readonly compressed: boolean;
   readonly warnings: readonly string[];
@@ -99,9 +174,7 @@ export class LiveDump implements DumpReader {
     const top = Math.max(0, ...src.ramRanges.map((r) => r.end));
     this.maxPfn = Math.ceil(top / PAGE_SIZE);
     this.cpus = registers.map((r, cpu) => ({ cpu, pid: cpu + 1, registers: r }));
-    this.qemuCpus = this.arch === "x86_64"
-      ? registers.map(controlRegisters).filter((c): c is QemuCpuState => c !== undefined)
-      : [];
+    this.#registers = registers;
     this.vmcoreinfo = facts.vmcoreinfo;
     this.warnings = facts.warnings ?? [];
     this.details = facts.details ?? {};

@@ -27,7 +27,7 @@ import type {
 import { LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
 import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
-import { LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
+import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
 import { discoverX86, type LiveFacts } from "./live_discovery.ts";
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
@@ -346,14 +346,16 @@ export class LiveTarget implements Target, RunControl {
       stub.request("qC"); // answered once the guest has stopped again
     }
     const src = this.#src();
-    const registers = readVcpuRegisters(src);
+    const registers = lazyVcpuRegisters(src);
     const probe = new LiveDump(src, registers);
     let facts: LiveFacts = {
       kaslrSource: "not found",
       vmcoreinfoSource: "not found",
       warnings: [],
     };
-    if (probe.arch === "x86_64" && probe.qemuCpus.length > 0) {
+    const again = this.#factsAgain(probe);
+    if (again) facts = again;
+    else if (probe.arch === "x86_64" && probe.qemuCpus.length > 0) {
       const cpu = probe.qemuCpus[0];
       facts = discoverX86(
         new PhysicalMemory(probe, { cacheBytes: 1 << 20 }),
@@ -366,6 +368,7 @@ export class LiveTarget implements Target, RunControl {
     }
     if (facts.vmcoreinfo && facts.vmcoreinfoPaddr !== undefined) {
       this.#knownVmcoreinfo = { paddr: facts.vmcoreinfoPaddr, raw: facts.vmcoreinfo.raw.slice() };
+      this.#lastFacts = facts;
     }
     const dump = new LiveDump(src, registers, {
       vmcoreinfo: facts.vmcoreinfo,
@@ -375,7 +378,9 @@ export class LiveTarget implements Target, RunControl {
     const kernel = new Kernel(dump, {
       opened: this.#opened,
       kaslrOffset: facts.kaslrOffset,
-      cacheBytes: this.options.cacheBytes,
+      // A cache lives for one stop: allocating the dump-sized default at every stop costs more
+      // than a stop's reads need. Pages from the RAM file are cheap to read again.
+      cacheBytes: Math.min(this.options.cacheBytes ?? 64 << 20, this.#ram ? 2 << 20 : 16 << 20),
     });
     let inner: Target;
     const cpuThread = registers.map((_, cpu) => cpu + 1);
@@ -391,6 +396,22 @@ export class LiveTarget implements Target, RunControl {
     } else inner = new KernelTarget(kernel);
     this.#snapshot = { kernel, inner, facts, cpuThread };
     return this.#snapshot;
+  }
+
+  #lastFacts: LiveFacts | undefined;
+
+  /**
+   * The facts of the last stop, when the guest's VMCOREINFO text is still where it was (one
+   * page read): the kernel has not been replaced, so its KASLR offset stands.
+   */
+  #factsAgain(probe: LiveDump): LiveFacts | undefined {
+    const known = this.#knownVmcoreinfo;
+    const last = this.#lastFacts;
+    if (!known || !last) return undefined;
+    const now = new Uint8Array(known.raw.length);
+    const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
+    if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
+    return now.every((b, i) => b === known.raw[i]) ? last : undefined;
   }
 
   /** The CPU a thread of ours runs on, or undefined (a sleeping task). */
