@@ -50,7 +50,13 @@ export type {
   MemoryRead,
   MonitorOutput,
   RegisterValues,
+  ResumeAction,
+  RunControl,
+  StopEvent,
   Target,
   ThreadInfo,
 } from "./lib/target.ts";
+export { LiveTarget, type LiveOptions } from "./lib/live_target.ts";
+export { LiveError, QemuStub } from "./lib/qemu_stub.ts";
+export { Qmp } from "./lib/qmp.ts";
 export { serveStdio, serveTcp } from "./lib/transport.ts";
