@@ -39,7 +39,7 @@ export function readVcpuRegisters(src: LiveSource): Map<string, bigint>[] {
 }
 
 function readOneVcpu(src: LiveSource, id: string): Map<string, bigint> {
-  src.stub.request(`Hg${id}`);
+  src.stub.selectThread(id);
   return decodeRegisters(src.desc, src.stub.request("g"));
 }
 

@@ -606,7 +606,7 @@ export class LiveTarget implements Target, RunControl {
         // QEMU translates with the vCPU's own page tables: kernel addresses, and user addresses
         // of the process running there (a sleeping task's user memory is not reachable).
         const cpu = this.#cpuOf(threadId) ?? 0;
-        stub.request(`Hg${this.#vcpus[cpu]}`);
+        stub.selectThread(this.#vcpus[cpu]);
         stub.request("Qqemu.PhyMemMode:0");
       }
       try {
@@ -641,7 +641,7 @@ export class LiveTarget implements Target, RunControl {
         return `E.thread ${threadId} is not on a CPU: its registers are saved state`;
       }
       const stub = this.#live();
-      stub.request(`Hg${this.#vcpus[cpu]}`);
+      stub.selectThread(this.#vcpus[cpu]);
       const r = stub.request(`P${reg.regnum.toString(16)}=${encodeRegisterValue(reg, value)}`);
       this.#drop();
       return r === "OK" ? undefined : `E.QEMU refused to write ${name} (${r})`;

@@ -46,6 +46,10 @@ export class QemuStub {
     });
     this.#worker.onmessage = (e: MessageEvent<StubNotice>) => {
       if (e.data.ev === "lost") this.#lost = e.data.reason;
+      // QEMU makes the CPU that stopped the target of `g` (gdb_set_stop_cpu). An unsolicited
+      // stop may be handled here after later requests: forget instead of guessing.
+      else if (e.data.unsolicited) this.#general = undefined;
+      else this.#general = e.data.text.match(/thread:([^;]+)/)?.[1];
       this.onEvent(e.data);
     };
     this.#post({ op: "init" }, sab);
@@ -96,6 +100,21 @@ export class QemuStub {
     return { status, bytes: this.#data.slice(0, n) };
   }
 
+  /** The thread QEMU's `g`/`P`/`M` apply to, when known. */
+  #general: string | undefined;
+
+  /**
+   * Make `id` (QEMU's form, `p01.02`) the thread of `g`, `P` and virtual `M`: one `Hg` unless it
+   * already is (after a stop it is the CPU that stopped, which is the one gdb asks about first).
+   */
+  selectThread(id: string): void {
+    if (this.#general === id) return;
+    this.#general = undefined;
+    const r = this.request(`Hg${id}`);
+    if (r !== "OK") throw new LiveError(`QEMU's gdbstub refused thread ${id} (${r})`);
+    this.#general = id;
+  }
+
   /** Send one packet and return the stub's reply (qXfer data unescaped), as latin1 text. */
   request(packet: string): string {
     const r = this.#call({ op: "packet", text: packet });
@@ -123,11 +142,13 @@ export class QemuStub {
 
   /** Send a resume packet (`vCont;…`, `c`, `s`); its stop reply arrives through `onEvent`. */
   resume(packet: string): void {
+    this.#general = undefined;
     this.#call({ op: "resume", text: packet });
   }
 
   /** Send the interrupt byte (0x03) to a running guest. */
   interrupt(): void {
+    this.#general = undefined;
     this.#call({ op: "interrupt" });
   }
 
