@@ -51,6 +51,9 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
       }` +
         (opts.readOnly ? ", read-only" : ", writes pass through to QEMU"),
     );
+    if (!opts.vmlinux) {
+      log(`symbols:      file <vmlinux> -o 0x${target.kernel.kaslrOffset.toString(16)}`);
+    }
     const threads = target.threads();
     log(`threads: ${threads.length}`);
     for (const t of threads.slice(0, 32)) log(`  ${t.id}  ${t.name}`);
@@ -60,6 +63,15 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
     return fail(e);
   }
   let exitCode = 0;
+  // Stopped by a signal: give the guest back first (QEMU's stub keeps our physical-memory switch
+  // for the next debugger otherwise).
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => {
+      target.close();
+      qmp?.close();
+      Deno.exit(signal === "SIGINT" ? 130 : 143);
+    });
+  }
   const lost = new Promise<void>((resolve) => {
     target.onLost = (message) => {
       log(`kdump-gdbserver: ${message}`);
