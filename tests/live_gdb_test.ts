@@ -314,6 +314,23 @@ Deno.test({
       } finally {
         await Deno.remove(small).catch(() => {});
       }
+      // A backend without share=on: QEMU's memory is not in the file.
+      const unshared = await bootGuest({ share: false, start: false });
+      try {
+        r = await run([
+          "--qemu",
+          `127.0.0.1:${unshared.gdbPort}`,
+          "--guest-ram",
+          unshared.ramPath,
+        ]);
+        assert.equal(r.code, 1, r.err);
+        assert.match(
+          r.err,
+          /^kdump-gdbserver: \/dev\/shm\/\S+: the guest's memory backend "ram" is not shared \(add share=on\).*\n$/,
+        );
+      } finally {
+        await unshared.stop();
+      }
       if (hasBoot("x86_64-6.12")) {
         const other = boot("x86_64-6.12").vmlinux;
         // The banner warns; stdin at EOF then ends the session (as gdb closing the pipe).
@@ -325,6 +342,38 @@ Deno.test({
           w.err,
         );
       }
+    });
+
+    await t.step("a guest stopped behind gdb's back (QMP stop) ends gdb's continue", async () => {
+      const child = new Deno.Command("gdb", {
+        args: [
+          "-nx",
+          "-batch",
+          "-ex",
+          "set sysroot /",
+          "-ex",
+          pipeTarget(liveArgs(g, ["--guest-ram", g.ramPath])),
+          "-ex",
+          "continue",
+          "-ex",
+          "p init_task.comm",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(90_000),
+      }).spawn();
+      const until = Date.now() + 60_000;
+      await new Promise((r) => setTimeout(r, 1000));
+      while (await guestStatus(g) !== "running" && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      await qmpCommand(g.qmpPort, "stop");
+      const o = await child.output();
+      const out = new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr);
+      assert.match(out, /received signal SIGINT/, out);
+      assert.match(out, /\$1 = "swapper\/0\\000/, out);
     });
 
     await t.step("writes pass through (memory, registers); --read-only refuses them", async () => {

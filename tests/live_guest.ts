@@ -97,6 +97,10 @@ export interface BootOptions {
   vmcoreinfo?: boolean;
   /** Guest RAM in MiB (default 512). */
   memoryMb?: number;
+  /** share=on for the RAM file (default true). */
+  share?: boolean;
+  /** Let the guest run (default true); false leaves it stopped at -S. */
+  start?: boolean;
 }
 
 /**
@@ -131,7 +135,9 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
     "-qmp",
     `tcp:127.0.0.1:${qmpPort},server=on,wait=off`,
     "-object",
-    `memory-backend-file,id=ram,size=${mb}M,mem-path=${ramPath},share=on`,
+    `memory-backend-file,id=ram,size=${mb}M,mem-path=${ramPath},share=${
+      options.share === false ? "off" : "on"
+    }`,
     "-machine",
     "memory-backend=ram",
     "-serial",
@@ -190,8 +196,10 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
     },
   };
   try {
-    await qmpCommand(qmpPort, "cont");
-    if (options.waitReady !== false) {
+    if (options.start === false) {
+      await qmpCommand(qmpPort, "query-status"); // QEMU is up
+    } else await qmpCommand(qmpPort, "cont");
+    if (options.waitReady !== false && options.start !== false) {
       const deadline = Date.now() + 120_000;
       while (!/LIVE ready/.test(readConsole())) {
         if (exited) throw new Error(`QEMU exited early:\n${readConsole()}`);
