@@ -113,6 +113,45 @@ Deno.test({
       assert.match(r.out, /^#0 .* in \w+/m, r.out);
     });
 
+    await t.step(
+      "no vmlinux: VMCOREINFO from a scan of RAM, names from the kernel's kallsyms",
+      async () => {
+        const r = await runGdb([
+          `target remote | ${
+            [
+              ...LIVE_SERVER,
+              "--stdio",
+              "--qemu",
+              `127.0.0.1:${g.gdbPort}`,
+              "--guest-ram",
+              g.ramPath,
+            ].join(" ")
+          }`,
+          "info threads",
+          "monitor ps httpd",
+        ]);
+        assert.match(
+          r.out,
+          /KASLR found: +VMCOREINFO \(a scan of guest RAM\), agreeing with the kernel image mapping/,
+          r.out,
+        );
+        assert.match(r.out, /types: +BTF and kallsyms found in the dump/, r.out);
+        assert.match(r.out, /Thread 2 "CPU 1: [^"]+"/, r.out);
+        assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
+        // Without anything but the stub: KASLR from the page tables alone.
+        const bare = await runGdb([
+          `target remote | ${
+            [...LIVE_SERVER, "--stdio", "--qemu", `127.0.0.1:${g.gdbPort}`].join(" ")
+          }`,
+          "monitor sys",
+        ]);
+        const a = r.out.match(/kernel offset (0x[0-9a-f]+)/)?.[1];
+        assert.ok(a, r.out);
+        assert.match(bare.out, new RegExp(`KASLR: +kernel offset ${a}\\b`), bare.out);
+        assert.match(bare.out, /KASLR found: +the kernel image mapping under CR3/, bare.out);
+      },
+    );
+
     await t.step("bulk reads: the same bytes as gdb straight on QEMU's stub", async () => {
       const tmp = await Deno.makeTempDir();
       try {
