@@ -160,6 +160,45 @@ export function discoverX86(
   return { kaslrOffset, kaslrSource, vmcoreinfo, vmcoreinfoPaddr, vmcoreinfoSource, warnings };
 }
 
+/**
+ * Find VMCOREINFO of a guest of another architecture (aarch64): where it was at the last stop,
+ * else by a scan of the RAM file; the KASLR offset is VMCOREINFO's KERNELOFFSET.
+ */
+export function discoverByScan(
+  phys: PhysicalMemory,
+  ram: GuestRam | undefined,
+  known?: { paddr: number; raw: Uint8Array },
+): LiveFacts {
+  let paddr: number | undefined;
+  let source = "not found";
+  if (known) {
+    const again = new Uint8Array(known.raw.length);
+    if (
+      phys.read(known.paddr, again).bytes === again.length &&
+      again.every((b, i) => b === known.raw[i])
+    ) {
+      paddr = known.paddr;
+      source = "guest memory (same place as at the last stop)";
+    }
+  }
+  if (paddr === undefined && ram) {
+    paddr = scanRamForVmcoreinfo(ram);
+    if (paddr !== undefined) source = "a scan of guest RAM";
+  }
+  const vmcoreinfo = paddr === undefined ? undefined : new VmcoreInfo(readNoteText(phys, paddr));
+  const kaslrOffset = vmcoreinfo?.kernelOffset;
+  return {
+    kaslrOffset,
+    kaslrSource: kaslrOffset !== undefined
+      ? `VMCOREINFO (${source})`
+      : "not found (this architecture needs VMCOREINFO: give --guest-ram)",
+    vmcoreinfo,
+    vmcoreinfoPaddr: paddr,
+    vmcoreinfoSource: source,
+    warnings: [],
+  };
+}
+
 /** The NUL-terminated VMCOREINFO text at `paddr` (at most one page, as the kernel keeps it). */
 function readNoteText(phys: PhysicalMemory, paddr: number): Uint8Array {
   const page = new Uint8Array(4096 - (paddr % 4096));

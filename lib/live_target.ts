@@ -28,7 +28,7 @@ import { LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
 import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
 import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
-import { discoverX86, type LiveFacts } from "./live_discovery.ts";
+import { discoverByScan, discoverX86, type LiveFacts } from "./live_discovery.ts";
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
 import { tasksTarget } from "./tasks_target.ts";
@@ -362,6 +362,12 @@ export class LiveTarget implements Target, RunControl {
         cpu.cr3,
         cpu.cr4,
         this.#opened?.vmlinux,
+        this.#ram,
+        this.#knownVmcoreinfo,
+      );
+    } else if (probe.arch !== "x86_64") {
+      facts = discoverByScan(
+        new PhysicalMemory(probe, { cacheBytes: 1 << 20 }),
         this.#ram,
         this.#knownVmcoreinfo,
       );

@@ -10,11 +10,14 @@ import { FIXTURES } from "./fixtures.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-/** The kernel the guests boot (the x86_64-6.1 fixture boot's). */
-export function liveKernelDir(): string | undefined {
+/** Architectures a live guest can have. */
+export type GuestArch = "x86_64" | "aarch64";
+
+/** The kernel the guests boot (the x86_64-6.1 or aarch64-6.1 fixture boot's). */
+export function liveKernelDir(arch: GuestArch = "x86_64"): string | undefined {
   const dir = FIXTURES;
   try {
-    const vmlinuz = Deno.realPathSync(`${dir}/x86_64-6.1/vmlinuz`);
+    const vmlinuz = Deno.realPathSync(`${dir}/${arch}-6.1/vmlinuz`);
     return vmlinuz.slice(0, vmlinuz.lastIndexOf("/"));
   } catch {
     return undefined;
@@ -22,13 +25,13 @@ export function liveKernelDir(): string | undefined {
 }
 
 /** Whether a live guest can be booted here (fixtures, QEMU and busybox present). */
-export function liveGuestAvailable(): boolean {
-  const k = liveKernelDir();
+export function liveGuestAvailable(arch: GuestArch = "x86_64"): boolean {
+  const k = liveKernelDir(arch);
   if (!k) return false;
   try {
-    Deno.statSync(`${FIXTURES}/busybox/amd64/busybox`);
+    Deno.statSync(`${FIXTURES}/busybox/${arch === "x86_64" ? "amd64" : "arm64"}/busybox`);
     Deno.statSync(`${k}/vmlinux`);
-    return new Deno.Command("qemu-system-x86_64", { args: ["--version"], stdout: "null" })
+    return new Deno.Command(`qemu-system-${arch}`, { args: ["--version"], stdout: "null" })
       .outputSync().success;
   } catch {
     return false;
@@ -60,17 +63,15 @@ export interface LiveGuest {
   stop(): Promise<void>;
 }
 
-let initrdPath: string | undefined;
-
-/** Build the live initramfs once per process (into a temporary directory). */
-async function initramfs(tmp: string): Promise<string> {
-  if (initrdPath) return initrdPath;
-  const kdir = liveKernelDir()!;
+/** Build the live initramfs (into the guest's temporary directory). */
+async function initramfs(tmp: string, arch: GuestArch): Promise<string> {
+  const kdir = liveKernelDir(arch)!;
   const stage = `${tmp}/stage`;
   for (const d of ["bin", "dev", "proc", "sys", "tmp", "lib/modules"]) {
     await Deno.mkdir(`${stage}/${d}`, { recursive: true });
   }
-  await Deno.copyFile(`${FIXTURES}/busybox/amd64/busybox`, `${stage}/bin/busybox`);
+  const debArch = arch === "x86_64" ? "amd64" : "arm64";
+  await Deno.copyFile(`${FIXTURES}/busybox/${debArch}/busybox`, `${stage}/bin/busybox`);
   await Deno.chmod(`${stage}/bin/busybox`, 0o755);
   await Deno.symlink("busybox", `${stage}/bin/sh`);
   await Deno.copyFile(`${ROOT}testdata/guest/init-live`, `${stage}/init`);
@@ -83,7 +84,6 @@ async function initramfs(tmp: string): Promise<string> {
     args: [`${ROOT}testdata/tools/mkinitramfs.py`, stage, out],
   }).output();
   if (!r.success) throw new Error(`mkinitramfs: ${new TextDecoder().decode(r.stderr)}`);
-  initrdPath = out;
   return out;
 }
 
@@ -101,6 +101,8 @@ export interface BootOptions {
   share?: boolean;
   /** Let the guest run (default true); false leaves it stopped at -S. */
   start?: boolean;
+  /** Default x86_64. */
+  arch?: GuestArch;
 }
 
 /**
@@ -109,16 +111,21 @@ export interface BootOptions {
  */
 export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
   const tmp = await Deno.makeTempDir({ prefix: "kdump-live-" });
-  const kdir = liveKernelDir()!;
-  const initrd = await initramfs(tmp);
+  const arch = options.arch ?? "x86_64";
+  const kdir = liveKernelDir(arch)!;
+  const initrd = await initramfs(tmp, arch);
   const gdbPort = freePort();
   const qmpPort = freePort();
   const mb = options.memoryMb ?? 512;
   const ramPath = `/dev/shm/kdump-live-${Deno.pid}-${gdbPort}`;
   const consolePath = `${tmp}/console.log`;
+  const machine = arch === "x86_64"
+    ? ["-machine", "memory-backend=ram"]
+    : ["-machine", "virt,memory-backend=ram", "-cpu", "cortex-a57"];
   const args = [
     "-accel",
     "tcg",
+    ...machine,
     "-m",
     String(mb),
     "-smp",
@@ -138,8 +145,6 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
     `memory-backend-file,id=ram,size=${mb}M,mem-path=${ramPath},share=${
       options.share === false ? "off" : "on"
     }`,
-    "-machine",
-    "memory-backend=ram",
     "-serial",
     `file:${consolePath}`,
     "-kernel",
@@ -147,10 +152,10 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
     "-initrd",
     initrd,
     "-append",
-    "console=ttyS0 panic=0",
+    `console=${arch === "x86_64" ? "ttyS0" : "ttyAMA0"} panic=0`,
     ...(options.extra ?? []),
   ];
-  const child = new Deno.Command("qemu-system-x86_64", {
+  const child = new Deno.Command(`qemu-system-${arch}`, {
     args,
     stdin: "null",
     stdout: "null",
@@ -192,7 +197,6 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
       await guest.kill();
       await Deno.remove(ramPath).catch(() => {});
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
-      initrdPath = undefined;
     },
   };
   try {
