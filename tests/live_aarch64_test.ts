@@ -12,7 +12,7 @@ const available = liveGuestAvailable("aarch64");
 const LIVE_SERVER = ["deno", "run", "-A", ...SERVER.slice(4)];
 
 Deno.test({
-  name: "live aarch64 guest: threads, relocation, breakpoint, ps",
+  name: "live aarch64 guest: threads, relocation, breakpoint, ps; QEMU killed while running",
   ignore: !available,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -39,6 +39,32 @@ Deno.test({
     assert.match(r.out, /^#1 .* in hrtimer_nanosleep /m, r.out);
     const httpd = g.pids.httpd;
     assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
+
+    // QEMU killed while the guest runs under gdb's `continue`: one line, the server exits, gdb
+    // sees the connection close; nothing hangs.
+    const err = await Deno.makeTempFile();
+    try {
+      const killer = new Promise((r) => setTimeout(r, 8000)).then(() =>
+        Deno.kill(g.pid, "SIGKILL")
+      );
+      const started = Date.now();
+      const k = await runGdb([
+        `target remote | ${[...server, "--guest-ram", g.ramPath].join(" ")} 2>${err}`,
+        "continue",
+      ], { gdb: "gdb-multiarch", timeoutMs: 60_000 });
+      await killer;
+      assert.ok(Date.now() - started < 50_000);
+      assert.match(k.out, /Remote connection closed|Remote communication error/, k.out);
+      const text = await Deno.readTextFile(err);
+      assert.match(
+        text,
+        /^kdump-gdbserver: QEMU's gdbstub at 127\.0\.0\.1:\d+: QEMU closed the gdbstub connection$/m,
+        text,
+      );
+      assert.doesNotMatch(text, /^\s+at /m, text);
+    } finally {
+      await Deno.remove(err);
+    }
   } finally {
     await g.stop();
   }
