@@ -24,7 +24,7 @@ import type {
   Target,
   ThreadInfo,
 } from "./target.ts";
-import { LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
+import { FIRST_PACKET, LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
 import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
 import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
@@ -143,7 +143,7 @@ export class LiveTarget implements Target, RunControl {
       if (this.#stub === stub) this.#notice(n);
     };
     try {
-      stub.request("qSupported:multiprocess+;xmlRegisters=i386");
+      stub.request(FIRST_PACKET, 5000);
       // QEMU stops a running guest when a debugger connects and says so with a stop reply
       // before anything else: let that message arrive.
       await new Promise((r) => setTimeout(r, 20));

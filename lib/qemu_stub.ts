@@ -18,6 +18,9 @@ const ANSWER_BYTES = 4 * 1024 * 1024;
 /** How long a request may take before the stub is declared unresponsive. */
 const REQUEST_TIMEOUT_MS = 15_000;
 
+/** The first packet of a connection (its answer tells whether the stub is ours to use). */
+export const FIRST_PACKET = "qSupported:multiprocess+;xmlRegisters=i386";
+
 /** A fault of the live link, with a one-line message for the user. */
 export class LiveError extends Error {}
 
@@ -92,7 +95,10 @@ export class QemuStub {
     if (r === "timed-out") {
       this.#lost = "no answer";
       throw new LiveError(
-        `QEMU's gdbstub at ${this.address} did not answer within ${timeoutMs / 1000} s`,
+        `QEMU's gdbstub at ${this.address} did not answer within ${timeoutMs / 1000} s` +
+          (msg.text === FIRST_PACKET
+            ? " (is another debugger attached? QEMU's gdbstub serves one at a time)"
+            : ""),
       );
     }
     const status = Atomics.load(this.#ctrl, 1);
@@ -116,8 +122,8 @@ export class QemuStub {
   }
 
   /** Send one packet and return the stub's reply (qXfer data unescaped), as latin1 text. */
-  request(packet: string): string {
-    const r = this.#call({ op: "packet", text: packet });
+  request(packet: string, timeoutMs = REQUEST_TIMEOUT_MS): string {
+    const r = this.#call({ op: "packet", text: packet }, timeoutMs);
     if (r.status !== 0) throw new LiveError(`QEMU's gdbstub: ${latin1(r.bytes)}`);
     return latin1(r.bytes);
   }

@@ -353,6 +353,18 @@ Deno.test({
       } finally {
         await Deno.remove(small).catch(() => {});
       }
+      // Another debugger holds QEMU's gdbstub (it serves one connection at a time).
+      const other = await Deno.connect({ hostname: "127.0.0.1", port: g.gdbPort });
+      try {
+        r = await run(["--qemu", `127.0.0.1:${g.gdbPort}`]);
+        assert.equal(r.code, 1, r.err);
+        assert.match(
+          r.err,
+          /^kdump-gdbserver: QEMU's gdbstub at \S+ did not answer within 5 s \(is another debugger attached\?.*\n$/,
+        );
+      } finally {
+        other.close();
+      }
       // A backend without share=on: QEMU's memory is not in the file.
       const unshared = await bootGuest({ share: false, start: false });
       try {
