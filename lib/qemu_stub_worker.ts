@@ -110,19 +110,42 @@ async function readLoop(): Promise<void> {
   self.postMessage({ ev: "lost", reason: lost });
 }
 
+/** Requests sent ahead of their replies: a page is two `m` packets, one round trip. */
+const PIPELINE = 4;
+
 /** `m` requests of at most 0x800 bytes until `length` bytes or the first error. */
 async function readMemory(address: bigint, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);
   let done = 0;
   while (done < length) {
-    const n = Math.min(MAX_M, length - done);
-    await sendPacket(`m${(address + BigInt(done)).toString(16)},${n.toString(16)}`);
-    const reply = await nextReply(false);
-    const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
-    if (!bytes || bytes.length === 0) break;
-    out.set(bytes.subarray(0, n), done);
-    done += Math.min(bytes.length, n);
-    if (bytes.length < n) break;
+    // Send a few requests at once (QEMU answers them in order), then take the replies.
+    const batch: number[] = [];
+    let frames = new Uint8Array(0);
+    for (let at = done; at < length && batch.length < PIPELINE; at += MAX_M) {
+      const n = Math.min(MAX_M, length - at);
+      batch.push(n);
+      const f = framePacket(`m${(address + BigInt(at)).toString(16)},${n.toString(16)}`);
+      const joined = new Uint8Array(frames.length + f.length);
+      joined.set(frames);
+      joined.set(f, frames.length);
+      frames = joined;
+    }
+    lastFrame = undefined; // a resend of several packets is not possible: they are replayed whole
+    await send(frames);
+    let short = false;
+    for (const n of batch) {
+      const reply = await nextReply(false);
+      if (short) continue; // drain the rest of the batch
+      const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
+      if (!bytes || bytes.length === 0) {
+        short = true;
+        continue;
+      }
+      out.set(bytes.subarray(0, n), done);
+      done += Math.min(bytes.length, n);
+      if (bytes.length < n) short = true;
+    }
+    if (short) break;
   }
   return out.subarray(0, done);
 }
