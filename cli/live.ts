@@ -17,11 +17,13 @@ import denoJson from "../deno.json" with { type: "json" };
 export async function mainLive(opts: CliOptions, log: (line: string) => void): Promise<number> {
   const stub = parseHostPort(opts.qemu!)!;
   const fail = (e: unknown): number => {
-    if (e instanceof LiveError || e instanceof DumpError) {
-      log(`kdump-gdbserver: ${e.message}`);
-      return 1;
-    }
-    throw e;
+    // One line whatever went wrong: a live guest is a moving target, and the user needs the
+    // reason, not our stack.
+    const message = e instanceof LiveError || e instanceof DumpError
+      ? e.message
+      : `unexpected error reading the guest: ${e instanceof Error ? e.message : String(e)}`;
+    log(`kdump-gdbserver: ${message.split("\n")[0]}`);
+    return 1;
   };
   let qmp: Qmp | undefined;
   let target: LiveTarget;

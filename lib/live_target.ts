@@ -38,6 +38,7 @@ import { Btf } from "./btf.ts";
 import type { Qmp } from "./qmp.ts";
 import { bytesHex } from "./rsp_client.ts";
 import { errorText } from "./file_source.ts";
+import { DumpError } from "./errors.ts";
 import { resolve } from "node:path";
 
 /** Options of a live target. */
@@ -157,7 +158,9 @@ export class LiveTarget implements Target, RunControl {
     } catch (e) {
       this.#stub = undefined;
       stub.close();
-      throw e;
+      throw e instanceof LiveError || e instanceof DumpError
+        ? e
+        : new LiveError(`QEMU's gdbstub at ${stub.address}: ${errorText(e)}`);
     }
     this.#drop();
     const wasRunning = this.options.qmp ? sawStop || await this.#qmpRunning() : sawStop;
