@@ -310,6 +310,28 @@ Deno.test({
       },
     );
 
+    await t.step("one client at a time: a second one is refused with a line", async () => {
+      const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
+      try {
+        const first = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        await first.write(new TextEncoder().encode("$?#3f"));
+        const buf = new Uint8Array(256);
+        const n = await first.read(buf); // the stop reply: this client holds the guest
+        assert.match(new TextDecoder().decode(buf.subarray(0, n ?? 0)), /\$T05thread:/);
+        const second = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        const closed = await second.read(buf).catch(() => null);
+        assert.equal(closed, null);
+        second.close();
+        assert.match(
+          server.stderr(),
+          /another gdb is attached to this guest; one client at a time/,
+        );
+        first.close();
+      } finally {
+        await server.stop();
+      }
+    });
+
     await t.step("faults: one clear line each", async () => {
       const run = async (args: string[]) => {
         const o = await new Deno.Command(LIVE_SERVER[0], {
