@@ -56,7 +56,7 @@ export type {
   Target,
   ThreadInfo,
 } from "./lib/target.ts";
-export { LiveTarget, type LiveOptions } from "./lib/live_target.ts";
+export { type LiveOptions, LiveTarget } from "./lib/live_target.ts";
 export { LiveError, QemuStub } from "./lib/qemu_stub.ts";
 export { Qmp } from "./lib/qmp.ts";
 export { serveStdio, serveTcp } from "./lib/transport.ts";
