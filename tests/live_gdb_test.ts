@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { runGdb, SERVER } from "./gdb_helpers.ts";
-import { bootGuest, type LiveGuest, liveGuestAvailable, qmpCommand } from "./live_guest.ts";
+import { bootGuest, type LiveGuest, liveGuestAvailable, qmpCommand, shm } from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
 
 const available = liveGuestAvailable();
@@ -355,7 +355,7 @@ Deno.test({
 
       const small = `/dev/shm/kdump-live-wrong-${Deno.pid}`;
       try {
-        await Deno.writeFile(small, new Uint8Array(1 << 20));
+        await shm("truncate", "-s", "1M", small);
         r = await run(liveArgs(g, ["--guest-ram", small]));
         assert.equal(r.code, 1);
         assert.match(
@@ -363,9 +363,8 @@ Deno.test({
           /^kdump-gdbserver: \/dev\/shm\/\S+: 1048576 bytes, but no memory backend of the guest has that size .*\n$/,
         );
         // Right size, wrong contents (a fresh sparse file, as when the backend is not shared).
-        const f = await Deno.open(small, { write: true, truncate: true });
-        await f.truncate(512 * 1024 * 1024);
-        f.close();
+        await shm("truncate", "-s", "0", small);
+        await shm("truncate", "-s", "512M", small);
         r = await run(liveArgs(g, ["--guest-ram", small]));
         assert.equal(r.code, 1);
         assert.match(
@@ -373,7 +372,7 @@ Deno.test({
           /^kdump-gdbserver: \/dev\/shm\/\S+: its contents differ from the guest's memory.*\n$/,
         );
       } finally {
-        await Deno.remove(small).catch(() => {});
+        await shm("rm", "-f", small);
       }
       // Another debugger holds QEMU's gdbstub (it serves one connection at a time).
       const other = await Deno.connect({ hostname: "127.0.0.1", port: g.gdbPort });

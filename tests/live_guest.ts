@@ -195,7 +195,7 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
     },
     async stop() {
       await guest.kill();
-      await Deno.remove(ramPath).catch(() => {});
+      await shm("rm", "-f", ramPath);
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     },
   };
@@ -219,6 +219,17 @@ export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
     throw e;
   }
   return guest;
+}
+
+/**
+ * A file operation under /dev/shm through coreutils: Deno grants paths under /dev/ only with
+ * --allow-all, and the test suite runs with named permissions (tests/run.sh).
+ */
+export async function shm(command: string, ...args: string[]): Promise<void> {
+  const r = await new Deno.Command(command, { args, stdout: "null", stderr: "piped" }).output();
+  if (!r.success) {
+    throw new Error(`${command} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+  }
 }
 
 /** Run one QMP command on a fresh connection; resolves with its `return` value. */
