@@ -318,6 +318,15 @@ export class LiveTarget implements Target, RunControl {
 
   #drop(): void {
     this.#snapshot = undefined;
+    this.#stopRegisters = undefined;
+  }
+
+  /** This stop's vCPU registers, each read when first asked for (shared with the snapshot). */
+  #stopRegisters: Map<string, bigint>[] | undefined;
+
+  #vcpuRegisters(): Map<string, bigint>[] {
+    if (this.#resumedBehind) this.#state(); // stops the guest again first
+    return this.#stopRegisters ??= lazyVcpuRegisters(this.#src());
   }
 
   #src(): LiveSource {
@@ -349,7 +358,7 @@ export class LiveTarget implements Target, RunControl {
       stub.request("qC"); // answered once the guest has stopped again
     }
     const src = this.#src();
-    const registers = lazyVcpuRegisters(src);
+    const registers = this.#stopRegisters ??= lazyVcpuRegisters(src);
     const probe = new LiveDump(src, registers);
     let facts: LiveFacts = {
       kaslrSource: "not found",
@@ -476,7 +485,15 @@ export class LiveTarget implements Target, RunControl {
   }
 
   registers(threadId: number): RegisterValues {
-    return this.#guard(() => this.#state().inner.registers(threadId), new Map());
+    return this.#guard(() => {
+      // Kernel mode: a vCPU's registers need no kernel view (a stop where gdb only reads
+      // registers, such as stepping off a breakpoint, builds none).
+      if (!this.options.tasks && !this.#snapshot) {
+        const cpu = this.#vcpuRegisters()[threadId - 1];
+        if (cpu) return cpu;
+      }
+      return this.#state().inner.registers(threadId);
+    }, new Map());
   }
 
   readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
