@@ -50,9 +50,15 @@ export type {
   MemoryRead,
   MonitorOutput,
   RegisterValues,
+  ResumeAction,
+  RunControl,
+  StopEvent,
   Target,
   ThreadInfo,
 } from "./lib/target.ts";
+export { type LiveOptions, LiveTarget } from "./lib/live_target.ts";
+export { LiveError, QemuStub } from "./lib/qemu_stub.ts";
+export { Qmp } from "./lib/qmp.ts";
 export { serveStdio, serveTcp } from "./lib/transport.ts";
 export {
   type Backtrace,

@@ -28,6 +28,11 @@ export interface CliOptions {
   json: boolean;
   version: boolean;
   help: boolean;
+  /** Live QEMU guest: its gdbstub, QMP, shared RAM file; refuse writes. */
+  qemu?: string;
+  qmp?: string;
+  guestRam?: string;
+  readOnly: boolean;
 }
 
 /** Thrown for a bad command line; the message is one line for stderr. */
@@ -56,6 +61,10 @@ Serve a Linux kernel crash dump to gdb over the remote protocol.
   -c, --command CMDS    run kdb console commands ('summary; bt; dmesg 40') and exit, no server
       --json            print summary, panic, every CPU's backtrace and the log as JSON, exit
   -k FILE               tasks JSON of the original tool (every task a thread)
+      --qemu HOST:PORT  a live QEMU guest: its gdbstub (-gdb tcp:HOST:PORT) instead of a dump
+      --qmp HOST:PORT   with --qemu: QEMU's QMP, to follow the guest's run state
+      --guest-ram FILE  with --qemu: the guest's shared RAM file (memory-backend-file, share=on)
+      --read-only       with --qemu: refuse memory and register writes
   -j FILE               process JSON of the original tool (one process)
       --version         print the version
   -h, --help            this help
@@ -91,6 +100,10 @@ export function parseCli(argv: string[]): CliOptions {
         j: { type: "string", short: "j" },
         version: { type: "boolean" },
         help: { type: "boolean", short: "h" },
+        qemu: { type: "string" },
+        qmp: { type: "string" },
+        "guest-ram": { type: "string" },
+        "read-only": { type: "boolean" },
       },
     });
   } catch (e) {
@@ -125,7 +138,27 @@ export function parseCli(argv: string[]): CliOptions {
     json: v.json ?? false,
     version: v.version ?? false,
     help: v.help ?? false,
+    qemu: v.qemu,
+    qmp: v.qmp,
+    guestRam: v["guest-ram"],
+    readOnly: v["read-only"] ?? false,
   };
+  if (out.qemu !== undefined) {
+    if (parseHostPort(out.qemu) === undefined) {
+      throw new UsageError(`--qemu: "${out.qemu}" is not HOST:PORT`);
+    }
+    if (out.qmp !== undefined && parseHostPort(out.qmp) === undefined) {
+      throw new UsageError(`--qmp: "${out.qmp}" is not HOST:PORT`);
+    }
+    if (files.length > 0) throw new UsageError("--qemu serves a live guest: give no dump file");
+    if (out.pid !== undefined || out.tasksJson || out.processJson) {
+      throw new UsageError("--qemu goes with kernel mode or --tasks");
+    }
+    return out;
+  }
+  if (out.qmp || out.guestRam || out.readOnly) {
+    throw new UsageError("--qmp, --guest-ram and --read-only go with --qemu");
+  }
   if (out.pid !== undefined && (!Number.isInteger(out.pid) || out.pid < 0)) {
     throw new UsageError(`--pid: "${v.pid}" is not a process id`);
   }
@@ -136,6 +169,15 @@ export function parseCli(argv: string[]): CliOptions {
     throw new UsageError("no dump file given (kdump-gdbserver --help for usage)");
   }
   return out;
+}
+
+/** `HOST:PORT` (or `:PORT`, or a bare port: 127.0.0.1), or undefined. */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const m = text.match(/^(?:(.*):)?(\d{1,5})$/);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: m[1] || "127.0.0.1", port };
 }
 
 /** True for addresses that stay on this machine. */

@@ -17,6 +17,7 @@ import { DumpError } from "../lib/errors.ts";
 import { bindTcp, ListenError } from "../lib/listen.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { triage } from "./triage.ts";
+import { mainLive } from "./live.ts";
 
 const encoder = new TextEncoder();
 
@@ -75,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
     log(`kdump-gdbserver ${denoJson.version}`);
     return 0;
   }
+  if (opts.qemu) return await mainLive(opts, log);
 
   // Bind the port before the dump is opened (seconds for a big one): a port in use is then
   // reported at once, in one line.

@@ -33,6 +33,13 @@ import {
 export interface KernelOptions extends PhysicalMemoryOptions {
   /** Path of the matching vmlinux (symbols, types, and gdb's symbol file). */
   vmlinux?: string;
+  /**
+   * The vmlinux already opened, with its types (a live target rebuilds the kernel view at every
+   * stop and keeps these). Takes the place of `vmlinux`.
+   */
+  opened?: { vmlinux: Vmlinux; btf?: Btf };
+  /** KASLR offset to use when the dump has no VMCOREINFO KERNELOFFSET (found some other way). */
+  kaslrOffset?: bigint;
 }
 
 /** What ran on one CPU when the dump was taken. */
@@ -78,15 +85,16 @@ export class Kernel {
     this.dump = dump;
     this.phys = new PhysicalMemory(dump, options);
     const vmci = dump.vmcoreinfo;
-    this.kaslrOffset = vmci?.kernelOffset ?? 0n;
-    if (options.vmlinux) {
-      this.vmlinux = new Vmlinux(options.vmlinux);
+    this.kaslrOffset = vmci?.kernelOffset ?? options.kaslrOffset ?? 0n;
+    if (options.opened) this.vmlinux = options.opened.vmlinux;
+    else if (options.vmlinux) this.vmlinux = new Vmlinux(options.vmlinux);
+    if (this.vmlinux) {
       // A vmlinux of another architecture can only mislead gdb: refuse it outright.
       const arch = vmlinuxArch(this.vmlinux.header.machine);
       if (arch !== dump.arch) {
-        this.vmlinux.close();
+        if (!options.opened) this.vmlinux.close();
         throw new DumpError(
-          options.vmlinux,
+          this.vmlinux.path,
           "ELF header",
           `a vmlinux for ${arch}, but the dump is of an ${dump.arch} kernel: give the ` +
             `${dump.arch} vmlinux of release ${vmci?.osRelease ?? "(unknown)"}`,
@@ -102,8 +110,11 @@ export class Kernel {
     let typeSource = "none (give --vmlinux for task names)";
     if (this.#symbolFile) {
       const file = this.#symbolFile;
-      const bytes = file.sectionBytes(".BTF");
-      if (bytes) {
+      const bytes = options.opened?.btf ? undefined : file.sectionBytes(".BTF");
+      if (options.opened?.btf) {
+        btf = options.opened.btf;
+        typeSource = `BTF of ${file.path}`;
+      } else if (bytes) {
         try {
           btf = new Btf(bytes);
           typeSource = `BTF of ${file.path}`;

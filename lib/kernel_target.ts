@@ -223,7 +223,7 @@ export function systemSummary(kernel: Kernel): string[] {
     `CPUs:         ${d.cpus.length}` +
     (kernel.panicCpu !== undefined ? `, panic on CPU ${kernel.panicCpu}` : ""),
     `KASLR:        ${
-      vmci?.kernelOffset !== undefined
+      vmci?.kernelOffset !== undefined || kernel.kaslrOffset !== 0n
         ? `kernel offset 0x${kernel.kaslrOffset.toString(16)}`
         : "no KERNELOFFSET in VMCOREINFO"
     }`,

@@ -23,7 +23,7 @@ import {
   ReplyWriter,
   WireEvent,
 } from "./rsp_wire.ts";
-import type { Target, ThreadInfo } from "./target.ts";
+import type { ResumeAction, StopEvent, Target, ThreadInfo } from "./target.ts";
 import { execFileForGdb, HostIo, librariesSvr4Xml } from "./rsp_hostio.ts";
 
 /**
@@ -268,7 +268,12 @@ export class RspSession {
         if (!this.#noAck) this.#writer.resend();
         return;
       case WireEvent.Interrupt:
-        // The target never runs, so a stop reply has always been sent already: nothing to stop.
+        if (this.#running) {
+          if (this.#debug) this.#log(`[${this.#label}] <- ^C`);
+          this.#target.run!.interrupt();
+          return;
+        }
+        // A dump never runs, so a stop reply has always been sent already: nothing to stop.
         if (this.#debug) this.#log(`[${this.#label}] <- ^C (ignored: target is stopped)`);
         return;
     }
@@ -296,6 +301,11 @@ export class RspSession {
   }
 
   #dispatch(packet: string): void {
+    if (this.#target.run) return this.#dispatchLive(packet);
+    this.#dispatchDump(packet);
+  }
+
+  #dispatchDump(packet: string): void {
     const kind = packet[0];
     if (kind !== "m" && kind !== "x" && this.#next !== undefined) this.#forgetReadAhead();
     switch (kind) {
@@ -342,6 +352,161 @@ export class RspSession {
         break;
     }
     this.#reply("");
+  }
+
+  // --- live targets ---------------------------------------------------------------------------
+  //
+  // A target with run control (a live guest) also runs, steps, takes breakpoints and writes.
+  // Its replies to a resume come later: the transport waits on `pendingStop` and hands the stop
+  // to `stopped()`. Thread lists and prepared reads are dropped whenever the target may change.
+
+  #running = false;
+  #pendingStop: Promise<StopEvent> | undefined;
+  #detached = false;
+  /** Thread for plain `c`/`s` (`Hc`), 0 = all. */
+  #continueThread = 0;
+
+  /** While the target runs: resolves with its next stop (the transport waits on it). */
+  get pendingStop(): Promise<StopEvent> | undefined {
+    return this.#pendingStop;
+  }
+
+  /** The target stopped (or is gone): send gdb the stop reply. */
+  stopped(event: StopEvent): void {
+    this.#running = false;
+    this.#pendingStop = undefined;
+    this.#forgetTarget();
+    if (event.kind === "lost") {
+      const w = this.#writer;
+      w.startPacket();
+      w.text("O");
+      w.hex(new TextEncoder().encode(event.message + "\n"));
+      w.endPacket();
+      this.#reply("X09");
+      this.#closed = true;
+      return;
+    }
+    // gdb takes the stopped thread as the stub's general thread from now on (no `Hg` follows).
+    this.#generalThread = 0;
+    this.#reply(event.reply);
+  }
+
+  /** The client is gone (or detached): give the target back. */
+  end(): void {
+    this.#target.run?.release(this.#detached);
+  }
+
+  #forgetTarget(): void {
+    this.#threads = undefined;
+    this.#threadIds = undefined;
+    this.#threadsXmlCache = undefined;
+    this.#forgetReadAhead();
+  }
+
+  #dispatchLive(packet: string): void {
+    const run = this.#target.run!;
+    if (this.#running) {
+      // In all-stop mode gdb only interrupts a running target; anything else waits for the stop.
+      return this.#reply(ERR_MALFORMED);
+    }
+    const kind = packet[0];
+    if (kind !== "m" && kind !== "x" && this.#next !== undefined) this.#forgetReadAhead();
+    switch (kind) {
+      case "c":
+      case "C":
+      case "s":
+      case "S": {
+        const thread = this.#continueThread > 0 ? this.#continueThread : undefined;
+        const step = kind === "s" || kind === "S";
+        // A step of one thread lets the others stay put, like vCont;s:TID.
+        return this.#resume([{ action: step ? "s" : "c", thread }]);
+      }
+      case "v":
+        if (packet.startsWith("vCont;")) return this.#vCont(packet);
+        break;
+      case "H":
+        if (packet[1] === "c") {
+          const id = parseThreadId(packet.slice(2));
+          if (id === undefined) return this.#reply(ERR_MALFORMED);
+          this.#continueThread = id > 0 ? id : 0;
+          return this.#reply("OK");
+        }
+        break;
+      case "Z":
+      case "z": {
+        const m = packet.match(/^[Zz]([0-4]),([0-9a-fA-F]{1,16}),([0-9a-fA-F]{1,8})$/);
+        if (!m) return this.#reply("");
+        const reply = run.breakpoint(
+          kind === "Z",
+          Number(m[1]),
+          BigInt("0x" + m[2]),
+          parseInt(m[3], 16),
+        );
+        return this.#reply(reply);
+      }
+      case "M": {
+        const m = packet.match(/^M([0-9a-fA-F]{1,16}),([0-9a-fA-F]{1,8}):([0-9a-fA-F]*)$/);
+        const data = m ? hexDecode(m[3]) : undefined;
+        if (!m || !data || data.length !== parseInt(m[2], 16)) return this.#reply(ERR_MALFORMED);
+        const err = run.writeMemory(
+          BigInt("0x" + m[1]),
+          data,
+          this.#currentThread(),
+          this.#physical,
+        );
+        this.#forgetTarget();
+        return this.#reply(err ?? "OK");
+      }
+      case "X":
+        // Binary writes: gdb falls back to `M` when this is not supported.
+        return this.#reply("");
+      case "P": {
+        const m = packet.match(/^P([0-9a-fA-F]+)=([0-9a-fA-F]+)$/);
+        const def = m ? this.#layout.registers[parseInt(m[1], 16)] : undefined;
+        const bytes = m ? hexDecode(m[2]) : undefined;
+        if (!def || !bytes) return this.#reply(ERR_MALFORMED);
+        let value = 0n;
+        for (let i = Math.min(bytes.length, 8) - 1; i >= 0; i--) {
+          value = (value << 8n) | BigInt(bytes[i]);
+        }
+        const err = run.writeRegister(this.#currentThread(), def.name, value);
+        this.#forgetTarget();
+        return this.#reply(err ?? "OK");
+      }
+      case "G":
+        return this.#reply("E.write registers one at a time (P)");
+      case "D":
+        this.#detached = true;
+        this.#reply("OK");
+        this.#closed = true;
+        return;
+      case "k":
+        // Never kill the guest: leave it stopped, as when the connection drops.
+        this.#closed = true;
+        return;
+    }
+    this.#dispatchDump(packet);
+  }
+
+  #vCont(packet: string): void {
+    const actions: ResumeAction[] = [];
+    for (const part of packet.slice(6).split(";")) {
+      const [op, tid] = part.split(":");
+      if (!/^[cCsS]/.test(op)) return this.#reply(ERR_MALFORMED);
+      const thread = tid === undefined ? undefined : parseThreadId(tid);
+      if (tid !== undefined && thread === undefined) return this.#reply(ERR_MALFORMED);
+      actions.push({ action: op[0] === "s" || op[0] === "S" ? "s" : "c", thread });
+    }
+    this.#resume(actions);
+  }
+
+  #resume(actions: ResumeAction[]): void {
+    const run = this.#target.run!;
+    this.#forgetTarget();
+    const err = run.resume(actions);
+    if (err) return this.#reply(err);
+    this.#running = true;
+    this.#pendingStop = run.nextStop();
   }
 
   // --- queries -------------------------------------------------------------------------------

@@ -45,7 +45,10 @@ export type MonitorOutput = (text: string) => void;
 export interface Target {
   /** Architecture, which selects the register layout and target description. */
   readonly arch: ArchName;
-  /** Threads in gdb order; the list is fixed for the life of a session. */
+  /**
+   * Threads in gdb order; fixed for the life of a session on a dump, new at every stop of a
+   * live target.
+   */
   threads(): ThreadInfo[];
   /** Thread to report in the initial stop reply (`?`), e.g. the CPU that panicked. */
   stopThread(): number;
@@ -89,4 +92,60 @@ export interface Target {
    * server waits for gdb. Returns true while more remains.
    */
   prepare?(budgetMs: number): boolean;
+  /** Run control, writes and breakpoints of a live target (see {@link RunControl}). */
+  readonly run?: RunControl;
+}
+
+/** One action of a resume request: continue or step one instruction, one thread or all. */
+export interface ResumeAction {
+  /** `c` continue, `s` single-step. */
+  action: "c" | "s";
+  /** Thread (this target's ids) the action applies to; undefined for every other thread. */
+  thread?: number;
+}
+
+/** How a running target came to a halt, or that it is gone. */
+export type StopEvent =
+  /** A stop reply for gdb, in this target's thread ids (e.g. `T05thread:2;watch:ffff…;`). */
+  | { kind: "stopped"; reply: string }
+  /** The target is gone (QEMU killed): the session ends with this message. */
+  | { kind: "lost"; message: string };
+
+/**
+ * Run control of a target that can run: a live QEMU guest. Absent on dumps, whose sessions keep
+ * their read-only behaviour. A session that resumes the target sends no reply until
+ * {@link RunControl.nextStop} resolves; gdb's interrupt byte goes to {@link RunControl.interrupt}.
+ * Everything the target cached (pages, registers, threads, translations) is dropped on resume.
+ *
+ * Other front ends (e.g. a console's `go`) continue the target with
+ * `run.resume([{ action: "c" }])` and wait for `run.nextStop()`.
+ */
+export interface RunControl {
+  /**
+   * Called before a client's session starts: stop the guest if it runs. Resolves with an error
+   * line when the client cannot be served (another client is attached, the guest is gone).
+   */
+  attach(): Promise<string | undefined>;
+  /**
+   * The client left. `resume`: it detached (`D`): let the guest run on; otherwise (connection
+   * dropped, `k`) the guest is left stopped for the next client.
+   */
+  release(resume: boolean): void;
+  /** Start running; undefined when started, else an error text for gdb. */
+  resume(actions: ResumeAction[]): string | undefined;
+  /** Ask the running target to stop; the stop arrives through {@link nextStop}. */
+  interrupt(): void;
+  /** The next stop (or loss) after {@link resume}. */
+  nextStop(): Promise<StopEvent>;
+  /** `Z`/`z` TYPE,ADDR,KIND: the reply (`OK`, `E…`, or empty when unsupported). */
+  breakpoint(insert: boolean, type: number, address: bigint, kind: number): string;
+  /** Write memory (virtual in `threadId`'s view, or physical); an error text, else undefined. */
+  writeMemory(
+    address: bigint,
+    data: Uint8Array,
+    threadId: number,
+    physical: boolean,
+  ): string | undefined;
+  /** Write one register by gdb name; an error text, else undefined. */
+  writeRegister(threadId: number, name: string, value: bigint): string | undefined;
 }

@@ -89,13 +89,36 @@ export async function serveChannel(
 ): Promise<void> {
   const log = options.log ?? stderrLog;
   const label = options.label ?? "client";
+  if (target.run) {
+    // A live target: stop the guest for this client, or say why it cannot be served.
+    const refused = await target.run.attach();
+    if (refused) {
+      log(`[${label}] ${refused}`);
+      return;
+    }
+  }
   const session = new RspSession(target, { debug: options.debug, log, label });
   const buffer = new Uint8Array(READ_BUFFER_SIZE);
+  let reading: Promise<number | null> | undefined;
   try {
     let first: Promise<number | null> | undefined = firstRead(channel, buffer, session);
     while (!session.closed) {
-      const n = await (first ?? channel.read(buffer));
+      reading ??= first ?? channel.read(buffer);
       first = undefined;
+      const stop = session.pendingStop;
+      let n: number | null;
+      if (stop) {
+        // A live target runs: wait for gdb (its interrupt) and for the stop, whichever first.
+        const r = await Promise.race([reading.then((n) => ({ n })), stop.then((e) => ({ e }))]);
+        if ("e" in r) {
+          session.stopped(r.e);
+          const out = session.produce();
+          if (out.length > 0) await writeAll(channel, out);
+          continue;
+        }
+        n = r.n;
+      } else n = await reading;
+      reading = undefined;
       if (n === null) break;
       if (n === 0) continue;
       session.receive(buffer.subarray(0, n));
@@ -106,6 +129,8 @@ export async function serveChannel(
     }
   } catch (e) {
     if (!isDisconnect(e)) log(`[${label}] session ended by error: ${e}`);
+  } finally {
+    session.end();
   }
 }
 

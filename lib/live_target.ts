@@ -1,0 +1,678 @@
+/**
+ * A live QEMU guest as a {@link Target}: at every stop the guest is read as a dump
+ * ({@link LiveDump}) and served by the same kernel or tasks target as a dump file, so gdb gets
+ * the same kernel-aware view (threads named by their task, KASLR applied, monitor commands);
+ * run control, breakpoints and writes pass through to QEMU's gdbstub with thread ids translated
+ * both ways (QEMU's `p01.02` is vCPU 1). Nothing survives a resume: the snapshot (registers,
+ * pages, translations, task list) is rebuilt at the next stop, when first needed.
+ *
+ * One gdb client at a time: each client's session has its own connection to QEMU's gdbstub
+ * (connecting pauses the guest; `D` is sent as `D;1`, which resumes it; a client that drops
+ * leaves the guest stopped).
+ *
+ * @module
+ */
+
+import type {
+  ArchName,
+  MemoryRead,
+  MonitorOutput,
+  RegisterValues,
+  ResumeAction,
+  RunControl,
+  StopEvent,
+  Target,
+  ThreadInfo,
+} from "./target.ts";
+import { FIRST_PACKET, LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
+import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
+import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
+import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
+import { discoverByScan, discoverX86, type LiveFacts } from "./live_discovery.ts";
+import { Kernel } from "./kernel.ts";
+import { KernelTarget } from "./kernel_target.ts";
+import { tasksTarget } from "./tasks_target.ts";
+import { PhysicalMemory } from "./physical_memory.ts";
+import { Vmlinux } from "./vmlinux.ts";
+import { Btf } from "./btf.ts";
+import type { Qmp } from "./qmp.ts";
+import { bytesHex } from "./rsp_client.ts";
+import { errorText } from "./file_source.ts";
+import { DumpError } from "./errors.ts";
+import { resolve } from "node:path";
+
+/** Options of a live target. */
+export interface LiveOptions {
+  /** QEMU's gdbstub, `HOST:PORT`. */
+  host: string;
+  port: number;
+  /** The guest's shared RAM file. */
+  guestRam?: string;
+  vmlinux?: string;
+  /** Every task a thread (rebuilt at every stop). */
+  tasks?: boolean;
+  /** Refuse writes (memory, registers); breakpoints still work. */
+  readOnly?: boolean;
+  /** A QMP connection, for the guest's run state and its STOP/RESUME events. */
+  qmp?: Qmp;
+  cacheBytes?: number;
+  /** One line of diagnostics. */
+  log?: (line: string) => void;
+}
+
+/** One stop's view. */
+interface Snapshot {
+  kernel: Kernel;
+  inner: Target;
+  facts: LiveFacts;
+  /** Our thread id of the task running on each CPU (tasks mode), else cpu + 1. */
+  cpuThread: number[];
+}
+
+/** Thread number of QEMU's `p01.02` / `02` form. */
+function qemuThreadNumber(text: string): number | undefined {
+  const m = text.match(/^(?:p[0-9a-fA-F]+\.)?([0-9a-fA-F]+)$/);
+  return m ? parseInt(m[1], 16) : undefined;
+}
+
+/** A live guest behind QEMU's gdbstub. */
+export class LiveTarget implements Target, RunControl {
+  readonly options: LiveOptions;
+  readonly run: RunControl = this;
+  #stub: QemuStub | undefined;
+  #desc!: StubDescription;
+  #vcpus: string[] = [];
+  #ramRanges: RamRange[] = [];
+  #ram: GuestRam | undefined;
+  #opened: { vmlinux: Vmlinux; btf?: Btf } | undefined;
+  #snapshot: Snapshot | undefined;
+  #knownVmcoreinfo: { paddr: number; raw: Uint8Array } | undefined;
+  #lastStop: { cpu: number; signal: number; rest: string } | undefined;
+  #running = false;
+  #resumedByUs = false;
+  #stopWaiter: ((e: StopEvent) => void) | undefined;
+  #stopQueue: StopEvent[] = [];
+  #lost: string | undefined;
+  /** Called once when the guest is gone (QEMU killed): the server should say so and stop. */
+  onLost: (message: string) => void = () => {};
+
+  constructor(options: LiveOptions) {
+    this.options = options;
+    if (options.vmlinux) {
+      const vmlinux = new Vmlinux(options.vmlinux);
+      vmlinux.symbols();
+      const bytes = vmlinux.sectionBytes(".BTF");
+      let btf: Btf | undefined;
+      try {
+        btf = bytes ? new Btf(bytes) : undefined;
+      } catch {
+        btf = undefined; // the kernel view reports it
+      }
+      this.#opened = { vmlinux, btf };
+    }
+    if (options.qmp) options.qmp.onEvent = (e) => this.#qmpEvent(e.event);
+  }
+
+  get arch(): ArchName {
+    return this.#desc?.arch ?? "x86_64";
+  }
+
+  /** The current stop's kernel view (built on first use after a stop). */
+  get kernel(): Kernel {
+    return this.#state().kernel;
+  }
+
+  /** How KASLR and VMCOREINFO were found at this stop, for the banner. */
+  get facts(): LiveFacts {
+    return this.#state().facts;
+  }
+
+  /** Whether a session holds the guest now. */
+  get attached(): boolean {
+    return this.#stub !== undefined;
+  }
+
+  // --- connection ------------------------------------------------------------------------------
+
+  /** Connect to the gdbstub (pausing the guest); resolves with whether the guest was running. */
+  async connect(): Promise<boolean> {
+    let sawStop = false;
+    const stub = QemuStub.connect(this.options.host, this.options.port);
+    stub.onEvent = (n) => {
+      if (n.ev === "stop" && n.unsolicited && !this.#running) sawStop = true;
+      // Notices of a connection already given up (a client that left) concern nobody.
+      if (this.#stub === stub) this.#notice(n);
+    };
+    try {
+      stub.request(FIRST_PACKET, 5000);
+      // QEMU stops a running guest when a debugger connects and says so with a stop reply
+      // before anything else: let that message arrive.
+      await new Promise((r) => setTimeout(r, 20));
+      this.#stub = stub;
+      this.#desc = parseTargetDescription((annex) => this.#xfer(stub, annex));
+      this.#vcpus = this.#threadIds(stub);
+      if (stub.request("Qqemu.PhyMemMode:1") !== "OK") {
+        throw new LiveError("QEMU's gdbstub refused physical memory mode (Qqemu.PhyMemMode)");
+      }
+      if (this.#ramRanges.length === 0) this.#openRam(stub);
+    } catch (e) {
+      this.#stub = undefined;
+      stub.close();
+      throw e instanceof LiveError || e instanceof DumpError
+        ? e
+        : new LiveError(`QEMU's gdbstub at ${stub.address}: ${errorText(e)}`);
+    }
+    this.#drop();
+    const wasRunning = this.options.qmp ? sawStop || await this.#qmpRunning() : sawStop;
+    return wasRunning;
+  }
+
+  async #qmpRunning(): Promise<boolean> {
+    try {
+      return await this.options.qmp!.running();
+    } catch {
+      return false;
+    }
+  }
+
+  #xfer(stub: QemuStub, annex: string): string {
+    let text = "";
+    for (let off = 0; off < 1 << 20;) {
+      const r = stub.request(`qXfer:features:read:${annex}:${off.toString(16)},ffb`);
+      if (r === "" || r.startsWith("E")) throw new LiveError(`QEMU's gdbstub: no ${annex} (${r})`);
+      text += r.slice(1);
+      off += r.length - 1;
+      if (r[0] === "l") break;
+    }
+    return text;
+  }
+
+  #threadIds(stub: QemuStub): string[] {
+    const ids: string[] = [];
+    for (
+      let r = stub.request("qfThreadInfo");
+      r.startsWith("m");
+      r = stub.request("qsThreadInfo")
+    ) {
+      ids.push(...r.slice(1).split(",").filter((s) => s));
+    }
+    if (ids.length === 0) throw new LiveError("QEMU's gdbstub lists no vCPU");
+    return ids;
+  }
+
+  #openRam(stub: QemuStub): void {
+    const mtree = stub.monitor("info mtree -f");
+    if (this.options.guestRam) {
+      this.#ram = new GuestRam(this.options.guestRam, stub.monitor("info memdev"), mtree);
+      this.#ramRanges = [...this.#ram.ranges];
+      // The file must hold what the guest sees: compare a page through both ways, one that is
+      // never all zeros (the top page table of vCPU 0, else the first page of RAM).
+      const regs = readVcpuRegisters({ ...this.#srcWith(stub), vcpus: this.#vcpus.slice(0, 1) })[0];
+      const cr3 = regs.get("cr3");
+      const probe = cr3 !== undefined
+        ? Number(cr3 & 0x000ffffffffff000n)
+        : this.#ramRanges[0].start;
+      const viaFile = new Uint8Array(4096);
+      const inFile = this.#ram.read(probe, viaFile);
+      const viaStub = stub.readMemory(BigInt(probe), 4096);
+      if (!inFile || (viaStub.length === 4096 && viaStub.some((b, i) => b !== viaFile[i]))) {
+        throw new LiveError(
+          `${this.options.guestRam}: its contents differ from the guest's memory: not this ` +
+            "guest's RAM file (or the backend is not share=on)",
+        );
+      }
+    } else {
+      this.#ramRanges = mainRam(mtree);
+      if (this.#ramRanges.length === 0) throw new LiveError("QEMU's memory map shows no RAM");
+    }
+  }
+
+  #session = false;
+
+  async attach(): Promise<string | undefined> {
+    if (this.#lost) return this.#lost;
+    if (this.#session) return "another gdb is attached to this guest; one client at a time";
+    this.#session = true;
+    try {
+      // Still connected from the banner (pipe mode): the guest is stopped already.
+      if (!this.#stub) await this.connect();
+    } catch (e) {
+      this.#session = false;
+      return errorText(e);
+    }
+    return undefined;
+  }
+
+  release(resume: boolean): void {
+    this.#session = false;
+    const stub = this.#stub;
+    if (!stub) return;
+    this.#stub = undefined;
+    this.#drop();
+    if (this.#running && !resume) {
+      // gdb went away while the guest ran: stop it for the next client.
+      try {
+        stub.interrupt();
+      } catch {
+        // gone anyway
+      }
+    }
+    // QEMU 7.2 keeps the physical-memory switch across connections: put it back for whoever
+    // connects to the stub next (gdb on its own would read physical memory).
+    try {
+      if (this.#running && !resume) stub.request("qC");
+      if (!this.#running || !resume) stub.request("Qqemu.PhyMemMode:0");
+    } catch {
+      // the link is gone
+    }
+    this.#running = false;
+    this.#stopWaiter = undefined;
+    this.#stopQueue = [];
+    // `D;1`: QEMU answers plain `D` with E22. Closing without it leaves the guest paused.
+    stub.close(resume ? "D;1" : undefined);
+  }
+
+  /** Close everything (the server is stopping). */
+  close(): void {
+    this.release(false);
+    this.#ram?.close();
+    this.#opened?.vmlinux.close();
+  }
+
+  #notice(n: StubNotice): void {
+    if (n.ev === "lost") {
+      this.#lost = `QEMU's gdbstub at ${this.options.host}:${this.options.port}: ${n.reason}`;
+      this.#deliver({ kind: "lost", message: this.#lost });
+      this.onLost(this.#lost);
+      return;
+    }
+    if (n.unsolicited) return;
+    this.#running = false;
+    this.#resumedByUs = false;
+    this.#drop();
+    this.#deliver({ kind: "stopped", reply: this.#rewriteStop(n.text) });
+  }
+
+  #deliver(e: StopEvent): void {
+    const w = this.#stopWaiter;
+    this.#stopWaiter = undefined;
+    if (w) w(e);
+    else this.#stopQueue.push(e);
+  }
+
+  #qmpEvent(event: string): void {
+    if (event === "RESUME" && this.#stub && !this.#running && !this.#resumedByUs) {
+      // Resumed behind gdb's back (QMP `cont`): whatever was read is stale; stop it again
+      // before the next read (see #state).
+      this.options.log?.(
+        "the guest was resumed outside gdb (QMP); it is stopped again on the next request",
+      );
+      this.#drop();
+      this.#resumedBehind = true;
+    }
+  }
+
+  #resumedBehind = false;
+
+  // --- the stop's view -------------------------------------------------------------------------
+
+  #drop(): void {
+    this.#snapshot = undefined;
+    this.#stopRegisters = undefined;
+  }
+
+  /** This stop's vCPU registers, each read when first asked for (shared with the snapshot). */
+  #stopRegisters: Map<string, bigint>[] | undefined;
+
+  #vcpuRegisters(): Map<string, bigint>[] {
+    if (this.#resumedBehind) this.#state(); // stops the guest again first
+    return this.#stopRegisters ??= lazyVcpuRegisters(this.#src());
+  }
+
+  #src(): LiveSource {
+    return this.#srcWith(this.#live());
+  }
+
+  #srcWith(stub: QemuStub): LiveSource {
+    return {
+      stub,
+      desc: this.#desc,
+      ram: this.#ram,
+      ramRanges: this.#ramRanges,
+      vcpus: this.#vcpus,
+    };
+  }
+
+  #live(): QemuStub {
+    if (this.#lost) throw new LiveError(this.#lost);
+    if (!this.#stub) throw new LiveError("no connection to QEMU's gdbstub");
+    return this.#stub;
+  }
+
+  #state(): Snapshot {
+    if (this.#snapshot) return this.#snapshot;
+    const stub = this.#live();
+    if (this.#resumedBehind) {
+      this.#resumedBehind = false;
+      stub.interrupt();
+      stub.request("qC"); // answered once the guest has stopped again
+    }
+    const src = this.#src();
+    const registers = this.#stopRegisters ??= lazyVcpuRegisters(src);
+    const probe = new LiveDump(src, registers);
+    let facts: LiveFacts = {
+      kaslrSource: "not found",
+      vmcoreinfoSource: "not found",
+      warnings: [],
+    };
+    const again = this.#factsAgain(probe);
+    if (again) facts = again;
+    else if (probe.arch === "x86_64" && probe.qemuCpus.length > 0) {
+      const cpu = probe.qemuCpus[0];
+      facts = discoverX86(
+        new PhysicalMemory(probe, { cacheBytes: 1 << 20 }),
+        cpu.cr3,
+        cpu.cr4,
+        this.#opened?.vmlinux,
+        this.#ram,
+        this.#knownVmcoreinfo,
+      );
+    } else if (probe.arch !== "x86_64") {
+      facts = discoverByScan(
+        new PhysicalMemory(probe, { cacheBytes: 1 << 20 }),
+        this.#ram,
+        this.#knownVmcoreinfo,
+      );
+    }
+    if (facts.vmcoreinfo && facts.vmcoreinfoPaddr !== undefined) {
+      this.#knownVmcoreinfo = { paddr: facts.vmcoreinfoPaddr, raw: facts.vmcoreinfo.raw.slice() };
+      this.#lastFacts = facts;
+    }
+    const dump = new LiveDump(src, registers, {
+      vmcoreinfo: facts.vmcoreinfo,
+      warnings: facts.warnings,
+      details: { "KASLR found": facts.kaslrSource, "VMCOREINFO": facts.vmcoreinfoSource },
+    });
+    const kernel = new Kernel(dump, {
+      opened: this.#opened,
+      kaslrOffset: facts.kaslrOffset,
+      // A cache lives for one stop: allocating the dump-sized default at every stop costs more
+      // than a stop's reads need. Pages from the RAM file are cheap to read again.
+      cacheBytes: Math.min(this.options.cacheBytes ?? 64 << 20, this.#ram ? 2 << 20 : 16 << 20),
+    });
+    let inner: Target;
+    const cpuThread = registers.map((_, cpu) => cpu + 1);
+    if (this.options.tasks) {
+      const t = tasksTarget(kernel);
+      inner = t;
+      for (const [cpu, task] of kernel.cpuTasks.entries()) {
+        if (task.task === undefined) continue;
+        const mark = `task 0x${task.task.toString(16)}`;
+        const th = t.threads().find((x) => x.extra?.endsWith(mark));
+        if (th) cpuThread[cpu] = th.id;
+      }
+    } else inner = new KernelTarget(kernel);
+    this.#snapshot = { kernel, inner, facts, cpuThread };
+    return this.#snapshot;
+  }
+
+  #lastFacts: LiveFacts | undefined;
+
+  /**
+   * The facts of the last stop, when the guest's VMCOREINFO text is still where it was (one
+   * page read): the kernel has not been replaced, so its KASLR offset stands.
+   */
+  #factsAgain(probe: LiveDump): LiveFacts | undefined {
+    const known = this.#knownVmcoreinfo;
+    const last = this.#lastFacts;
+    if (!known || !last) return undefined;
+    const now = new Uint8Array(known.raw.length);
+    const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
+    if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
+    return now.every((b, i) => b === known.raw[i]) ? last : undefined;
+  }
+
+  /** The CPU a thread of ours runs on, or undefined (a sleeping task). */
+  #cpuOf(thread: number): number | undefined {
+    const s = this.#state();
+    const cpu = s.cpuThread.indexOf(thread);
+    return cpu >= 0 ? cpu : undefined;
+  }
+
+  #rewriteStop(text: string): string {
+    // `T05thread:p01.02;watch:ffff…;` → our thread id of vCPU 1 at this (new) stop.
+    const signal = parseInt(text.slice(1, 3), 16);
+    const fields = text.slice(3).split(";").filter((f) => f);
+    let cpu = this.#lastStop?.cpu ?? 0;
+    const rest: string[] = [];
+    for (const f of fields) {
+      const [k, v] = f.split(":");
+      if (k === "thread") {
+        const n = qemuThreadNumber(v ?? "");
+        const index = this.#vcpus.findIndex((id) => qemuThreadNumber(id) === n);
+        if (index >= 0) cpu = index;
+      } else rest.push(f);
+    }
+    this.#lastStop = { cpu, signal: Number.isNaN(signal) ? 5 : signal, rest: rest.join(";") };
+    return this.#stopReplyText();
+  }
+
+  #stopReplyText(): string {
+    const s = this.#lastStop!;
+    let thread = s.cpu + 1;
+    // Tasks mode names the task running on the CPU: that needs this stop's task list.
+    if (this.options.tasks) thread = this.#guard(() => this.#state().cpuThread[s.cpu], thread);
+    const sig = s.signal.toString(16).padStart(2, "0");
+    return `T${sig}thread:${thread.toString(16)};${s.rest ? s.rest + ";" : ""}`;
+  }
+
+  // --- Target ----------------------------------------------------------------------------------
+
+  threads(): ThreadInfo[] {
+    return this.#guard(() => this.#state().inner.threads(), []);
+  }
+
+  stopThread(): number {
+    return this.#guard(() => {
+      if (this.#lastStop && !this.options.tasks) return this.#lastStop.cpu + 1;
+      const s = this.#state();
+      return this.#lastStop ? s.cpuThread[this.#lastStop.cpu] : s.inner.stopThread();
+    }, 1);
+  }
+
+  stopSignal(): number {
+    return this.#lastStop?.signal ?? 5;
+  }
+
+  registers(threadId: number): RegisterValues {
+    return this.#guard(() => {
+      // Kernel mode: a vCPU's registers need no kernel view (a stop where gdb only reads
+      // registers, such as stepping off a breakpoint, builds none).
+      if (!this.options.tasks && !this.#snapshot) {
+        const cpu = this.#vcpuRegisters()[threadId - 1];
+        if (cpu) return cpu;
+      }
+      return this.#state().inner.registers(threadId);
+    }, new Map());
+  }
+
+  readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
+    try {
+      return this.#state().inner.readMemory(address, length, threadId);
+    } catch (e) {
+      return { data: new Uint8Array(0), error: errorText(e) };
+    }
+  }
+
+  readPhysical(address: bigint, length: number): MemoryRead {
+    try {
+      return this.#state().inner.readPhysical!(address, length);
+    } catch (e) {
+      return { data: new Uint8Array(0), error: errorText(e) };
+    }
+  }
+
+  execFile(): string | undefined {
+    return this.#opened ? resolve(this.#opened.vmlinux.path) : undefined;
+  }
+
+  textSegment(): bigint | undefined {
+    return this.#guard(() => this.#state().kernel.textSegment(), undefined);
+  }
+
+  vmcoreinfo(): Uint8Array | undefined {
+    return this.#guard(() => this.#state().kernel.dump.vmcoreinfo?.raw, undefined);
+  }
+
+  monitorHelp(): string[] {
+    return [
+      ...new KernelTarget(this.#state().kernel).monitorHelp(),
+      "qemu CMD     a QEMU monitor (HMP) command, e.g. qemu info registers",
+    ];
+  }
+
+  monitor(command: string, out: MonitorOutput): boolean {
+    const [verb] = command.trim().split(/\s+/, 1);
+    if (verb === "qemu") {
+      const rest = command.trim().slice(4).trim();
+      try {
+        out(this.#live().monitor(rest || "help"));
+      } catch (e) {
+        out(`qemu: ${errorText(e)}\n`);
+      }
+      return true;
+    }
+    return this.#state().inner.monitor?.(command, out) ?? false;
+  }
+
+  prepare(budgetMs: number): boolean {
+    if (!this.#snapshot || this.#running) return false;
+    return this.#snapshot.inner.prepare?.(budgetMs) ?? false;
+  }
+
+  #guard<T>(f: () => T, fallback: T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof LiveError) {
+        this.options.log?.(e.message);
+        return fallback;
+      }
+      throw e;
+    }
+  }
+
+  // --- RunControl ------------------------------------------------------------------------------
+
+  resume(actions: ResumeAction[]): string | undefined {
+    let stub: QemuStub;
+    try {
+      stub = this.#live();
+    } catch (e) {
+      return `E.${errorText(e)}`;
+    }
+    const parts: string[] = [];
+    for (const a of actions) {
+      if (a.thread === undefined || a.thread <= 0) {
+        parts.push(a.action);
+        continue;
+      }
+      const cpu = this.#cpuOf(a.thread);
+      if (cpu === undefined) return `E.thread ${a.thread} is not running on a CPU: it cannot run`;
+      parts.push(`${a.action}:${this.#vcpus[cpu]}`);
+    }
+    this.#drop();
+    this.#running = true;
+    this.#resumedByUs = true;
+    try {
+      stub.resume(`vCont;${parts.join(";")}`);
+    } catch (e) {
+      this.#running = false;
+      return `E.${errorText(e)}`;
+    }
+    return undefined;
+  }
+
+  interrupt(): void {
+    if (!this.#running) return;
+    try {
+      this.#live().interrupt();
+    } catch {
+      // a lost link is reported through nextStop
+    }
+  }
+
+  nextStop(): Promise<StopEvent> {
+    const queued = this.#stopQueue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.#lost) return Promise.resolve({ kind: "lost", message: this.#lost });
+    return new Promise((resolve) => this.#stopWaiter = resolve);
+  }
+
+  breakpoint(insert: boolean, type: number, address: bigint, kind: number): string {
+    try {
+      return this.#live().request(
+        `${insert ? "Z" : "z"}${type},${address.toString(16)},${kind.toString(16)}`,
+      );
+    } catch (e) {
+      return `E.${errorText(e)}`;
+    }
+  }
+
+  writeMemory(
+    address: bigint,
+    data: Uint8Array,
+    threadId: number,
+    physical: boolean,
+  ): string | undefined {
+    if (this.options.readOnly) return "E.read-only (--read-only): memory writes are refused";
+    try {
+      const stub = this.#live();
+      if (!physical) {
+        // QEMU translates with the vCPU's own page tables: kernel addresses, and user addresses
+        // of the process running there (a sleeping task's user memory is not reachable).
+        const cpu = this.#cpuOf(threadId) ?? 0;
+        stub.selectThread(this.#vcpus[cpu]);
+        stub.request("Qqemu.PhyMemMode:0");
+      }
+      try {
+        for (let off = 0; off < data.length; off += 0x400) {
+          const chunk = data.subarray(off, off + 0x400);
+          const r = stub.request(
+            `M${(address + BigInt(off)).toString(16)},${chunk.length.toString(16)}:${
+              bytesHex(chunk)
+            }`,
+          );
+          if (r !== "OK") {
+            return `E.QEMU refused the write at 0x${(address + BigInt(off)).toString(16)} (${r})`;
+          }
+        }
+      } finally {
+        if (!physical) stub.request("Qqemu.PhyMemMode:1");
+        this.#drop();
+      }
+      return undefined;
+    } catch (e) {
+      return `E.${errorText(e)}`;
+    }
+  }
+
+  writeRegister(threadId: number, name: string, value: bigint): string | undefined {
+    if (this.options.readOnly) return "E.read-only (--read-only): register writes are refused";
+    try {
+      const reg = this.#desc.byName.get(name);
+      if (!reg) return `E.QEMU has no register ${name}`;
+      const cpu = this.#cpuOf(threadId);
+      if (cpu === undefined) {
+        return `E.thread ${threadId} is not on a CPU: its registers are saved state`;
+      }
+      const stub = this.#live();
+      stub.selectThread(this.#vcpus[cpu]);
+      const r = stub.request(`P${reg.regnum.toString(16)}=${encodeRegisterValue(reg, value)}`);
+      this.#drop();
+      return r === "OK" ? undefined : `E.QEMU refused to write ${name} (${r})`;
+    } catch (e) {
+      return `E.${errorText(e)}`;
+    }
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * Worker thread that owns the TCP connection to QEMU's gdbstub, so the main thread can talk to
+ * it synchronously (the dump stack reads memory synchronously): the main thread posts a request
+ * and blocks in `Atomics.wait` on a SharedArrayBuffer; this worker does the asynchronous socket
+ * work, writes the answer into the buffer and wakes it. Stop replies that arrive while the guest
+ * runs, and the loss of the connection, are posted back as messages instead.
+ *
+ * See lib/qemu_stub.ts for the request kinds and the buffer layout.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import {
+  framePacket,
+  hexBytes,
+  isStopReply,
+  latin1,
+  StubDecoder,
+  unescapeBinary,
+} from "./rsp_client.ts";
+
+/** Largest `m` QEMU 7.2 answers (larger ones get E22). */
+const MAX_M = 0x800;
+
+let ctrl: Int32Array;
+let data: Uint8Array;
+let conn: Deno.TcpConn | undefined;
+let lost: string | undefined;
+let running = false;
+let lastFrame: Uint8Array | undefined;
+const queue: string[] = [];
+let waiter: (() => void) | undefined;
+const encoder = new TextEncoder();
+
+/** Answer the blocked main thread: status 0 ok, 1 error; payload bytes. */
+function answer(status: number, payload: Uint8Array): void {
+  const n = Math.min(payload.length, data.length);
+  data.set(payload.subarray(0, n));
+  Atomics.store(ctrl, 1, status);
+  Atomics.store(ctrl, 2, n);
+  Atomics.store(ctrl, 0, 1);
+  Atomics.notify(ctrl, 0);
+}
+
+function answerText(status: number, text: string): void {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i) & 0xff;
+  answer(status, bytes);
+}
+
+async function send(bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn!.write(bytes.subarray(off));
+}
+
+async function sendPacket(text: string): Promise<void> {
+  lastFrame = framePacket(text);
+  await send(lastFrame);
+}
+
+/** The next packet from QEMU that is not an asynchronous stop; throws when the link is lost. */
+async function nextReply(acceptStop: boolean): Promise<string> {
+  for (;;) {
+    while (queue.length === 0) {
+      if (lost !== undefined) throw new Error(lost);
+      await new Promise<void>((r) => waiter = r);
+    }
+    const p = queue.shift()!;
+    if (!acceptStop && isStopReply(p)) {
+      // A stop we did not ask for (QEMU stopped the guest on connect, or someone paused it):
+      // the main thread hears of it, but it is not the answer to this request.
+      self.postMessage({ ev: "stop", text: p, unsolicited: true });
+      continue;
+    }
+    return p;
+  }
+}
+
+async function readLoop(): Promise<void> {
+  const decoder = new StubDecoder();
+  const buf = new Uint8Array(65536);
+  try {
+    for (;;) {
+      const n = await conn!.read(buf);
+      if (n === null) break;
+      for (const e of decoder.push(buf.subarray(0, n))) {
+        if (e.kind === "nack") {
+          if (lastFrame) await send(lastFrame);
+        } else if (e.kind === "packet") {
+          await send(encoder.encode(e.checksumOk ? "+" : "-"));
+          if (!e.checksumOk) continue;
+          const text = latin1(e.payload);
+          if (running && isStopReply(text)) {
+            running = false;
+            self.postMessage({ ev: "stop", text });
+          } else {
+            queue.push(text);
+          }
+        }
+      }
+      waiter?.();
+    }
+    lost = "QEMU closed the gdbstub connection";
+  } catch (e) {
+    lost = `the gdbstub connection failed: ${e instanceof Error ? e.message : e}`;
+  }
+  waiter?.();
+  self.postMessage({ ev: "lost", reason: lost });
+}
+
+/** Requests sent ahead of their replies: a page is two `m` packets, one round trip. */
+const PIPELINE = 4;
+
+/** `m` requests of at most 0x800 bytes until `length` bytes or the first error. */
+async function readMemory(address: bigint, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    // Send a few requests at once (QEMU answers them in order), then take the replies.
+    const batch: number[] = [];
+    let frames = new Uint8Array(0);
+    for (let at = done; at < length && batch.length < PIPELINE; at += MAX_M) {
+      const n = Math.min(MAX_M, length - at);
+      batch.push(n);
+      const f = framePacket(`m${(address + BigInt(at)).toString(16)},${n.toString(16)}`);
+      const joined = new Uint8Array(frames.length + f.length);
+      joined.set(frames);
+      joined.set(f, frames.length);
+      frames = joined;
+    }
+    lastFrame = undefined; // a resend of several packets is not possible: they are replayed whole
+    await send(frames);
+    let short = false;
+    for (const n of batch) {
+      const reply = await nextReply(false);
+      if (short) continue; // drain the rest of the batch
+      const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
+      if (!bytes || bytes.length === 0) {
+        short = true;
+        continue;
+      }
+      out.set(bytes.subarray(0, n), done);
+      done += Math.min(bytes.length, n);
+      if (bytes.length < n) short = true;
+    }
+    if (short) break;
+  }
+  return out.subarray(0, done);
+}
+
+interface Request {
+  op: "connect" | "packet" | "monitor" | "read" | "resume" | "interrupt" | "close";
+  sab?: SharedArrayBuffer;
+  host?: string;
+  port?: number;
+  text?: string;
+  address?: string;
+  length?: number;
+}
+
+async function handle(req: Request): Promise<void> {
+  switch (req.op) {
+    case "connect": {
+      ctrl = new Int32Array(req.sab!, 0, 4);
+      data = new Uint8Array(req.sab!, 16);
+      try {
+        conn = await Deno.connect({ hostname: req.host!, port: req.port! });
+        conn.setNoDelay(true);
+      } catch (e) {
+        return answerText(1, e instanceof Error ? e.message : String(e));
+      }
+      readLoop();
+      return answerText(0, "");
+    }
+    case "packet": {
+      await sendPacket(req.text!);
+      const reply = await nextReply(req.text!.startsWith("?"));
+      return answer(0, unescapeIfBinary(req.text!, reply));
+    }
+    case "monitor": {
+      // qRcmd: `O` + hex output packets, then OK (or an error).
+      await sendPacket(req.text!);
+      let out = "";
+      for (;;) {
+        const reply = await nextReply(false);
+        if (reply.startsWith("O") && reply !== "OK") {
+          out += latin1(hexBytes(reply.slice(1)) ?? new Uint8Array());
+          continue;
+        }
+        return answerText(reply === "OK" ? 0 : 1, reply === "OK" ? out : reply);
+      }
+    }
+    case "read":
+      return answer(0, await readMemory(BigInt("0x" + req.address!), req.length!));
+    case "resume":
+      // The reply comes when the guest stops again: posted as a "stop" event.
+      running = true;
+      await sendPacket(req.text!);
+      return answerText(0, "");
+    case "interrupt":
+      await send(new Uint8Array([3]));
+      return answerText(0, "");
+    case "close":
+      if (req.text) {
+        await sendPacket(req.text);
+        await Promise.race([nextReply(false).catch(() => ""), sleep(1000)]);
+      }
+      lost ??= "closed";
+      try {
+        conn?.close();
+      } catch {
+        // already closed
+      }
+      return answerText(0, "");
+  }
+}
+
+function sleep(ms: number): Promise<string> {
+  return new Promise((r) => setTimeout(() => r(""), ms));
+}
+
+/** qXfer replies carry binary-escaped data; everything else is plain text. */
+function unescapeIfBinary(request: string, reply: string): Uint8Array {
+  const bytes = new Uint8Array(reply.length);
+  for (let i = 0; i < reply.length; i++) bytes[i] = reply.charCodeAt(i);
+  return request.startsWith("qXfer") ? unescapeBinary(bytes) : bytes;
+}
+
+let chain = Promise.resolve();
+self.onmessage = (e: MessageEvent<Request>) => {
+  // One request at a time, in order (the main thread blocks on each anyway).
+  chain = chain.then(() => handle(e.data)).catch((err) => {
+    answerText(1, err instanceof Error ? err.message : String(err));
+  });
+};

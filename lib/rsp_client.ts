@@ -1,0 +1,128 @@
+/**
+ * The client side of the remote serial protocol's wire: framing our packets, and splitting what
+ * a stub (QEMU's gdbstub) sends into acks and packets, with its escapes and run-length encoding
+ * undone. Pure functions and one small stateful decoder: no I/O, so it runs in any thread.
+ *
+ * @module
+ */
+
+/** A frame `$TEXT#cs` for a packet whose payload is latin1 text (already escaped if needed). */
+export function framePacket(text: string): Uint8Array {
+  const out = new Uint8Array(text.length + 4);
+  out[0] = 0x24; // $
+  let sum = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i) & 0xff;
+    out[i + 1] = c;
+    sum += c;
+  }
+  out[text.length + 1] = 0x23; // #
+  const cs = (sum & 0xff).toString(16).padStart(2, "0");
+  out[text.length + 2] = cs.charCodeAt(0);
+  out[text.length + 3] = cs.charCodeAt(1);
+  return out;
+}
+
+/** One thing received from a stub. */
+export type StubEvent =
+  | { kind: "ack" }
+  | { kind: "nack" }
+  | { kind: "packet"; payload: Uint8Array; checksumOk: boolean };
+
+/**
+ * Splits received bytes into acks and packets. Packet payloads are returned raw (escapes and
+ * run-length encoding still in place: {@link unescapeBinary} undoes both).
+ */
+export class StubDecoder {
+  #buf = new Uint8Array(1 << 16);
+  #len = 0;
+
+  /** Append received bytes and return every complete event they finish. */
+  push(chunk: Uint8Array): StubEvent[] {
+    if (this.#len + chunk.length > this.#buf.length) {
+      const grown = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + chunk.length));
+      grown.set(this.#buf.subarray(0, this.#len));
+      this.#buf = grown;
+    }
+    this.#buf.set(chunk, this.#len);
+    this.#len += chunk.length;
+    const events: StubEvent[] = [];
+    const b = this.#buf;
+    let i = 0;
+    while (i < this.#len) {
+      const c = b[i];
+      if (c === 0x2b) { // +
+        events.push({ kind: "ack" });
+        i++;
+      } else if (c === 0x2d) { // -
+        events.push({ kind: "nack" });
+        i++;
+      } else if (c === 0x24) { // $
+        let j = i + 1;
+        let sum = 0;
+        while (j < this.#len && b[j] !== 0x23) sum += b[j++];
+        if (j + 2 >= this.#len) break; // incomplete: wait for more
+        const cs = parseInt(String.fromCharCode(b[j + 1], b[j + 2]), 16);
+        events.push({
+          kind: "packet",
+          payload: b.slice(i + 1, j),
+          checksumOk: cs === (sum & 0xff),
+        });
+        i = j + 3;
+      } else {
+        i++; // noise between packets
+      }
+    }
+    b.copyWithin(0, i, this.#len);
+    this.#len -= i;
+    return events;
+  }
+}
+
+/** Undo the protocol's binary escapes (`}` + byte^0x20) and run-length encoding (`*` + n). */
+export function unescapeBinary(payload: Uint8Array): Uint8Array {
+  const out: number[] = [];
+  for (let i = 0; i < payload.length; i++) {
+    const c = payload[i];
+    if (c === 0x7d && i + 1 < payload.length) {
+      out.push(payload[++i] ^ 0x20);
+    } else if (c === 0x2a && out.length > 0 && i + 1 < payload.length) {
+      // `*` then a count character: repeat the previous character (count - 29) more times.
+      const n = payload[++i] - 29;
+      const prev = out[out.length - 1];
+      for (let k = 0; k < n; k++) out.push(prev);
+    } else {
+      out.push(c);
+    }
+  }
+  return Uint8Array.from(out);
+}
+
+/** Latin1 text of bytes. */
+export function latin1(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return s;
+}
+
+/** Bytes of a hex string; undefined when it is not hex of whole bytes. */
+export function hexBytes(text: string): Uint8Array | undefined {
+  if (text.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(text)) return undefined;
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(i * 2, 2), 16);
+  return out;
+}
+
+/** Hex of bytes. */
+export function bytesHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Whether a reply is a stop reply (`T`, `S`, `W`, `X`), rather than the answer to a query. */
+export function isStopReply(text: string): boolean {
+  return /^(T[0-9a-fA-F]{2}|S[0-9a-fA-F]{2}$|W[0-9a-fA-F]{2}|X[0-9a-fA-F]{2})/.test(text);
+}

@@ -1,0 +1,528 @@
+/**
+ * Live QEMU guests, end to end: a real guest (the fixtures' Debian 6.1 kernel, KASLR on, booted
+ * once for this file) behind kdump-gdbserver --qemu, driven by stock gdb. Expected values come
+ * from the guest itself (its console's pids), from gdb straight on QEMU's own gdbstub, and from
+ * QMP.
+ */
+
+import assert from "node:assert/strict";
+import { runGdb, SERVER } from "./gdb_helpers.ts";
+import { bootGuest, type LiveGuest, liveGuestAvailable, qmpCommand, shm } from "./live_guest.ts";
+import { boot, hasBoot } from "./fixtures.ts";
+
+const available = liveGuestAvailable();
+
+/**
+ * The server as the live mode runs it: Deno grants files under /dev/ (the RAM file in /dev/shm)
+ * only with --allow-all (see README.md).
+ */
+const LIVE_SERVER = ["deno", "run", "-A", ...SERVER.slice(4)];
+
+function pipeTarget(args: string[]): string {
+  return `target remote | ${[...LIVE_SERVER, "--stdio", ...args].join(" ")}`;
+}
+
+/** A TCP server on a free port; resolves once it listens. */
+async function startServer(args: string[]) {
+  const child = new Deno.Command(LIVE_SERVER[0], {
+    args: [...LIVE_SERVER.slice(1), "--port", "0", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const pump = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
+  })();
+  const deadline = Date.now() + 60_000;
+  let port = 0;
+  while (!port && Date.now() < deadline) {
+    port = Number(text.match(/listening on [^\s]+:(\d+)/)?.[1] ?? 0);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!port) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw new Error(`server did not start: ${text}`);
+  }
+  const status = child.status.then((s) => s.code);
+  return {
+    port,
+    status,
+    stderr: () => text,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await status;
+      await pump.catch(() => {});
+    },
+  };
+}
+
+function liveArgs(g: LiveGuest, extra: string[] = []): string[] {
+  return ["--qemu", `127.0.0.1:${g.gdbPort}`, "--vmlinux", g.vmlinux, ...extra];
+}
+
+/** gdb over a pipe to the server on the guest. */
+function liveGdb(g: LiveGuest, extra: string[], commands: string[], timeoutMs = 90_000) {
+  return runGdb(["set sysroot /", pipeTarget(liveArgs(g, extra)), ...commands], { timeoutMs });
+}
+
+function jiffiesValues(out: string): bigint[] {
+  return [...out.matchAll(/^\$\d+ = (\d+)$/gm)].map((m) => BigInt(m[1]));
+}
+
+async function guestStatus(g: LiveGuest): Promise<string> {
+  const r = await qmpCommand(g.qmpPort, "query-status") as { status: string };
+  return r.status;
+}
+
+Deno.test({
+  name: "live guest: kernel-aware gdb over a running QEMU guest",
+  ignore: !available,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async (t) => {
+  const g = await bootGuest();
+  try {
+    const httpd = g.pids.httpd;
+    assert.ok(httpd > 0, g.console());
+
+    await t.step("RAM file: threads named by task, symbols relocated, monitor ps", async () => {
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "info threads",
+        "p init_task.comm",
+        "monitor ps httpd",
+        "monitor sys",
+      ]);
+      assert.match(r.out, /Thread 1 "CPU 0: [^"]+"/, r.out);
+      assert.match(r.out, /Thread 2 "CPU 1: [^"]+"/, r.out);
+      assert.match(r.out, /\$1 = "swapper\/0\\000/, r.out);
+      assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
+      assert.match(r.out, /format: +live QEMU guest, RAM read from \/dev\/shm\//, r.out);
+      // -device vmcoreinfo and qemu_fw_cfg are loaded, but we find VMCOREINFO in guest memory.
+      assert.match(r.out, /KASLR found: +VMCOREINFO \(guest memory/, r.out);
+      assert.match(r.out, /confirmed by IDT gate 0/, r.out);
+    });
+
+    await t.step("without the RAM file: the gdbstub's physical mode, same view", async () => {
+      const r = await liveGdb(g, [], ["info threads", "p init_task.comm", "bt 3"]);
+      assert.match(r.out, /format: +live QEMU guest, RAM read through the gdbstub/, r.out);
+      assert.match(r.out, /\$1 = "swapper\/0\\000/, r.out);
+      assert.match(r.out, /^#0 .* in \w+/m, r.out);
+    });
+
+    await t.step(
+      "no vmlinux: VMCOREINFO from a scan of RAM, names from the kernel's kallsyms",
+      async () => {
+        const r = await runGdb([
+          `target remote | ${
+            [
+              ...LIVE_SERVER,
+              "--stdio",
+              "--qemu",
+              `127.0.0.1:${g.gdbPort}`,
+              "--guest-ram",
+              g.ramPath,
+            ].join(" ")
+          }`,
+          "info threads",
+          "monitor ps httpd",
+        ]);
+        assert.match(
+          r.out,
+          /KASLR found: +VMCOREINFO \(a scan of guest RAM\), agreeing with the kernel image mapping/,
+          r.out,
+        );
+        assert.match(r.out, /types: +BTF and kallsyms found in the dump/, r.out);
+        assert.match(r.out, /Thread 2 "CPU 1: [^"]+"/, r.out);
+        assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
+        // Without anything but the stub: KASLR from the page tables alone.
+        const bare = await runGdb([
+          `target remote | ${
+            [...LIVE_SERVER, "--stdio", "--qemu", `127.0.0.1:${g.gdbPort}`].join(" ")
+          }`,
+          "monitor sys",
+        ]);
+        const a = r.out.match(/kernel offset (0x[0-9a-f]+)/)?.[1];
+        assert.ok(a, r.out);
+        assert.match(bare.out, new RegExp(`KASLR: +kernel offset ${a}\\b`), bare.out);
+        assert.match(bare.out, /KASLR found: +the kernel image mapping under CR3/, bare.out);
+      },
+    );
+
+    await t.step("bulk reads: the same bytes as gdb straight on QEMU's stub", async () => {
+      const tmp = await Deno.makeTempDir();
+      try {
+        const ours = await liveGdb(g, ["--guest-ram", g.ramPath], [
+          "p/x (unsigned long)&_text",
+          `dump binary memory ${tmp}/ours.bin (char*)&_text (char*)&_text+0x100000`,
+          "monitor sys",
+        ]);
+        const offset = ours.out.match(/kernel offset (0x[0-9a-f]+)/)?.[1];
+        assert.ok(offset, ours.out);
+        const direct = await runGdb([
+          `file ${g.vmlinux} -o ${offset}`,
+          `target remote 127.0.0.1:${g.gdbPort}`,
+          `dump binary memory ${tmp}/qemu.bin (char*)&_text (char*)&_text+0x100000`,
+          "detach",
+        ], { timeoutMs: 120_000 });
+        const a = await Deno.readFile(`${tmp}/ours.bin`);
+        const b = await Deno.readFile(`${tmp}/qemu.bin`);
+        assert.equal(a.length, 0x100000, ours.out);
+        assert.equal(b.length, 0x100000, direct.out);
+        assert.ok(a.every((v, i) => v === b[i]), "kernel text differs from QEMU's own read");
+      } finally {
+        await Deno.remove(tmp, { recursive: true });
+      }
+    });
+
+    await t.step("run control: breakpoint, continue, bt, stepi; nothing stale", async () => {
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "p jiffies",
+        "break do_nanosleep",
+        "continue",
+        "bt 8",
+        "info threads",
+        "p $pc == do_nanosleep",
+        "stepi",
+        "p $pc > do_nanosleep",
+        "delete",
+        "p jiffies",
+        "break do_nanosleep",
+        "continue",
+        "p jiffies",
+      ]);
+      assert.match(r.out, /hit Breakpoint 1, do_nanosleep \(/, r.out);
+      assert.match(r.out, /^#\d+ .*hrtimer_nanosleep/m, r.out);
+      assert.match(r.out, /\* \d+ +Thread \d+ "CPU \d: sleep \(pid \d+\)" +do_nanosleep/, r.out);
+      const bools = [...r.out.matchAll(/^\$\d+ = (\d)$/gm)].map((m) => m[1]);
+      assert.deepEqual(bools, ["1", "1"], r.out);
+      const jiffies = jiffiesValues(r.out).filter((v) => v > 1000n);
+      assert.equal(jiffies.length, 3, r.out);
+      // The guest ran between the reads: a stale page would repeat the old value.
+      assert.ok(jiffies[0] < jiffies[1] && jiffies[1] < jiffies[2], r.out);
+    });
+
+    await t.step("interrupt (^C) stops a running guest; the session goes on", async () => {
+      const child = new Deno.Command("gdb", {
+        args: [
+          "-nx",
+          "-batch",
+          "-ex",
+          "set sysroot /",
+          "-ex",
+          pipeTarget(liveArgs(g, ["--guest-ram", g.ramPath])),
+          "-ex",
+          "p jiffies",
+          "-ex",
+          "continue",
+          "-ex",
+          "p jiffies",
+          "-ex",
+          "info threads",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(90_000),
+      }).spawn();
+      // Let it attach and continue, then press ^C.
+      await new Promise((r) => setTimeout(r, 8000));
+      child.kill("SIGINT");
+      const o = await child.output();
+      const out = new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr);
+      assert.match(out, /received signal SIGINT/, out);
+      const j = jiffiesValues(out);
+      assert.equal(j.length, 2, out);
+      assert.ok(j[1] > j[0], out);
+      assert.match(out, /Thread 2 "CPU 1: /, out);
+    });
+
+    await t.step("tasks mode: every task a thread, rebuilt at each stop", async () => {
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath, "--tasks"], [
+        `thread find ^${httpd} httpd`,
+        "info threads",
+        "break do_nanosleep",
+        "continue",
+        "continue",
+        "info threads",
+      ]);
+      assert.match(r.out, new RegExp(`Thread \\d+ has target name '${httpd} httpd'`), r.out);
+      // The shell's loop starts a new `sleep` every second: the second stop is in a task the
+      // list at attach time did not have, and the list at that stop has it, running there.
+      const hits = [...r.out.matchAll(/Thread \d+ "(\d+) sleep \(CPU \d\)" hit Breakpoint 1/g)];
+      assert.equal(hits.length, 2, r.out);
+      const [before, after] = r.out.split(hits[1][0]);
+      const pid = hits[1][1];
+      assert.doesNotMatch(before, new RegExp(`"${pid} sleep`), r.out);
+      assert.match(
+        after,
+        new RegExp(`\\* \\d+ +Thread ${pid} "${pid} sleep \\(CPU \\d\\)" .* do_nanosleep`),
+        r.out,
+      );
+    });
+
+    await t.step(
+      "gdb dropped while the guest runs: left stopped, the next gdb attaches",
+      async () => {
+        // Paused first, so the server leaves it paused until gdb continues it.
+        await qmpCommand(g.qmpPort, "stop");
+        const server = await startServer([...liveArgs(g, ["--guest-ram", g.ramPath])]);
+        try {
+          const first = new Deno.Command("gdb", {
+            args: [
+              "-nx",
+              "-batch",
+              "-ex",
+              `target remote 127.0.0.1:${server.port}`,
+              "-ex",
+              "continue",
+            ],
+            stdin: "null",
+            stdout: "null",
+            stderr: "null",
+          }).spawn();
+          // gdb loads the vmlinux (seconds), then continues: wait for the guest to run.
+          const until = Date.now() + 60_000;
+          while (await guestStatus(g) !== "running" && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, 250));
+          }
+          assert.equal(await guestStatus(g), "running");
+          await new Promise((r) => setTimeout(r, 500));
+          first.kill("SIGKILL");
+          await first.status;
+          await new Promise((r) => setTimeout(r, 1000));
+          assert.equal(await guestStatus(g), "paused");
+          const second = await runGdb([
+            `target remote 127.0.0.1:${server.port}`,
+            "p init_task.comm",
+            "detach",
+          ]);
+          assert.match(second.out, /\$1 = "swapper\/0\\000/, second.out + server.stderr());
+          // `D` went to QEMU as `D;1`: the guest runs again.
+          await new Promise((r) => setTimeout(r, 500));
+          assert.equal(await guestStatus(g), "running");
+        } finally {
+          await server.stop();
+        }
+      },
+    );
+
+    await t.step("one client at a time: a second one is refused with a line", async () => {
+      const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
+      try {
+        const first = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        await first.write(new TextEncoder().encode("$?#3f"));
+        const buf = new Uint8Array(256);
+        const n = await first.read(buf); // the stop reply: this client holds the guest
+        assert.match(new TextDecoder().decode(buf.subarray(0, n ?? 0)), /\$T05thread:/);
+        const second = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        const closed = await second.read(buf).catch(() => null);
+        assert.equal(closed, null);
+        second.close();
+        assert.match(
+          server.stderr(),
+          /another gdb is attached to this guest; one client at a time/,
+        );
+        first.close();
+      } finally {
+        await server.stop();
+      }
+    });
+
+    await t.step("faults: one clear line each", async () => {
+      const run = async (args: string[]) => {
+        const o = await new Deno.Command(LIVE_SERVER[0], {
+          args: [...LIVE_SERVER.slice(1), "--stdio", ...args],
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+          signal: AbortSignal.timeout(60_000),
+        }).output();
+        return { code: o.code, err: new TextDecoder().decode(o.stderr) };
+      };
+      const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const freePort = (l.addr as Deno.NetAddr).port;
+      l.close();
+      let r = await run(["--qemu", `127.0.0.1:${freePort}`]);
+      assert.equal(r.code, 1);
+      assert.match(
+        r.err,
+        /^kdump-gdbserver: cannot reach QEMU's gdbstub at 127\.0\.0\.1:\d+: .+\n$/,
+      );
+
+      const small = `/dev/shm/kdump-live-wrong-${Deno.pid}`;
+      try {
+        await shm("truncate", "-s", "1M", small);
+        r = await run(liveArgs(g, ["--guest-ram", small]));
+        assert.equal(r.code, 1);
+        assert.match(
+          r.err,
+          /^kdump-gdbserver: \/dev\/shm\/\S+: 1048576 bytes, but no memory backend of the guest has that size .*\n$/,
+        );
+        // Right size, wrong contents (a fresh sparse file, as when the backend is not shared).
+        await shm("truncate", "-s", "0", small);
+        await shm("truncate", "-s", "512M", small);
+        r = await run(liveArgs(g, ["--guest-ram", small]));
+        assert.equal(r.code, 1);
+        assert.match(
+          r.err,
+          /^kdump-gdbserver: \/dev\/shm\/\S+: its contents differ from the guest's memory.*\n$/,
+        );
+      } finally {
+        await shm("rm", "-f", small);
+      }
+      // Another debugger holds QEMU's gdbstub (it serves one connection at a time).
+      const other = await Deno.connect({ hostname: "127.0.0.1", port: g.gdbPort });
+      try {
+        r = await run(["--qemu", `127.0.0.1:${g.gdbPort}`]);
+        assert.equal(r.code, 1, r.err);
+        assert.match(
+          r.err,
+          /^kdump-gdbserver: QEMU's gdbstub at \S+ did not answer within 5 s \(is another debugger attached\?.*\n$/,
+        );
+      } finally {
+        other.close();
+      }
+      // A backend without share=on: QEMU's memory is not in the file.
+      const unshared = await bootGuest({ share: false, start: false });
+      try {
+        r = await run([
+          "--qemu",
+          `127.0.0.1:${unshared.gdbPort}`,
+          "--guest-ram",
+          unshared.ramPath,
+        ]);
+        assert.equal(r.code, 1, r.err);
+        assert.match(
+          r.err,
+          /^kdump-gdbserver: \/dev\/shm\/\S+: the guest's memory backend "ram" is not shared \(add share=on\).*\n$/,
+        );
+      } finally {
+        await unshared.stop();
+      }
+      if (hasBoot("x86_64-6.12")) {
+        const other = boot("x86_64-6.12").vmlinux;
+        // The banner warns; stdin at EOF then ends the session (as gdb closing the pipe).
+        const w = await run(liveArgs(g, ["--guest-ram", g.ramPath, "--vmlinux", other]));
+        assert.equal(w.code, 0, w.err);
+        assert.match(
+          w.err,
+          /^warning: +\S+ does not match the running kernel: IDT gate 0 says/m,
+          w.err,
+        );
+      }
+    });
+
+    await t.step("a guest stopped behind gdb's back (QMP stop) ends gdb's continue", async () => {
+      const child = new Deno.Command("gdb", {
+        args: [
+          "-nx",
+          "-batch",
+          "-ex",
+          "set sysroot /",
+          "-ex",
+          pipeTarget(liveArgs(g, ["--guest-ram", g.ramPath])),
+          "-ex",
+          "continue",
+          "-ex",
+          "p init_task.comm",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(90_000),
+      }).spawn();
+      const until = Date.now() + 60_000;
+      await new Promise((r) => setTimeout(r, 1000));
+      while (await guestStatus(g) !== "running" && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      await qmpCommand(g.qmpPort, "stop");
+      const o = await child.output();
+      const out = new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr);
+      assert.match(out, /received signal SIGINT/, out);
+      assert.match(out, /\$1 = "swapper\/0\\000/, out);
+    });
+
+    await t.step("writes pass through (memory, registers); --read-only refuses them", async () => {
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "set var init_task.comm[0] = 'S'",
+        "p init_task.comm",
+        "set $orig = $rax",
+        "set $rax = 0x1234abcd",
+        "flushregs",
+        "p/x $rax",
+        "set $rax = $orig",
+      ]);
+      assert.match(r.out, /\$1 = "Swapper\/0\\000/, r.out);
+      assert.match(r.out, /\$2 = 0x1234abcd/, r.out);
+      // A new session reads it back from the guest (not from our cache); then restore it.
+      const again = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "p init_task.comm",
+        "set var init_task.comm[0] = 's'",
+      ]);
+      assert.match(again.out, /\$1 = "Swapper\/0\\000/, again.out);
+      const ro = await liveGdb(g, ["--guest-ram", g.ramPath, "--read-only"], [
+        "set var init_task.comm[0] = 'X'",
+        "p init_task.comm",
+      ]);
+      assert.match(ro.out, /read-only/, ro.out);
+      assert.match(ro.out, /\$1 = "swapper\/0\\000/, ro.out);
+    });
+
+    await t.step(
+      "a guest resumed behind gdb's back (QEMU's monitor) is stopped again, nothing stale",
+      async () => {
+        const r = await liveGdb(g, ["--guest-ram", g.ramPath, "--qmp", `127.0.0.1:${g.qmpPort}`], [
+          "p jiffies",
+          // QEMU's own monitor (QMP admits one client, and the server holds it): `cont`.
+          "monitor qemu cont",
+          "shell sleep 1",
+          "p jiffies",
+          "shell sleep 0.5",
+          "p jiffies",
+        ]);
+        const j = jiffiesValues(r.out);
+        assert.equal(j.length, 3, r.out);
+        assert.ok(j[1] > j[0], r.out);
+        // Stopped again at the read after the resume: the guest stands still from then on.
+        assert.equal(j[2], j[1], r.out);
+        assert.match(r.out, /resumed outside gdb/, r.out);
+      },
+    );
+
+    await t.step("QEMU killed mid-session: one line, no hang", async () => {
+      const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
+      try {
+        const started = Date.now();
+        const r = await runGdb([
+          `target remote 127.0.0.1:${server.port}`,
+          "p jiffies",
+          `shell kill -9 ${g.pid}`,
+          "shell sleep 1",
+          "p jiffies",
+          "info threads",
+        ], { timeoutMs: 60_000 });
+        assert.ok(Date.now() - started < 50_000);
+        assert.match(r.out, /^\$1 = \d+$/m, r.out);
+        // The server says why in one line and exits (status 1): gdb loses the connection.
+        assert.equal(await server.status, 1);
+        const err = server.stderr();
+        assert.match(
+          err,
+          /^kdump-gdbserver: QEMU's gdbstub at 127\.0\.0\.1:\d+: QEMU closed the gdbstub connection$/m,
+          err,
+        );
+        assert.doesNotMatch(err, /error handling packet|^\s+at /m, err);
+      } finally {
+        await server.stop();
+      }
+    });
+  } finally {
+    await g.stop();
+  }
+});
