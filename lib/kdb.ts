@@ -30,8 +30,15 @@ import { errorText } from "./file_source.ts";
 export interface KdbCapable {
   /** The dumped (or live) kernel, for the analysis commands. */
   readonly kernel?: Kernel;
-  /** Let a live target continue (`go`); a dump has none. */
-  resume?(): void;
+}
+
+/** What the channel's owner lets the shell do beyond reading (set by the RSP session). */
+export interface KdbHooks {
+  /**
+   * Let a live target run (`go`): the session resumes it and gives the line back to kdb at the
+   * next stop. Returns an error line when it cannot; absent for a dump.
+   */
+  go?(): string | undefined;
 }
 
 /** What the caller does after a command line. */
@@ -262,9 +269,13 @@ export class KdbShell {
   #md: MdState = newMdState();
   #tasks?: KernelTasks;
 
-  constructor(target: Target, extraHelp: readonly string[] = []) {
+  /** The session's hooks (`go` on a live target). */
+  readonly hooks: KdbHooks;
+
+  constructor(target: Target, extraHelp: readonly string[] = [], hooks: KdbHooks = {}) {
     this.target = target as Target & KdbCapable;
     this.extraHelp = extraHelp;
+    this.hooks = hooks;
     const stop = target.threads().find((t) => t.id === target.stopThread());
     this.#initialCpu = this.kernel?.panicCpu ?? stop?.core ?? 0;
     this.#cpu = this.#initialCpu;
@@ -335,9 +346,11 @@ export class KdbShell {
       if (exact) return exact.run(this, word, args, print) ?? "continue";
       if (word === "log") return this.dmesg(args, print) ?? "continue";
       if (word === "grephelp") return this.#grepHelp(print);
-      if (READ_ONLY_COMMANDS.has(word) && !this.target.resume) {
+      if (READ_ONLY_COMMANDS.has(word)) {
         print(
-          `${word}: the target is a crash dump: memory and registers are read-only, nothing runs`,
+          this.target.run
+            ? `${word}: not offered on this console: use gdb on the same port (kgdb)`
+            : `${word}: the target is a crash dump: memory and registers are read-only, nothing runs`,
         );
         return "continue";
       }
@@ -626,14 +639,35 @@ export class KdbShell {
       );
       throw new KdbError(KdbDiag.BADCPUNUM);
     }
-    if (this.target.resume) {
-      this.target.resume();
-      // A running kernel changes: read its tasks again next time.
-      this.#tasks = undefined;
-      this.#task = undefined;
+    if (this.target.run) {
+      const refused = this.hooks.go
+        ? this.hooks.go()
+        : "go: gdb is attached: continue from gdb (continue, or c)";
+      if (refused) {
+        out(refused);
+        return;
+      }
+      // A running kernel changes: read its tasks again at the next stop.
+      this.stopped();
       return;
     }
     out("go: the target is a crash dump: it cannot continue execution");
+  }
+
+  /**
+   * The target ran and stopped again: forget what was read of it; kdb is now on the stopping
+   * CPU. With a reason, returns kdb's entry line (`Entering kdb (current=…, pid N) on processor
+   * C due to Keyboard Entry`).
+   */
+  stopped(cpu?: number, reason?: string): string | undefined {
+    this.#tasks = undefined;
+    this.#task = undefined;
+    this.#md = newMdState();
+    if (cpu !== undefined) this.#cpu = this.#initialCpu = cpu;
+    if (reason === undefined) return undefined;
+    const c = this.kernel?.cpuTasks[this.#cpu];
+    return `Entering kdb (current=${hex16(c?.task ?? 0n)}, pid ${c?.pid ?? 0}) on processor ` +
+      `${this.#cpu} due to ${reason}`;
   }
 
   // --- registers and memory --------------------------------------------------------------------

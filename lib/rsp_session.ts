@@ -168,7 +168,7 @@ export class RspSession {
     if (this.#debug) {
       this.#writer.onPacket = (payload) => this.#log(`[${this.#label}] -> ${loggable(payload)}`);
     }
-    this.#kdb = new KdbShell(target, CONSOLE_HELP);
+    this.#kdb = new KdbShell(target, CONSOLE_HELP, { go: () => this.#consoleGo() });
     this.#console = new TextConsole(
       (line, write) => this.#kdb.run(line, write),
       () => this.#kdb.prompt,
@@ -233,6 +233,14 @@ export class RspSession {
   }
 
   #consumeConsole(): void {
+    if (this.#consoleRunning) {
+      // kdb is away while the kernel runs: only ^C (kdb's Keyboard Entry) is heard.
+      const input = this.#input;
+      while (!input.drained) {
+        if (input.bytes[input.pos++] === 0x03) this.#target.run?.interrupt();
+      }
+      return;
+    }
     const event = this.#console.consume(this.#input, (text) => this.#writer.raw(text));
     if (event.kind === "quit") {
       this.#closed = true;
@@ -362,6 +370,8 @@ export class RspSession {
 
   #running = false;
   #pendingStop: Promise<StopEvent> | undefined;
+  /** The console's `go` let the target run: its stop goes to kdb, not to gdb. */
+  #consoleRunning = false;
   #detached = false;
   /** Thread for plain `c`/`s` (`Hc`), 0 = all. */
   #continueThread = 0;
@@ -371,11 +381,12 @@ export class RspSession {
     return this.#pendingStop;
   }
 
-  /** The target stopped (or is gone): send gdb the stop reply. */
+  /** The target stopped (or is gone): send gdb the stop reply (or the console kdb's entry). */
   stopped(event: StopEvent): void {
     this.#running = false;
     this.#pendingStop = undefined;
     this.#forgetTarget();
+    if (this.#consoleRunning) return this.#consoleStopped(event);
     if (event.kind === "lost") {
       const w = this.#writer;
       w.startPacket();
@@ -401,6 +412,42 @@ export class RspSession {
     this.#threadIds = undefined;
     this.#threadsXmlCache = undefined;
     this.#forgetReadAhead();
+  }
+
+  /** Console `go` on a live target: run it; the line comes back to kdb at the next stop. */
+  #consoleGo(): string | undefined {
+    const run = this.#target.run;
+    if (!run) return "go: the target is a crash dump: it cannot continue execution";
+    if (!this.#consoleMode) return "go: gdb is attached: continue from gdb (continue, or c)";
+    this.#forgetTarget();
+    const err = run.resume([{ action: "c" }]);
+    if (err) return `go: ${err}`;
+    this.#running = true;
+    this.#consoleRunning = true;
+    this.#pendingStop = run.nextStop();
+    return undefined;
+  }
+
+  #consoleStopped(event: StopEvent): void {
+    this.#consoleRunning = false;
+    const w = this.#writer;
+    if (event.kind === "lost") {
+      w.raw(`\n${event.message}\n`);
+      this.#closed = true;
+      return;
+    }
+    // `T05thread:2;…`: the thread (a CPU in kernel mode) and why it stopped.
+    const signal = parseInt(event.reply.slice(1, 3), 16);
+    const tid = /thread:([0-9a-fA-F.p-]+);/.exec(event.reply)?.[1];
+    const id = tid === undefined ? undefined : parseThreadId(tid);
+    const core = this.#threadList().find((t) => t.id === id)?.core;
+    const reason = signal === 2
+      ? "Keyboard Entry"
+      : signal === 5
+      ? "Breakpoint"
+      : `signal ${signal}`;
+    const line = this.#kdb.stopped(core, reason);
+    w.raw(`\n${line}\n${this.#kdb.prompt}`);
   }
 
   #dispatchLive(packet: string): void {

@@ -73,6 +73,12 @@ function jiffiesValues(out: string): bigint[] {
   return [...out.matchAll(/^\$\d+ = (\d+)$/gm)].map((m) => BigInt(m[1]));
 }
 
+/** The value of kdb's last `md8c1` line in a piece of console output (`0xADDR VALUE ...`). */
+function lastWord(text: string): bigint {
+  const m = [...text.matchAll(/^0x[0-9a-f]+ +([0-9a-f]{16})/gm)];
+  return m.length ? BigInt(`0x${m[m.length - 1][1]}`) : 0n;
+}
+
 async function guestStatus(g: LiveGuest): Promise<string> {
   const r = await qmpCommand(g.qmpPort, "query-status") as { status: string };
   return r.status;
@@ -328,6 +334,59 @@ Deno.test({
         );
         first.close();
       } finally {
+        await server.stop();
+      }
+    });
+
+    await t.step("kdb console on a live guest: go runs it, ^C enters kdb again", async () => {
+      const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      let text = "";
+      const reader = (async () => {
+        const buf = new Uint8Array(65536);
+        for (;;) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return;
+          text += new TextDecoder().decode(buf.subarray(0, n));
+        }
+      })();
+      const send = (s: string) => conn.write(new TextEncoder().encode(s));
+      const waitFor = async (re: RegExp, from: number) => {
+        const deadline = Date.now() + 30_000;
+        while (!re.test(text.slice(from)) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.match(text.slice(from), re, text);
+        return text.length;
+      };
+      try {
+        // A silent client gets kdb's prompt; jiffies before the guest runs.
+        let at = await waitFor(/\[\d\]kdb> $/, 0);
+        const at0 = at;
+        await send("md8c1 jiffies\n");
+        at = await waitFor(/\[\d\]kdb> $/, at);
+        const before = lastWord(text.slice(at0, at));
+        await send("go\n");
+        await new Promise((r) => setTimeout(r, 1500));
+        assert.equal(await guestStatus(g), "running");
+        await send("\x03");
+        at = await waitFor(
+          /Entering kdb \(current=0x[0-9a-f]{16}, pid \d+\) on processor \d due to Keyboard Entry\n\[\d\]kdb> $/,
+          at,
+        );
+        assert.equal(await guestStatus(g), "paused");
+        const after0 = at;
+        await send("md8c1 jiffies\n");
+        at = await waitFor(/\[\d\]kdb> $/, at);
+        const after = lastWord(text.slice(after0, at));
+        // Nothing stale: the page read after the stop is the guest's new one.
+        assert.ok(before > 0n && after > before, text);
+        await send("bt\n");
+        at = await waitFor(/Call Trace:[\s\S]*\[\d\]kdb> $/, at);
+        await send("quit\n");
+        await reader;
+      } finally {
+        conn.close();
         await server.stop();
       }
     });
