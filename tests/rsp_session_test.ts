@@ -6,7 +6,7 @@ import { framePacket, hexEncodeText, latin1String } from "../lib/rsp_wire.ts";
 import { serveChannel } from "../lib/transport.ts";
 import { X86_64_LAYOUT } from "../lib/regs_x86_64.ts";
 import { AARCH64_LAYOUT } from "../lib/regs_aarch64.ts";
-import type { MemoryRead } from "../lib/target.ts";
+import type { MemoryRead, RunControl } from "../lib/target.ts";
 import { MemoryChannel, parseReplies, SessionClient, unescape, unhex } from "./rsp_client.ts";
 import {
   FAKE_BASE,
@@ -462,15 +462,23 @@ function checksumHex(s: string): string {
   return (sum & 0xff).toString(16).padStart(2, "0");
 }
 
-Deno.test("kdb go: a dump says it cannot run; a live target's resume() is called", () => {
+Deno.test("kdb go: a dump cannot run; with gdb attached a live target is continued from gdb", () => {
   const monitor = (c: SessionClient, cmd: string) =>
     c.packets(`qRcmd,${hexEncodeText(cmd)}`).slice(0, -1).map((r) => unhex(r.slice(1))).join("");
   assert.equal(
     monitor(connected(), "go"),
     "go: the target is a crash dump: it cannot continue execution\n",
   );
+  // A target that can run: resuming it behind gdb's back would leave gdb believing it stopped.
   let resumed = 0;
-  const live = Object.assign(new FakeTarget(), { resume: () => void resumed++ });
+  const run = { resume: () => void resumed++, nextStop: () => new Promise(() => {}) };
+  const live = Object.assign(new FakeTarget(), { run: run as unknown as RunControl });
+  const c = new SessionClient(new RspSession(live, { log: () => {} }));
+  c.handshake();
+  assert.equal(monitor(c, "go"), "go: gdb is attached: continue from gdb (continue, or c)\n");
+  assert.equal(resumed, 0);
+  assert.equal(monitor(c, "go 1 2"), "diag: -2: Improper argument count, see usage.\n");
+});
   const c = new SessionClient(new RspSession(live, { log: () => {} }));
   c.handshake();
   assert.equal(monitor(c, "go"), "");
