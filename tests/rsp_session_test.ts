@@ -479,10 +479,3 @@ Deno.test("kdb go: a dump cannot run; with gdb attached a live target is continu
   assert.equal(resumed, 0);
   assert.equal(monitor(c, "go 1 2"), "diag: -2: Improper argument count, see usage.\n");
 });
-  const c = new SessionClient(new RspSession(live, { log: () => {} }));
-  c.handshake();
-  assert.equal(monitor(c, "go"), "");
-  assert.equal(resumed, 1);
-  assert.equal(monitor(c, "go 1 2"), "diag: -2: Improper argument count, see usage.\n");
-  assert.equal(resumed, 1);
-});
