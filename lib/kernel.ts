@@ -176,6 +176,14 @@ export class Kernel {
     this.cpuTasks = dump.cpus.map((c) => this.#cpuTask(c.cpu));
   }
 
+  /**
+   * The kernel's page size (VMCOREINFO PAGESIZE), which can differ from the dump's: QEMU writes
+   * arm64 kdump files in 64 KiB pages whatever the kernel uses.
+   */
+  get pageSize(): number {
+    return this.dump.vmcoreinfo?.pageSize ?? this.dump.pageSize;
+  }
+
   /** Kernel release (VMCOREINFO OSRELEASE, else the kdump header's utsname). */
   get release(): string | undefined {
     const r = this.dump.vmcoreinfo?.osRelease;

@@ -168,7 +168,7 @@ export class ProcessTarget implements Target {
       const perms = ((f & 1n) ? "r" : "-") + ((f & 2n) ? "w" : "-") + ((f & VM_EXEC) ? "x" : "-") +
         ((f & 8n) ? "s" : "p");
       // Anonymous mappings keep their address in vm_pgoff: /proc/PID/maps shows 0 for them.
-      const offset = v.file ? v.pgoff * BigInt(this.kernel.dump.pageSize) : 0n;
+      const offset = v.file ? v.pgoff * BigInt(this.kernel.pageSize) : 0n;
       return `${hex(v.start)}-${hex(v.end)} ${perms} ${offset.toString(16).padStart(8, "0")}` +
         (v.file ? ` ${v.file}` : "");
     });

@@ -92,7 +92,7 @@ export function panicMessage(lines: readonly string[]): string | undefined {
 export function systemFacts(kernel: Kernel): SystemFacts {
   const vmci = kernel.dump.vmcoreinfo;
   const facts: SystemFacts = { cpus: kernel.dump.cpus.length, panicCpu: kernel.panicCpu };
-  const pageKb = kernel.dump.pageSize / 1024;
+  const pageKb = kernel.pageSize / 1024;
 
   // utsname: six 65-byte fields at init_uts_ns.name (both named in VMCOREINFO).
   const uts = vmci?.symbol("init_uts_ns");

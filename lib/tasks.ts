@@ -221,7 +221,7 @@ export function threadSize(kernel: Kernel): ThreadSize {
       return { bytes, source: `init_stack..${endName}` };
     }
   }
-  const page = kernel.dump.pageSize;
+  const page = kernel.pageSize;
   // arm64 uses a whole page when pages are larger than 16 KiB (VMAP_STACK); x86_64: 16 KiB.
   const bytes = Math.max(16384, kernel.dump.arch === "aarch64" ? page : 0);
   return { bytes, source: `assumed (${kernel.dump.arch} default without KASAN)` };

@@ -26,6 +26,9 @@ const cases: Case[] = [
   { boot: "x86_64-6.12", file: "dump.elf", vmlinux: true },
   { boot: "aarch64-6.1", file: "dump.zlib-d31.kdump", vmlinux: true },
   { boot: "aarch64-6.1", file: "dump.elf", vmlinux: true },
+  { boot: "aarch64-6.1", file: "dump.qemu-kdump-zlib.flat", vmlinux: false },
+  { boot: "aarch64-6.12", file: "dump.qemu-kdump-zlib.flat", vmlinux: false },
+  { boot: "aarch64-6.12", file: "dump.elf", vmlinux: true },
 ];
 
 function open(c: Case): { e: Expected; k: Kernel; log: string } {
