@@ -335,6 +335,12 @@ export class KdbShell {
       if (exact) return exact.run(this, word, args, print) ?? "continue";
       if (word === "log") return this.dmesg(args, print) ?? "continue";
       if (word === "grephelp") return this.#grepHelp(print);
+      if (word === "quit" || word === "exit") {
+        // The text console ends its connection on these before the shell sees them; here they
+        // came through gdb's `monitor`, where the connection is gdb's to close.
+        print(`${word}: closes the text console only; in gdb, use detach or quit`);
+        return "continue";
+      }
       if (READ_ONLY_COMMANDS.has(word) && !this.target.resume) {
         print(
           `${word}: the target is a crash dump: memory and registers are read-only, nothing runs`,
@@ -441,10 +447,14 @@ export class KdbShell {
     }
     // The target's own commands (vtop, sym, sys, cache, maps…), each once.
     for (const l of [...(this.target.monitorHelp?.() ?? []), ...this.extraHelp]) {
-      const name = l.trim().split(/\s+/, 1)[0];
+      const [name, ...rest] = l.trim().split(/\s+/);
       if (shown.has(name)) continue;
       shown.add(name);
-      out(l.trim());
+      // Those lines read "name ARGS description": ARGS are the upper-case or bracketed words, put
+      // in kdb's Usage column so the table reads as one.
+      const usage: string[] = [];
+      while (rest.length && /^[\[<]|^[A-Z][A-Z|]*$/.test(rest[0])) usage.push(rest.shift()!);
+      row(name, usage.join(" "), rest.join(" "));
     }
   }
 

@@ -637,20 +637,25 @@ const haveDrgn = (() => {
   }
 })();
 
+/** Run a drgn script on a dump and its vmlinux; its JSON output. */
+async function drgnJson(script: string, dump: string, vmlinux: string) {
+  const r = await new Deno.Command("/usr/bin/python3", {
+    args: ["-c", script, dump, vmlinux],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  assert.ok(r.success, new TextDecoder().decode(r.stderr));
+  return JSON.parse(new TextDecoder().decode(r.stdout));
+}
+
 Deno.test({
   name: "lsmod on x86_64-6.12 (module memory regions, Linux 6.4+) agrees with drgn",
   ignore: !hasBoot("x86_64-6.12") || !haveDrgn,
   async fn() {
     const b = boot("x86_64-6.12");
     const dump = b.path("dump.zlib-d1.kdump");
-    const r = await new Deno.Command("/usr/bin/python3", {
-      args: ["-c", DRGN_MODULES, dump, b.vmlinux],
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(120_000),
-    }).output();
-    assert.ok(r.success, new TextDecoder().decode(r.stderr));
-    const drgn = JSON.parse(new TextDecoder().decode(r.stdout));
+    const drgn = await drgnJson(DRGN_MODULES, dump, b.vmlinux);
     assert.ok(drgn.length > 0);
     const { kernel, run } = shell(dump);
     try {
@@ -715,14 +720,7 @@ Deno.test({
   async fn() {
     const b = boot("x86_64-6.12");
     const dump = b.path("dump.zlib-d1.kdump");
-    const r = await new Deno.Command("/usr/bin/python3", {
-      args: ["-c", DRGN_FACTS, dump, b.vmlinux],
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(120_000),
-    }).output();
-    assert.ok(r.success, new TextDecoder().decode(r.stderr));
-    const d = JSON.parse(new TextDecoder().decode(r.stdout));
+    const d = await drgnJson(DRGN_FACTS, dump, b.vmlinux);
     const { kernel } = shell(b.path("dump.zlib-d31.kdump"));
     try {
       const f = systemFacts(kernel);
