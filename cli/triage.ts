@@ -71,7 +71,7 @@ export function triageJson(
     }
     return {
       cpu: c.cpu,
-      panic: kernel.panicCpu === c.cpu,
+      panic: f.panicCpu === c.cpu,
       pid: t?.pid ?? null,
       comm: t?.comm ?? null,
       task: hex(t?.task),

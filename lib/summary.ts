@@ -88,6 +88,29 @@ export function panicMessage(lines: readonly string[]): string | undefined {
   return undefined;
 }
 
+/**
+ * The CPU that panicked, from the log: the `CPU: N PID: …` line the kernel's stack dump prints
+ * within a few lines after the last panic (or, without one, oops) line. For kernels whose
+ * kallsyms lacks `panic_cpu` (Debian's arm64 builds) this is the only record of it.
+ */
+export function panicCpuFromLog(lines: readonly string[]): number | undefined {
+  const text = (l: string) => l.replace(/^\[[ 0-9.]+\] /, "");
+  let at = lines.findLastIndex((l) =>
+    /Kernel panic - not syncing: /.test(text(l)) && !text(l).startsWith("---[")
+  );
+  if (at < 0) {
+    at = lines.findLastIndex((l) =>
+      /^(BUG: |Oops: |Unable to handle kernel |general protection fault)/.test(text(l))
+    );
+  }
+  if (at < 0) return undefined;
+  for (const l of lines.slice(at + 1, at + 8)) {
+    const m = /^CPU: (\d+) (?:UID: \d+ )?PID: \d+ Comm: /.exec(text(l));
+    if (m) return Number(m[1]);
+  }
+  return undefined;
+}
+
 /** Read the facts the dump holds. Never throws. */
 export function systemFacts(kernel: Kernel): SystemFacts {
   const vmci = kernel.dump.vmcoreinfo;
@@ -159,6 +182,7 @@ export function systemFacts(kernel: Kernel): SystemFacts {
     const log = readKernelLog(kernel);
     const lines = log.records.map((r) => r.text.split("\n")[0]);
     facts.panicMessage = panicMessage(lines);
+    facts.panicCpu ??= panicCpuFromLog(lines);
   } catch {
     // no log: no message
   }

@@ -492,7 +492,9 @@ Deno.test({
       assert.match(s, new RegExp(`^release    ${b.expected.release}$`, "m"));
       assert.match(s, /^machine {4}aarch64$/m);
       assert.match(s, /^panic {6}sysrq triggered crash$/m);
-      // (panic_cpu is a data symbol too: the panic CPU comes from the unwinding work.)
+      // panic_cpu is a data symbol too: the panic CPU comes from the log's `CPU: N PID:` line
+      // after the panic line, and is the one drgn found.
+      assert.match(s, new RegExp(`^panic cpu  ${b.expected.crashed_cpu}$`, "m"));
       assert.match(run("lsmod"), /lsmod: .*data symbols/);
       // The task list is found by a search (kernel_search.ts): btc shows each CPU's task with its
       // stack, whose first frame is the one drgn unwound first.
