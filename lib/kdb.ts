@@ -690,7 +690,16 @@ export class KdbShell {
   perCpu(args: string[], out: Line): void {
     const k = this.#kernel("per_cpu");
     if (args.length < 1 || args.length > 3) throw new KdbError(KdbDiag.ARGCOUNT);
-    const sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    let sym: bigint;
+    try {
+      sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    } catch (e) {
+      // kdb's words for a name it cannot find (not "Illegal numeric value": a name was meant).
+      if (e instanceof KdbError && e.diag === KdbDiag.BADINT) {
+        throw new KdbError(KdbDiag.BADADDR, `${args[0]} is not a per_cpu variable`);
+      }
+      throw e;
+    }
     let bytes = 8;
     if (args.length >= 2) {
       const v = parseKernelNumber(args[1]);

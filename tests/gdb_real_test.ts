@@ -241,3 +241,27 @@ Deno.test({
     assert.ok(err.includes(`CPU ${crashed.cpu}: ${crashed.comm} (pid ${crashed.pid})`), err);
   },
 });
+
+Deno.test({
+  name:
+    "README's per-CPU recipe: &runqueues less the KASLR offset plus __per_cpu_offset[N] is CPU N's runqueue in gdb, as monitor per_cpu places it",
+  ignore: !hasBoot("x86_64-6.1"),
+  async fn() {
+    const off = `0x${big(E.kaslr_offset).toString(16)}`;
+    const rq = (cpu: number) =>
+      `(*(struct rq *)((char *)&runqueues - ${off} + __per_cpu_offset[${cpu}]))`;
+    const r = await runGdb([
+      pipeTarget([B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux]),
+      ...E.cpus.map((c: { cpu: number }) => `p ${rq(c.cpu)}.curr->pid`),
+      ...E.cpus.map((c: { cpu: number }) => `p/x &${rq(c.cpu)}`),
+      "monitor per_cpu runqueues",
+    ]);
+    // Each CPU's current task is the one drgn found running there.
+    for (const c of E.cpus) assert.match(r.out, new RegExp(`^\\$${c.cpu + 1} = ${c.pid}$`, "m"));
+    for (const c of E.cpus) {
+      const addr = new RegExp(`^\\$${E.cpus.length + c.cpu + 1} = (0x[0-9a-f]+)$`, "m").exec(r.out);
+      assert.ok(addr, r.out);
+      assert.match(r.out, new RegExp(`^ +${c.cpu} ${addr[1].replace("0x", "0x0*")} `, "m"));
+    }
+  },
+});

@@ -357,6 +357,7 @@ Deno.test({
       one("btt 0x1234", /^kdb_getarea_size: Bad address 0x1234 /m);
       one("pid bogus", /^diag: -15: Illegal numeric value$/m);
       one("set X", /^diag: -2: Improper argument count/m);
+      one("per_cpu no_such_symbol", /^no_such_symbol is not a per_cpu variable$/m);
       // A page the dump level excluded (a free page of the direct map, -d 31).
       const k = kernel;
       let pfn = 0x1000;
