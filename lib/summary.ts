@@ -12,11 +12,17 @@ import { readKernelLog } from "./dmesg.ts";
 
 /** Facts about the dumped system (undefined = not found in the dump). */
 export interface SystemFacts {
+  /** `init_uts_ns.name.sysname` (`Linux`). */
   sysname?: string;
+  /** The host name (`utsname.nodename`). */
   nodename?: string;
+  /** `utsname.release` (as `uname -r`). */
   release?: string;
+  /** `utsname.version` (build number and date). */
   version?: string;
+  /** `utsname.machine` (`x86_64`, `aarch64`). */
   machine?: string;
+  /** `utsname.domainname`. */
   domainname?: string;
   /** Wall-clock time of the dump (seconds since the epoch, UTC). */
   date?: number;
@@ -30,7 +36,9 @@ export interface SystemFacts {
   memTotalKb?: number;
   /** Free pages (`vm_zone_stat[NR_FREE_PAGES]`) in KiB. */
   memFreeKb?: number;
+  /** CPUs in the dump (its CPU notes). */
   cpus: number;
+  /** The CPU that panicked (`panic_cpu`, the dump header, or the log). */
   panicCpu?: number;
   /** The panic (or oops) message from the kernel log. */
   panicMessage?: string;
@@ -84,29 +92,6 @@ export function panicMessage(lines: readonly string[]): string | undefined {
   for (let i = lines.length - 1; i >= 0; i--) {
     const t = text(lines[i]);
     if (/^(BUG: |Oops: |Unable to handle kernel |general protection fault)/.test(t)) return t;
-  }
-  return undefined;
-}
-
-/**
- * The CPU that panicked, from the log: the `CPU: N PID: …` line the kernel's stack dump prints
- * within a few lines after the last panic (or, without one, oops) line. For kernels whose
- * kallsyms lacks `panic_cpu` (Debian's arm64 builds) this is the only record of it.
- */
-export function panicCpuFromLog(lines: readonly string[]): number | undefined {
-  const text = (l: string) => l.replace(/^\[[ 0-9.]+\] /, "");
-  let at = lines.findLastIndex((l) =>
-    /Kernel panic - not syncing: /.test(text(l)) && !text(l).startsWith("---[")
-  );
-  if (at < 0) {
-    at = lines.findLastIndex((l) =>
-      /^(BUG: |Oops: |Unable to handle kernel |general protection fault)/.test(text(l))
-    );
-  }
-  if (at < 0) return undefined;
-  for (const l of lines.slice(at + 1, at + 8)) {
-    const m = /^CPU: (\d+) (?:UID: \d+ )?PID: \d+ Comm: /.exec(text(l));
-    if (m) return Number(m[1]);
   }
   return undefined;
 }
@@ -182,7 +167,6 @@ export function systemFacts(kernel: Kernel): SystemFacts {
     const log = readKernelLog(kernel);
     const lines = log.records.map((r) => r.text.split("\n")[0]);
     facts.panicMessage = panicMessage(lines);
-    facts.panicCpu ??= panicCpuFromLog(lines);
   } catch {
     // no log: no message
   }

@@ -487,7 +487,7 @@ Deno.test({
   ignore: !hasBoot("aarch64-6.1"),
   fn() {
     const b = boot("aarch64-6.1");
-    const { kernel, run } = shell(b.path("dump.zlib-d31.kdump"));
+    const { kernel, sh, run } = shell(b.path("dump.zlib-d31.kdump"));
     try {
       const s = run("summary");
       assert.match(s, new RegExp(`^release    ${b.expected.release}$`, "m"));
@@ -496,6 +496,11 @@ Deno.test({
       // panic_cpu is a data symbol too: the panic CPU comes from the log's `CPU: N PID:` line
       // after the panic line, and is the one drgn found.
       assert.match(s, new RegExp(`^panic cpu  ${b.expected.crashed_cpu}$`, "m"));
+      // The kernel knows it too: the console starts there and bt shows the crashing task.
+      assert.equal(kernel.panicCpu, b.expected.crashed_cpu);
+      assert.equal(sh.prompt, `[${b.expected.crashed_cpu}]kdb> `);
+      const crasher = b.expected.cpus.find((c: Expected) => c.cpu === b.expected.crashed_cpu);
+      assert.match(run("bt"), new RegExp(`^Stack traceback for pid ${crasher.pid}$`, "m"));
       assert.match(run("lsmod"), /lsmod: .*data symbols/);
       // The task list is found by a search (kernel_search.ts): btc shows each CPU's task with its
       // stack, whose first frame is the one drgn unwound first.
