@@ -48,7 +48,8 @@ interface Command {
   run: (sh: KdbShell, argv0: string, args: string[], out: Line) => KdbAction | void;
 }
 
-type Line = (line: string) => void;
+/** Where a command writes its output, one line (without its newline) a call. */
+export type Line = (line: string) => void;
 
 /** States kdb's `ps`/`bta` masks can name, plus A for all. */
 const MASK_CHARS = /^[RSDTtXZPIims\-EA]+$/;
@@ -251,6 +252,7 @@ const MAX_FRAMES = 64;
 
 /** kdb's state for one client, and its commands. */
 export class KdbShell {
+  /** What the commands read: the dump's kernel target (or a live one). */
   readonly target: Target & KdbCapable;
   /** Lines `help` adds (the console's own commands). */
   readonly extraHelp: readonly string[];
@@ -262,6 +264,11 @@ export class KdbShell {
   #md: MdState = newMdState();
   #tasks?: KernelTasks;
 
+  /**
+   * A shell over a target.
+   * @param target what the commands read
+   * @param extraHelp lines `help` adds at the end (the text console's own commands)
+   */
   constructor(target: Target, extraHelp: readonly string[] = []) {
     this.target = target as Target & KdbCapable;
     this.extraHelp = extraHelp;
@@ -411,10 +418,12 @@ export class KdbShell {
 
   // --- environment -----------------------------------------------------------------------------
 
+  /** `env`: kdb's environment, one `NAME=value` a line. */
   printEnv(out: Line): void {
     for (const e of this.#env) out(e);
   }
 
+  /** `set NAME VALUE` (or `NAME = VALUE`): set an environment variable; kdb's errors. */
   set(args: string[]): void {
     if (args.length === 2 && args[1] === "=") args = [args[0], ""];
     if (args.length === 3 && args[1] === "=") args = [args[0], args[2]];
@@ -429,6 +438,7 @@ export class KdbShell {
 
   // --- help ------------------------------------------------------------------------------------
 
+  /** `help`: kdb's command table, then the server's and the target's own commands. */
   help(out: Line): void {
     out(`${"Command".padEnd(15)} ${"Usage".padEnd(20)} Description`);
     out("-".repeat(58));
@@ -539,6 +549,7 @@ export class KdbShell {
     for (const l of text.split("\n")) out(l);
   }
 
+  /** `ps [STATES|A]` (kdb's list) or `ps PID|NAME` (the longer table). */
   ps(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const arg = args[0];
@@ -560,6 +571,7 @@ export class KdbShell {
     for (const t of others) if (this.#matches(t, mask)) out(this.#ps1(t));
   }
 
+  /** `pid N|R`: make task N (R: the current CPU's) kdb's current task. */
   pid(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
     if (args.length === 1) {
@@ -583,6 +595,7 @@ export class KdbShell {
     out(`KDB current process is ${cur.comm}(pid=${cur.pid})`);
   }
 
+  /** `cpu [N]`: switch to CPU N, or list the CPUs. */
   cpu(args: string[], out: Line): void {
     const k = this.#kernel("cpu");
     const n = k.dump.cpus.length;
@@ -623,11 +636,13 @@ export class KdbShell {
     return parts.join(", ");
   }
 
+  /** `kgdb`: the line goes to the remote protocol (the caller switches it). */
   kgdb(out: Line): KdbAction {
     out(KGDB_ENTERING.trimEnd());
     return "kgdb";
   }
 
+  /** `go`: resume a live target; a dump says it cannot run. */
   go(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
     if (this.#cpu !== this.#initialCpu) {
@@ -657,6 +672,7 @@ export class KdbShell {
     return k.dump.cpus[cpu]?.registers;
   }
 
+  /** `rd`: the current CPU's registers as kdb prints them. */
   rd(out: Line): void {
     const regs = this.#currentRegisters();
     if (!regs) {
@@ -682,11 +698,13 @@ export class KdbShell {
     for (const l of lines) out(l);
   }
 
+  /** `md`, `mdWcN`, `mds`, `mdr`, `mdp`: memory as kdb shows it (lib/md.ts). */
   md(argv0: string, args: string[], out: Line): void {
     const k = this.#kernel(argv0);
     mdCommand(k, argv0, args, this.#md, (n) => this.getEnv(n), out);
   }
 
+  /** `per_cpu SYM [BYTES [CPU]]`: a per-CPU variable's address and value on each CPU. */
   perCpu(args: string[], out: Line): void {
     const k = this.#kernel("per_cpu");
     if (args.length < 1 || args.length > 3) throw new KdbError(KdbDiag.ARGCOUNT);
@@ -775,6 +793,7 @@ export class KdbShell {
     for (const l of formatBacktrace(bt)) out(l);
   }
 
+  /** `bt [ADDR]`: the current task's stack, or the stack of the task at ADDR. */
   bt(args: string[], out: Line): void {
     const k = this.#kernel("bt");
     if (args.length) {
@@ -814,6 +833,7 @@ export class KdbShell {
     for (const l of formatBacktrace(bt)) out(l);
   }
 
+  /** `btp PID`: the stack of task PID. */
   btp(args: string[], out: Line): void {
     if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const v = parseKernelNumber(args[0]);
@@ -826,6 +846,7 @@ export class KdbShell {
     this.#bt1(t, out);
   }
 
+  /** `btt TASK`: the stack of the task whose `struct task_struct` is at TASK. */
   btt(args: string[], out: Line): void {
     if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const k = this.#kernel("btt");
@@ -844,6 +865,7 @@ export class KdbShell {
     this.#bt1(t, out);
   }
 
+  /** `bta [STATES|A]`: the stacks of all tasks kdb's `ps` filter keeps. */
   bta(args: string[], out: Line): void {
     const mask = args.length ? args[0] : this.getEnv("PS");
     const { running, others } = this.#kdbOrder();
@@ -856,6 +878,7 @@ export class KdbShell {
     }
   }
 
+  /** `btc [CPU]`: the stack of each CPU's (or one CPU's) current task. */
   btc(args: string[], out: Line): void {
     const k = this.#kernel("btc");
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
