@@ -2,18 +2,11 @@
 // script sorts dumps by; both checked against the guest's console and drgn (expected.json).
 import assert from "node:assert/strict";
 import { big, boot, type Expected, hasBoot } from "./fixtures.ts";
-import { SERVER } from "./gdb_helpers.ts";
+import { runServer } from "./gdb_helpers.ts";
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(SERVER[0], {
-    args: [...SERVER.slice(1), ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const d = new TextDecoder();
-  return { code: r.code, out: d.decode(r.stdout), err: d.decode(r.stderr) };
+  const r = await runServer(args);
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 function consoleKernelLines(text: string): string[] {
