@@ -621,15 +621,19 @@ Deno.test({
   },
 });
 
-const DRGN_MODULES = `
+/** drgn on the dump (argv 1) with its vmlinux (argv 2), as `prog`. */
+const DRGN_OPEN = `
 import drgn, sys, json
-from drgn.helpers.linux.list import list_for_each_entry
 prog = drgn.Program()
 prog.set_core_dump(sys.argv[1])
 try:
     prog.load_debug_info([sys.argv[2]])
 except drgn.MissingDebugInfoError:
     pass
+`;
+
+const DRGN_MODULES = DRGN_OPEN + `
+from drgn.helpers.linux.list import list_for_each_entry
 print(json.dumps([{"name": m.name.string_().decode(), "address": hex(m.value_()),
     "mem": [[hex(m.mem[i].base.value_()), m.mem[i].size.value_()] for i in range(4)],
     "refcnt": m.refcnt.counter.value_()}
@@ -703,14 +707,7 @@ Deno.test({
   },
 });
 
-const DRGN_FACTS = `
-import drgn, sys, json
-prog = drgn.Program()
-prog.set_core_dump(sys.argv[1])
-try:
-    prog.load_debug_info([sys.argv[2]])
-except drgn.MissingDebugInfoError:
-    pass
+const DRGN_FACTS = DRGN_OPEN + `
 uts = prog["init_uts_ns"].name
 print(json.dumps({
     "release": uts.release.string_().decode(), "version": uts.version.string_().decode(),
