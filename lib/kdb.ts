@@ -645,20 +645,22 @@ export class KdbShell {
   /** `go`: resume a live target; a dump says it cannot run. */
   go(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    // A dump cannot run from any CPU: say so before kdb's entry-CPU rule, which would send the
+    // user to another CPU for nothing.
+    if (!this.target.resume) {
+      out("go: the target is a crash dump: it cannot continue execution");
+      return;
+    }
     if (this.#cpu !== this.#initialCpu) {
       out(
         `go must execute on the entry cpu, please use "cpu ${this.#initialCpu}" and then execute go`,
       );
       throw new KdbError(KdbDiag.BADCPUNUM);
     }
-    if (this.target.resume) {
-      this.target.resume();
-      // A running kernel changes: read its tasks again next time.
-      this.#tasks = undefined;
-      this.#task = undefined;
-      return;
-    }
-    out("go: the target is a crash dump: it cannot continue execution");
+    this.target.resume();
+    // A running kernel changes: read its tasks again next time.
+    this.#tasks = undefined;
+    this.#task = undefined;
   }
 
   // --- registers and memory --------------------------------------------------------------------

@@ -358,6 +358,11 @@ Deno.test({
       one("pid bogus", /^diag: -15: Illegal numeric value$/m);
       one("set X", /^diag: -2: Improper argument count/m);
       one("per_cpu no_such_symbol", /^no_such_symbol is not a per_cpu variable$/m);
+      // go on a dump, from a CPU other than the panic one too: the dump cannot run (kdb's
+      // "go must execute on the entry cpu" would send the user to another CPU for nothing).
+      run("cpu 0");
+      one("go", /^go: the target is a crash dump: it cannot continue execution$/m);
+      run("cpu 1");
       // A page the dump level excluded (a free page of the direct map, -d 31).
       const k = kernel;
       let pfn = 0x1000;
