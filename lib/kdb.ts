@@ -411,7 +411,7 @@ export class KdbShell {
   }
 
   /** The kernel's tasks, read once per shell. */
-  tasks(): KernelTasks {
+  #taskList(): KernelTasks {
     if (!this.#tasks) this.#tasks = new KernelTasks(this.#kernel("the task list"));
     return this.#tasks;
   }
@@ -475,7 +475,7 @@ export class KdbShell {
     const address = this.kernel?.cpuTasks[cpu]?.task;
     if (address === undefined) return undefined;
     try {
-      return this.tasks().byAddress(address);
+      return this.#taskList().byAddress(address);
     } catch {
       return undefined;
     }
@@ -487,7 +487,7 @@ export class KdbShell {
   }
 
   /** kdb's one-letter state: `-` for an idle CPU, lower case for a sleeping kernel daemon. */
-  stateChar(t: TaskInfo): string {
+  #stateChar(t: TaskInfo): string {
     if (t.unreadable) return "E";
     let state = t.state;
     if (t.idleOf !== undefined) {
@@ -498,7 +498,7 @@ export class KdbShell {
   }
 
   #matches(t: TaskInfo, mask: string | undefined): boolean {
-    const s = this.stateChar(t);
+    const s = this.#stateChar(t);
     if (!mask) return !"-ims".includes(s);
     if (mask.includes("A")) return true;
     return mask.includes(s);
@@ -511,7 +511,7 @@ export class KdbShell {
     const has = t.runningOn !== undefined ? 1 : 0;
     const cpu = t.runningOn ?? t.cpu ?? 0;
     return `${hex16(t.address)} ${String(t.pid).padStart(8)} ${String(t.ppid).padStart(8)}  ` +
-      `${has} ${String(cpu).padStart(4)}   ${this.stateChar(t)}  ` +
+      `${has} ${String(cpu).padStart(4)}   ${this.#stateChar(t)}  ` +
       `${hex16(t.address + BigInt(threadOff))} ${mine}${t.comm}`;
   }
 
@@ -521,7 +521,7 @@ export class KdbShell {
 
   /** The running tasks (one per CPU), then every other task kdb's lists walk. */
   #kdbOrder(): { running: TaskInfo[]; others: TaskInfo[] } {
-    const list = this.tasks().list();
+    const list = this.#taskList().list();
     const running: TaskInfo[] = [];
     const cpus = this.kernel!.dump.cpus.length;
     for (let cpu = 0; cpu < cpus; cpu++) {
@@ -535,8 +535,8 @@ export class KdbShell {
 
   #suppressed(out: Line): void {
     const { running, others } = this.#kdbOrder();
-    const idle = running.filter((t) => this.stateChar(t) === "-").length;
-    const daemon = others.filter((t) => "ims".includes(this.stateChar(t))).length;
+    const idle = running.filter((t) => this.#stateChar(t) === "-").length;
+    const daemon = others.filter((t) => "ims".includes(this.#stateChar(t))).length;
     if (!idle && !daemon) return;
     let text = "";
     if (idle) {
@@ -581,8 +581,8 @@ export class KdbShell {
         const v = parseKernelNumber(args[0]);
         if (v === undefined) throw new KdbError(KdbDiag.BADINT);
         const pid = Number(BigInt.asIntN(32, v));
-        t = this.tasks().list().find((x) => x.pid === pid && x.idleOf === undefined) ??
-          (pid === 0 ? this.tasks().list().find((x) => x.idleOf === 0) : undefined);
+        t = this.#taskList().list().find((x) => x.pid === pid && x.idleOf === undefined) ??
+          (pid === 0 ? this.#taskList().list().find((x) => x.idleOf === 0) : undefined);
         if (!t) {
           out(`No task with pid=${pid}`);
           return;
@@ -624,7 +624,7 @@ export class KdbShell {
     const states: string[] = [];
     for (let i = 0; i < n; i++) {
       const t = this.#cpuTask(i);
-      states.push(t && this.stateChar(t) === "-" ? "-" : " ");
+      states.push(t && this.#stateChar(t) === "-" ? "-" : " ");
     }
     const parts: string[] = [];
     for (let i = 0; i < n;) {
@@ -781,7 +781,7 @@ export class KdbShell {
     const k = this.kernel!;
     const regs = t.runningOn !== undefined
       ? k.dump.cpus[t.runningOn]?.registers ?? new Map()
-      : this.tasks().kernelRegisters(t);
+      : this.#taskList().kernelRegisters(t);
     this.#stack(regs, t, out);
   }
 
@@ -824,7 +824,7 @@ export class KdbShell {
     const c = k.cpuTasks[cpu];
     let why = "";
     try {
-      this.tasks().list();
+      this.#taskList().list();
     } catch (e) {
       why = ` (no task list: ${errorText(e)})`;
     }
@@ -840,7 +840,7 @@ export class KdbShell {
     if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const v = parseKernelNumber(args[0]);
     if (v === undefined) throw new KdbError(KdbDiag.BADINT);
-    const t = this.tasks().list().find((x) => BigInt(x.pid) === v && x.idleOf === undefined);
+    const t = this.#taskList().list().find((x) => BigInt(x.pid) === v && x.idleOf === undefined);
     if (!t) {
       out(`No process with pid == ${v} found`);
       return;
@@ -853,7 +853,7 @@ export class KdbShell {
     if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const k = this.#kernel("btt");
     const addr = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
-    const t = this.tasks().byAddress(addr);
+    const t = this.#taskList().byAddress(addr);
     if (!t || t.unreadable) {
       const size = k.btf?.structSize("task_struct") ?? 1;
       const probe = new Uint8Array(Math.max(1, size));
