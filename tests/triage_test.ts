@@ -59,7 +59,15 @@ for (const name of ["x86_64-6.1", "aarch64-6.1"]) {
         doc.cpus.map((c: Expected) => c.panic),
         e.cpus.map((c: Expected) => c.cpu === e.crashed_cpu),
       );
-      if (e.arch === "x86_64") assert.equal(doc.cpus[e.crashed_cpu].pid, e.console.crasher);
+      if (e.arch === "x86_64") {
+        assert.equal(doc.cpus[e.crashed_cpu].pid, e.console.crasher);
+        // The user pc the panicking syscall came from, as the kernel printed it (RIP: 0033:…).
+        const rip = console.map((l) => /\] RIP: 0033:(0x[0-9a-f]+)$/.exec(l)).find((m) => m);
+        assert.ok(rip, "the console's user RIP line");
+        const user = doc.cpus[e.crashed_cpu].backtrace.user_regs;
+        assert.equal(BigInt(user.rip), BigInt(rip[1]));
+      }
+      for (const c of doc.cpus) assert.ok("user_regs" in c.backtrace);
       // The log: records with their level; those below 7 print as the console printed them.
       const shown = doc.dmesg.filter((r: Expected) => r.level < 7).flatMap((r: Expected) =>
         r.lines
