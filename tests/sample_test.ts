@@ -25,6 +25,11 @@ Deno.test("sample dump: gdb without a vmlinux sees named CPU threads and kernel 
   assert.ok(r.out.includes(E.banner.slice(0, 60)), "banner read through the page tables");
   assert.match(r.out, new RegExp(`panic on CPU ${E.crashed_cpu}`));
   assert.match(r.out, /BTF and kallsyms found in the dump/);
+  // The banner's and monitor sys's facts keep one column: the header's CPU count is drgn's.
+  assert.match(r.out, new RegExp(`^kdump header: version \\d+, ${E.cpus.length} CPUs$`, "m"));
+  for (const key of ["dump", "format", "release", "CPUs", "KASLR", "types", "dump level"]) {
+    assert.match(r.out, new RegExp(`^${key}:${" ".repeat(13 - key.length)}\\S`, "m"), key);
+  }
 });
 
 Deno.test("deno task demo: the gdb session on the sample ends with the panic CPU's kernel backtrace and log", async () => {
