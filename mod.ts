@@ -69,8 +69,8 @@ export {
   type FrameBoundary,
   kernelBacktrace,
 } from "./lib/backtrace.ts";
-export { OrcTable } from "./lib/orc.ts";
-export { type KdbAction, type KdbCapable, KdbShell } from "./lib/kdb.ts";
+export { type OrcEntry, OrcTable, type OrcType } from "./lib/orc.ts";
+export { type KdbAction, type KdbCapable, KdbShell, type Line } from "./lib/kdb.ts";
 export { type KernelLog, logLines, type LogRecord, readKernelLog } from "./lib/dmesg.ts";
 export { type SystemFacts, systemFacts } from "./lib/summary.ts";
 export { type ModuleInfo, readModules } from "./lib/lsmod.ts";

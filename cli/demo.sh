@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample dump: print the server's banner and, where gdb is installed,
 # run a short gdb session against it through a pipe. No vmlinux needed: names come from the
-# kallsyms and BTF inside the dump; the backtrace comes from its ORC tables, the log from its
-# printk ring.
+# kallsyms and BTF inside the dump, and the panic CPU's backtrace (monitor bt) from its ORC tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLE=testdata/sample/x86_64-6.1.kdump
@@ -21,4 +20,4 @@ exec gdb -nx -batch \
   -ex 'monitor sys' \
   -ex 'x/4gx $rsp' \
   -ex 'monitor bt' \
-  -ex 'monitor dmesg 8'
+  -ex 'monitor dmesg 3'

@@ -65,13 +65,17 @@ export function triageJson(
           boundary: fr.boundary?.kind ?? null,
         })),
         stop_reason: b.stopReason ?? null,
+        // The user registers the walk ended at (a syscall's or user-mode interrupt's pt_regs).
+        user_regs: b.user
+          ? Object.fromEntries([...b.user].map(([name, v]) => [name, hex(v)]))
+          : null,
       };
     } catch (e) {
-      bt = { frames: [], stop_reason: errorText(e) };
+      bt = { frames: [], stop_reason: errorText(e), user_regs: null };
     }
     return {
       cpu: c.cpu,
-      panic: kernel.panicCpu === c.cpu,
+      panic: f.panicCpu === c.cpu,
       pid: t?.pid ?? null,
       comm: t?.comm ?? null,
       task: hex(t?.task),

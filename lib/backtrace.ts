@@ -42,6 +42,7 @@ export interface BacktraceFrame {
 
 /** A whole backtrace, and why it ended. */
 export interface Backtrace {
+  /** The frames, innermost first. */
   frames: BacktraceFrame[];
   /** Why the unwind stopped, when not at the normal end of a stack. */
   stopReason?: string;

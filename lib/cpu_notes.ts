@@ -5,6 +5,7 @@
  */
 
 import type { ArchName } from "./target.ts";
+import { PT_REGS_NAMES } from "./regs_x86_64.ts";
 
 /** NT_PRSTATUS note type. */
 export const NT_PRSTATUS = 1;
@@ -25,35 +26,7 @@ const PR_PID = 32;
 const PR_REG = 112;
 
 /** x86_64 `struct user_regs_struct` order, in gdb's register names. */
-const X86_64_PRSTATUS_REGS = [
-  "r15",
-  "r14",
-  "r13",
-  "r12",
-  "rbp",
-  "rbx",
-  "r11",
-  "r10",
-  "r9",
-  "r8",
-  "rax",
-  "rcx",
-  "rdx",
-  "rsi",
-  "rdi",
-  "orig_rax",
-  "rip",
-  "cs",
-  "eflags",
-  "rsp",
-  "ss",
-  "fs_base",
-  "gs_base",
-  "ds",
-  "es",
-  "fs",
-  "gs",
-];
+const X86_64_PRSTATUS_REGS = [...PT_REGS_NAMES, "fs_base", "gs_base", "ds", "es", "fs", "gs"];
 
 /** aarch64 `struct user_pt_regs`: x0..x30, sp, pc, pstate (gdb calls it cpsr). */
 const AARCH64_PRSTATUS_REGS = [

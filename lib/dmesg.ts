@@ -27,6 +27,7 @@ export interface LogRecord {
 
 /** The log, and anything that got in the way of reading it. */
 export interface KernelLog {
+  /** The records still in the ring, oldest first. */
   records: LogRecord[];
   /** Records whose descriptor or text could not be read. */
   unreadable: number;
@@ -256,4 +257,27 @@ export function dmesgCommand(lines: readonly string[], args: readonly string[]):
   if (skip >= n || skip < 0) return out;
   out.push(...lines.slice(skip, skip + count));
   return out;
+}
+
+/**
+ * The CPU that panicked, from the log: the `CPU: N PID: …` line the kernel's stack dump prints
+ * within a few lines after the last panic (or, without one, oops) line. For kernels whose
+ * kallsyms lacks `panic_cpu` (Debian's arm64 builds) this is the only record of it.
+ */
+export function panicCpuFromLog(lines: readonly string[]): number | undefined {
+  const text = (l: string) => l.replace(/^\[[ 0-9.]+\] /, "");
+  let at = lines.findLastIndex((l) =>
+    /Kernel panic - not syncing: /.test(text(l)) && !text(l).startsWith("---[")
+  );
+  if (at < 0) {
+    at = lines.findLastIndex((l) =>
+      /^(BUG: |Oops: |Unable to handle kernel |general protection fault)/.test(text(l))
+    );
+  }
+  if (at < 0) return undefined;
+  for (const l of lines.slice(at + 1, at + 8)) {
+    const m = /^CPU: (\d+) (?:UID: \d+ )?PID: \d+ Comm: /.exec(text(l));
+    if (m) return Number(m[1]);
+  }
+  return undefined;
 }

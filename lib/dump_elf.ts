@@ -141,7 +141,7 @@ export class ElfDumpReader implements DumpReader {
       .map((n) => parseQemuCpuState(n.desc))
       .filter((s): s is QemuCpuState => s !== undefined);
     addQemuControlRegisters(this.cpus, this.qemuCpus);
-    this.details["PT_LOAD segments"] = loads;
+    this.details["ELF segments"] = `${loads} PT_LOAD`;
   }
 
   readPage(pfn: number, out: Uint8Array): PageStatus {

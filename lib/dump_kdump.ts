@@ -288,8 +288,8 @@ export class KdumpReader implements DumpReader {
     const codecText = this.codecs.length ? this.codecs.join("+") : "uncompressed";
     this.format = `${formatPrefix}kdump (${codecText})`;
     this.details["dump level"] = this.dumpLevel;
-    this.details["header version"] = headerVersion;
-    this.details["CPUs in header"] = nrCpus;
+    // Keys of at most 12 characters keep the banner's values in one column.
+    this.details["kdump header"] = `version ${headerVersion}, ${nrCpus} CPUs`;
     if (status & DUMP_DH_EXCLUDED_VMEMMAP) this.details["vmemmap"] = "unused parts excluded";
     if (this.#incomplete) {
       this.warnings.push(

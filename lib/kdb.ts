@@ -55,7 +55,8 @@ interface Command {
   run: (sh: KdbShell, argv0: string, args: string[], out: Line) => KdbAction | void;
 }
 
-type Line = (line: string) => void;
+/** Where a command writes its output, one line (without its newline) a call. */
+export type Line = (line: string) => void;
 
 /** States kdb's `ps`/`bta` masks can name, plus A for all. */
 const MASK_CHARS = /^[RSDTtXZPIims\-EA]+$/;
@@ -258,6 +259,7 @@ const MAX_FRAMES = 64;
 
 /** kdb's state for one client, and its commands. */
 export class KdbShell {
+  /** What the commands read: the dump's kernel target (or a live one). */
   readonly target: Target & KdbCapable;
   /** Lines `help` adds (the console's own commands). */
   readonly extraHelp: readonly string[];
@@ -272,6 +274,12 @@ export class KdbShell {
   /** The session's hooks (`go` on a live target). */
   readonly hooks: KdbHooks;
 
+  /**
+   * A shell over a target.
+   * @param target what the commands read
+   * @param extraHelp lines `help` adds at the end (the text console's own commands)
+   * @param hooks what the channel's owner lets the shell do (`go` on a live target)
+   */
   constructor(target: Target, extraHelp: readonly string[] = [], hooks: KdbHooks = {}) {
     this.target = target as Target & KdbCapable;
     this.extraHelp = extraHelp;
@@ -346,6 +354,12 @@ export class KdbShell {
       if (exact) return exact.run(this, word, args, print) ?? "continue";
       if (word === "log") return this.dmesg(args, print) ?? "continue";
       if (word === "grephelp") return this.#grepHelp(print);
+      if (word === "quit" || word === "exit") {
+        // The text console ends its connection on these before the shell sees them; here they
+        // came through gdb's `monitor`, where the connection is gdb's to close.
+        print(`${word}: closes the text console only; in gdb, use detach or quit`);
+        return "continue";
+      }
       if (READ_ONLY_COMMANDS.has(word)) {
         print(
           this.target.run
@@ -411,17 +425,19 @@ export class KdbShell {
   }
 
   /** The kernel's tasks, read once per shell. */
-  tasks(): KernelTasks {
+  #taskList(): KernelTasks {
     if (!this.#tasks) this.#tasks = new KernelTasks(this.#kernel("the task list"));
     return this.#tasks;
   }
 
   // --- environment -----------------------------------------------------------------------------
 
+  /** `env`: kdb's environment, one `NAME=value` a line. */
   printEnv(out: Line): void {
     for (const e of this.#env) out(e);
   }
 
+  /** `set NAME VALUE` (or `NAME = VALUE`): set an environment variable; kdb's errors. */
   set(args: string[]): void {
     if (args.length === 2 && args[1] === "=") args = [args[0], ""];
     if (args.length === 3 && args[1] === "=") args = [args[0], args[2]];
@@ -436,6 +452,7 @@ export class KdbShell {
 
   // --- help ------------------------------------------------------------------------------------
 
+  /** `help`: kdb's command table, then the server's and the target's own commands. */
   help(out: Line): void {
     out(`${"Command".padEnd(15)} ${"Usage".padEnd(20)} Description`);
     out("-".repeat(58));
@@ -454,10 +471,14 @@ export class KdbShell {
     }
     // The target's own commands (vtop, sym, sys, cache, maps…), each once.
     for (const l of [...(this.target.monitorHelp?.() ?? []), ...this.extraHelp]) {
-      const name = l.trim().split(/\s+/, 1)[0];
+      const [name, ...rest] = l.trim().split(/\s+/);
       if (shown.has(name)) continue;
       shown.add(name);
-      out(l.trim());
+      // Those lines read "name ARGS description": ARGS are the upper-case or bracketed words, put
+      // in kdb's Usage column so the table reads as one.
+      const usage: string[] = [];
+      while (rest.length && /^[\[<]|^[A-Z][A-Z|]*$/.test(rest[0])) usage.push(rest.shift()!);
+      row(name, usage.join(" "), rest.join(" "));
     }
   }
 
@@ -468,7 +489,7 @@ export class KdbShell {
     const address = this.kernel?.cpuTasks[cpu]?.task;
     if (address === undefined) return undefined;
     try {
-      return this.tasks().byAddress(address);
+      return this.#taskList().byAddress(address);
     } catch {
       return undefined;
     }
@@ -480,7 +501,7 @@ export class KdbShell {
   }
 
   /** kdb's one-letter state: `-` for an idle CPU, lower case for a sleeping kernel daemon. */
-  stateChar(t: TaskInfo): string {
+  #stateChar(t: TaskInfo): string {
     if (t.unreadable) return "E";
     let state = t.state;
     if (t.idleOf !== undefined) {
@@ -491,7 +512,7 @@ export class KdbShell {
   }
 
   #matches(t: TaskInfo, mask: string | undefined): boolean {
-    const s = this.stateChar(t);
+    const s = this.#stateChar(t);
     if (!mask) return !"-ims".includes(s);
     if (mask.includes("A")) return true;
     return mask.includes(s);
@@ -504,7 +525,7 @@ export class KdbShell {
     const has = t.runningOn !== undefined ? 1 : 0;
     const cpu = t.runningOn ?? t.cpu ?? 0;
     return `${hex16(t.address)} ${String(t.pid).padStart(8)} ${String(t.ppid).padStart(8)}  ` +
-      `${has} ${String(cpu).padStart(4)}   ${this.stateChar(t)}  ` +
+      `${has} ${String(cpu).padStart(4)}   ${this.#stateChar(t)}  ` +
       `${hex16(t.address + BigInt(threadOff))} ${mine}${t.comm}`;
   }
 
@@ -514,7 +535,7 @@ export class KdbShell {
 
   /** The running tasks (one per CPU), then every other task kdb's lists walk. */
   #kdbOrder(): { running: TaskInfo[]; others: TaskInfo[] } {
-    const list = this.tasks().list();
+    const list = this.#taskList().list();
     const running: TaskInfo[] = [];
     const cpus = this.kernel!.dump.cpus.length;
     for (let cpu = 0; cpu < cpus; cpu++) {
@@ -528,8 +549,8 @@ export class KdbShell {
 
   #suppressed(out: Line): void {
     const { running, others } = this.#kdbOrder();
-    const idle = running.filter((t) => this.stateChar(t) === "-").length;
-    const daemon = others.filter((t) => "ims".includes(this.stateChar(t))).length;
+    const idle = running.filter((t) => this.#stateChar(t) === "-").length;
+    const daemon = others.filter((t) => "ims".includes(this.#stateChar(t))).length;
     if (!idle && !daemon) return;
     let text = "";
     if (idle) {
@@ -542,6 +563,7 @@ export class KdbShell {
     for (const l of text.split("\n")) out(l);
   }
 
+  /** `ps [STATES|A]` (kdb's list) or `ps PID|NAME` (the longer table). */
   ps(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const arg = args[0];
@@ -563,6 +585,7 @@ export class KdbShell {
     for (const t of others) if (this.#matches(t, mask)) out(this.#ps1(t));
   }
 
+  /** `pid N|R`: make task N (R: the current CPU's) kdb's current task. */
   pid(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
     if (args.length === 1) {
@@ -572,8 +595,8 @@ export class KdbShell {
         const v = parseKernelNumber(args[0]);
         if (v === undefined) throw new KdbError(KdbDiag.BADINT);
         const pid = Number(BigInt.asIntN(32, v));
-        t = this.tasks().list().find((x) => x.pid === pid && x.idleOf === undefined) ??
-          (pid === 0 ? this.tasks().list().find((x) => x.idleOf === 0) : undefined);
+        t = this.#taskList().list().find((x) => x.pid === pid && x.idleOf === undefined) ??
+          (pid === 0 ? this.#taskList().list().find((x) => x.idleOf === 0) : undefined);
         if (!t) {
           out(`No task with pid=${pid}`);
           return;
@@ -586,6 +609,7 @@ export class KdbShell {
     out(`KDB current process is ${cur.comm}(pid=${cur.pid})`);
   }
 
+  /** `cpu [N]`: switch to CPU N, or list the CPUs. */
   cpu(args: string[], out: Line): void {
     const k = this.#kernel("cpu");
     const n = k.dump.cpus.length;
@@ -614,7 +638,7 @@ export class KdbShell {
     const states: string[] = [];
     for (let i = 0; i < n; i++) {
       const t = this.#cpuTask(i);
-      states.push(t && this.stateChar(t) === "-" ? "-" : " ");
+      states.push(t && this.#stateChar(t) === "-" ? "-" : " ");
     }
     const parts: string[] = [];
     for (let i = 0; i < n;) {
@@ -626,32 +650,36 @@ export class KdbShell {
     return parts.join(", ");
   }
 
+  /** `kgdb`: the line goes to the remote protocol (the caller switches it). */
   kgdb(out: Line): KdbAction {
     out(KGDB_ENTERING.trimEnd());
     return "kgdb";
   }
 
+  /** `go`: resume a live target; a dump says it cannot run. */
   go(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
+    // A dump cannot run from any CPU: say so before kdb's entry-CPU rule, which would send the
+    // user to another CPU for nothing.
+    if (!this.target.run) {
+      out("go: the target is a crash dump: it cannot continue execution");
+      return;
+    }
     if (this.#cpu !== this.#initialCpu) {
       out(
         `go must execute on the entry cpu, please use "cpu ${this.#initialCpu}" and then execute go`,
       );
       throw new KdbError(KdbDiag.BADCPUNUM);
     }
-    if (this.target.run) {
-      const refused = this.hooks.go
-        ? this.hooks.go()
-        : "go: gdb is attached: continue from gdb (continue, or c)";
-      if (refused) {
-        out(refused);
-        return;
-      }
-      // A running kernel changes: read its tasks again at the next stop.
-      this.stopped();
+    const refused = this.hooks.go
+      ? this.hooks.go()
+      : "go: gdb is attached: continue from gdb (continue, or c)";
+    if (refused) {
+      out(refused);
       return;
     }
-    out("go: the target is a crash dump: it cannot continue execution");
+    // A running kernel changes: read its tasks again at the next stop.
+    this.stopped();
   }
 
   /**
@@ -681,6 +709,7 @@ export class KdbShell {
     return k.dump.cpus[cpu]?.registers;
   }
 
+  /** `rd`: the current CPU's registers as kdb prints them. */
   rd(out: Line): void {
     const regs = this.#currentRegisters();
     if (!regs) {
@@ -706,15 +735,26 @@ export class KdbShell {
     for (const l of lines) out(l);
   }
 
+  /** `md`, `mdWcN`, `mds`, `mdr`, `mdp`: memory as kdb shows it (lib/md.ts). */
   md(argv0: string, args: string[], out: Line): void {
     const k = this.#kernel(argv0);
     mdCommand(k, argv0, args, this.#md, (n) => this.getEnv(n), out);
   }
 
+  /** `per_cpu SYM [BYTES [CPU]]`: a per-CPU variable's address and value on each CPU. */
   perCpu(args: string[], out: Line): void {
     const k = this.#kernel("per_cpu");
     if (args.length < 1 || args.length > 3) throw new KdbError(KdbDiag.ARGCOUNT);
-    const sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    let sym: bigint;
+    try {
+      sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    } catch (e) {
+      // kdb's words for a name it cannot find (not "Illegal numeric value": a name was meant).
+      if (e instanceof KdbError && e.diag === KdbDiag.BADINT) {
+        throw new KdbError(KdbDiag.BADADDR, `${args[0]} is not a per_cpu variable`);
+      }
+      throw e;
+    }
     let bytes = 8;
     if (args.length >= 2) {
       const v = parseKernelNumber(args[1]);
@@ -776,7 +816,7 @@ export class KdbShell {
     const k = this.kernel!;
     const regs = t.runningOn !== undefined
       ? k.dump.cpus[t.runningOn]?.registers ?? new Map()
-      : this.tasks().kernelRegisters(t);
+      : this.#taskList().kernelRegisters(t);
     this.#stack(regs, t, out);
   }
 
@@ -790,6 +830,7 @@ export class KdbShell {
     for (const l of formatBacktrace(bt)) out(l);
   }
 
+  /** `bt [ADDR]`: the current task's stack, or the stack of the task at ADDR. */
   bt(args: string[], out: Line): void {
     const k = this.#kernel("bt");
     if (args.length) {
@@ -818,7 +859,7 @@ export class KdbShell {
     const c = k.cpuTasks[cpu];
     let why = "";
     try {
-      this.tasks().list();
+      this.#taskList().list();
     } catch (e) {
       why = ` (no task list: ${errorText(e)})`;
     }
@@ -829,11 +870,12 @@ export class KdbShell {
     for (const l of formatBacktrace(bt)) out(l);
   }
 
+  /** `btp PID`: the stack of task PID. */
   btp(args: string[], out: Line): void {
     if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const v = parseKernelNumber(args[0]);
     if (v === undefined) throw new KdbError(KdbDiag.BADINT);
-    const t = this.tasks().list().find((x) => BigInt(x.pid) === v && x.idleOf === undefined);
+    const t = this.#taskList().list().find((x) => BigInt(x.pid) === v && x.idleOf === undefined);
     if (!t) {
       out(`No process with pid == ${v} found`);
       return;
@@ -841,11 +883,12 @@ export class KdbShell {
     this.#bt1(t, out);
   }
 
+  /** `btt TASK`: the stack of the task whose `struct task_struct` is at TASK. */
   btt(args: string[], out: Line): void {
     if (args.length !== 1) throw new KdbError(KdbDiag.ARGCOUNT);
     const k = this.#kernel("btt");
     const addr = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
-    const t = this.tasks().byAddress(addr);
+    const t = this.#taskList().byAddress(addr);
     if (!t || t.unreadable) {
       const size = k.btf?.structSize("task_struct") ?? 1;
       const probe = new Uint8Array(Math.max(1, size));
@@ -859,6 +902,7 @@ export class KdbShell {
     this.#bt1(t, out);
   }
 
+  /** `bta [STATES|A]`: the stacks of all tasks kdb's `ps` filter keeps. */
   bta(args: string[], out: Line): void {
     const mask = args.length ? args[0] : this.getEnv("PS");
     const { running, others } = this.#kdbOrder();
@@ -871,6 +915,7 @@ export class KdbShell {
     }
   }
 
+  /** `btc [CPU]`: the stack of each CPU's (or one CPU's) current task. */
   btc(args: string[], out: Line): void {
     const k = this.#kernel("btc");
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);

@@ -20,6 +20,7 @@ import { Vmlinux } from "./vmlinux.ts";
 import { EM_AARCH64, EM_X86_64 } from "./elf.ts";
 import { Btf } from "./btf.ts";
 import { DumpError } from "./errors.ts";
+import { panicCpuFromLog, readKernelLog } from "./dmesg.ts";
 import { errorText } from "./file_source.ts";
 import { type KallsymsTable, readKallsyms } from "./kallsyms.ts";
 import {
@@ -369,7 +370,14 @@ export class Kernel {
     const cur = (this.dump as { currentCpu?: number }).currentCpu;
     // makedumpfile records the CPU that saved the dump; QEMU's kdump writer leaves it 0.
     if (cur !== undefined && cur > 0 && cur < this.dump.cpus.length) return cur;
-    return undefined;
+    // Without panic_cpu (kallsyms lacks data symbols, as on Debian's arm64 kernels): the log's
+    // `CPU: N PID:` line after the panic line.
+    try {
+      const cpu = panicCpuFromLog(readKernelLog(this).records.map((r) => r.text.split("\n")[0]));
+      return cpu !== undefined && cpu < this.dump.cpus.length ? cpu : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   #cpuTask(cpu: number): CpuTask {

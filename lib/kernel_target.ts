@@ -20,6 +20,7 @@ import { USER_TOP, userMemoryOf } from "./process.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
 import { errorText } from "./file_source.ts";
+import { addressArg } from "./kdb_expr.ts";
 import {
   kernelEntryUnwindElf,
   kernelEntryUnwindElfArm64,
@@ -245,10 +246,10 @@ function vtop(kernel: Kernel, arg: string | undefined): string {
   if (!arg) return "usage: vtop ADDRESS";
   let addr: bigint;
   try {
-    // Like gdb: 0x… is hex, plain digits are decimal.
-    addr = BigInt(arg);
+    // As kdb's commands read an address: a symbol (sym+0x10), 0x… hex, plain digits decimal.
+    addr = addressArg(kernel, [arg], 0, () => undefined).value;
   } catch {
-    return `vtop: bad address "${arg}"`;
+    return `vtop: bad address "${arg}" (a symbol, sym+0x10, 0x… hex or decimal)`;
   }
   const mem = kernel.memory;
   if (!mem) return "vtop: no page tables in this dump";

@@ -10,6 +10,7 @@ import { hex16 } from "./kdb_expr.ts";
 
 /** One loaded module. */
 export interface ModuleInfo {
+  /** The module's name (`struct module.name`). */
   name: string;
   /** Address of its `struct module`. */
   address: bigint;

@@ -35,10 +35,15 @@ export type OrcType = "undefined" | "end" | "call" | "regs" | "regs_partial";
 export interface OrcEntry {
   /** Start of the code range it covers. */
   ip: bigint;
+  /** The caller's stack pointer is this far from the register {@link spReg} names. */
   spOffset: number;
+  /** Where the caller's frame pointer was saved, from the caller's stack pointer. */
   bpOffset: number;
+  /** The register the stack pointer is found from ({@link ORC_REG}). */
   spReg: number;
+  /** How the frame pointer is found ({@link ORC_REG}; undefined: unchanged). */
   bpReg: number;
+  /** The kind of frame. */
   type: OrcType;
   /** The frame was interrupted (an exact ip, not a return address): Linux 6.3+. */
   signal: boolean;

@@ -13,6 +13,34 @@
 
 import { defineLayout, type RegisterDef, type RegisterLayout } from "./regs.ts";
 
+/**
+ * `struct pt_regs` of x86_64 in gdb's register names (its layout is the kernel's ABI for entry
+ * code); `struct user_regs_struct` of NT_PRSTATUS notes starts with the same 21 words.
+ */
+export const PT_REGS_NAMES = [
+  "r15",
+  "r14",
+  "r13",
+  "r12",
+  "rbp",
+  "rbx",
+  "r11",
+  "r10",
+  "r9",
+  "r8",
+  "rax",
+  "rcx",
+  "rdx",
+  "rsi",
+  "rdi",
+  "orig_rax",
+  "rip",
+  "cs",
+  "eflags",
+  "rsp",
+  "ss",
+] as const;
+
 const EFLAGS_TYPE = `
 <flags id="i386_eflags" size="4">
 <field name="CF" start="0" end="0"/>

@@ -12,11 +12,17 @@ import { readKernelLog } from "./dmesg.ts";
 
 /** Facts about the dumped system (undefined = not found in the dump). */
 export interface SystemFacts {
+  /** `init_uts_ns.name.sysname` (`Linux`). */
   sysname?: string;
+  /** The host name (`utsname.nodename`). */
   nodename?: string;
+  /** `utsname.release` (as `uname -r`). */
   release?: string;
+  /** `utsname.version` (build number and date). */
   version?: string;
+  /** `utsname.machine` (`x86_64`, `aarch64`). */
   machine?: string;
+  /** `utsname.domainname`. */
   domainname?: string;
   /** Wall-clock time of the dump (seconds since the epoch, UTC). */
   date?: number;
@@ -30,7 +36,9 @@ export interface SystemFacts {
   memTotalKb?: number;
   /** Free pages (`vm_zone_stat[NR_FREE_PAGES]`) in KiB. */
   memFreeKb?: number;
+  /** CPUs in the dump (its CPU notes). */
   cpus: number;
+  /** The CPU that panicked (`panic_cpu`, the dump header, or the log). */
   panicCpu?: number;
   /** The panic (or oops) message from the kernel log. */
   panicMessage?: string;

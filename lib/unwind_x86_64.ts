@@ -15,6 +15,7 @@ import { ORC_REG, type OrcEntry, OrcTable } from "./orc.ts";
 import { formatAddress, symbolAt } from "./symbolize.ts";
 import { threadSize } from "./tasks.ts";
 import { type KernelModule, moduleAt } from "./modules.ts";
+import { PT_REGS_NAMES } from "./regs_x86_64.ts";
 
 /** A stack the walk may run on: [start, end). */
 export interface StackArea {
@@ -24,30 +25,6 @@ export interface StackArea {
   end: bigint;
 }
 
-/** `struct pt_regs` of x86_64 (its layout is the kernel's ABI for entry code), gdb names. */
-export const PT_REGS_NAMES = [
-  "r15",
-  "r14",
-  "r13",
-  "r12",
-  "rbp",
-  "rbx",
-  "r11",
-  "r10",
-  "r9",
-  "r8",
-  "rax",
-  "rcx",
-  "rdx",
-  "rsi",
-  "rdi",
-  "orig_rax",
-  "rip",
-  "cs",
-  "eflags",
-  "rsp",
-  "ss",
-] as const;
 const PT_REGS_SIZE = PT_REGS_NAMES.length * 8;
 /** offsetof(struct pt_regs, ip): where the hardware's iret frame starts. */
 const IRET_FRAME_OFFSET = 16 * 8;

@@ -1,27 +1,11 @@
 // The command line as a user meets it, on real dumps: a port in use, --help, the banner.
 import assert from "node:assert/strict";
 import { boot } from "./fixtures.ts";
-import { SERVER, startServer } from "./gdb_helpers.ts";
+import { runServer, startServer } from "./gdb_helpers.ts";
 
 const B = boot("x86_64-6.1");
 
-async function run(args: string[]) {
-  const t0 = performance.now();
-  const r = await new Deno.Command(SERVER[0], {
-    args: [...SERVER.slice(1), ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: r.code,
-    stdout: dec.decode(r.stdout),
-    stderr: dec.decode(r.stderr),
-    ms: performance.now() - t0,
-  };
-}
+const run = runServer;
 
 Deno.test("port in use: one line naming address and port and what to do, before the dump is read", async () => {
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });

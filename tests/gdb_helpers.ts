@@ -41,6 +41,27 @@ export async function runGdb(
   return { out: dec.decode(r.stdout) + dec.decode(r.stderr), code: r.code };
 }
 
+/** Run the server's command line to its exit (60 s at most): status, output, time taken. */
+export async function runServer(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
+  const t0 = performance.now();
+  const r = await new Deno.Command(SERVER[0], {
+    args: [...SERVER.slice(1), ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: r.code,
+    stdout: dec.decode(r.stdout),
+    stderr: dec.decode(r.stderr),
+    ms: performance.now() - t0,
+  };
+}
+
 /** `target remote | …` for pipe mode. */
 export function pipeTarget(args: string[]): string {
   return `target remote | ${[...SERVER, "--stdio", ...args].join(" ")}`;

@@ -99,7 +99,7 @@ Deno.test("gdb: vmcoreinfo query, info vmcoreinfo, monitor commands", async () =
   for (const line of E.vmcoreinfo.split("\n").filter((l: string) => l).slice(0, 20)) {
     assert.ok(r.out.includes(line), `info vmcoreinfo shows ${line}`);
   }
-  assert.match(r.out, /vtop ADDRESS/);
+  assert.match(r.out, /^vtop +ADDRESS +translate a kernel virtual address/m);
   assert.match(r.out, new RegExp(`release: +${E.release}`));
   assert.match(r.out, /walk: +physical 0x[0-9a-f]+/);
   assert.match(r.out, /unknown|Unknown/);
@@ -239,5 +239,29 @@ Deno.test({
     assert.match(err, /built for another release/);
     assert.match(err, /types: +BTF and kallsyms found in the dump/);
     assert.ok(err.includes(`CPU ${crashed.cpu}: ${crashed.comm} (pid ${crashed.pid})`), err);
+  },
+});
+
+Deno.test({
+  name:
+    "README's per-CPU recipe: &runqueues less the KASLR offset plus __per_cpu_offset[N] is CPU N's runqueue in gdb, as monitor per_cpu places it",
+  ignore: !hasBoot("x86_64-6.1"),
+  async fn() {
+    const off = `0x${big(E.kaslr_offset).toString(16)}`;
+    const rq = (cpu: number) =>
+      `(*(struct rq *)((char *)&runqueues - ${off} + __per_cpu_offset[${cpu}]))`;
+    const r = await runGdb([
+      pipeTarget([B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux]),
+      ...E.cpus.map((c: { cpu: number }) => `p ${rq(c.cpu)}.curr->pid`),
+      ...E.cpus.map((c: { cpu: number }) => `p/x &${rq(c.cpu)}`),
+      "monitor per_cpu runqueues",
+    ]);
+    // Each CPU's current task is the one drgn found running there.
+    for (const c of E.cpus) assert.match(r.out, new RegExp(`^\\$${c.cpu + 1} = ${c.pid}$`, "m"));
+    for (const c of E.cpus) {
+      const addr = new RegExp(`^\\$${E.cpus.length + c.cpu + 1} = (0x[0-9a-f]+)$`, "m").exec(r.out);
+      assert.ok(addr, r.out);
+      assert.match(r.out, new RegExp(`^ +${c.cpu} ${addr[1].replace("0x", "0x0*")} `, "m"));
+    }
   },
 });

@@ -209,12 +209,37 @@ Deno.test({
       "monitor ps A",
       "monitor pid 98",
       "monitor frobnicate",
+      "monitor help",
+      "monitor quit",
+      "monitor vtop linux_banner",
+      "monitor vtop linux_banner+0x10",
+      "thread 1",
+      "monitor bt",
+      "monitor cpu 0",
+      "monitor bt",
     ]);
     assert.ok(r.out.includes(console.slice(-2).join("\n") + "\n" + console.at(-1) + "\n"), r.out);
     assert.ok(r.out.includes(`Stack traceback for pid ${e.console.crasher}\n`), r.out);
     assert.match(r.out, /^Task Addr {16}Pid {3}Parent \[\*\] cpu State Thread {13}Command$/m);
     assert.ok(r.out.includes("KDB current process is nc(pid=98)"), r.out);
     assert.ok(r.out.includes("Unknown kdb command: 'frobnicate'"), r.out);
+    // help is one table: the server's and target's commands have their arguments in the Usage
+    // column too, and quit (the text console's) says where it works instead of being unknown.
+    assert.match(r.out, /^vtop {12}ADDRESS {13}translate a kernel virtual address/m);
+    assert.match(r.out, /^sys {13} {20}kernel release/m);
+    assert.ok(r.out.includes("quit: closes the text console only; in gdb, use detach or quit"));
+    // vtop takes a symbol (and sym+offset) as kdb's commands do: linux_banner as System.map
+    // places it, moved by the KASLR offset drgn found.
+    const banner = BigInt(e.system_map.linux_banner) + BigInt(e.kaslr_offset);
+    assert.ok(r.out.includes(`virtual  0x${banner.toString(16)}\nwalk:    physical`), r.out);
+    assert.ok(r.out.includes(`virtual  0x${(banner + 16n).toString(16)}\n`), r.out);
+    // monitor keeps kdb's state (README): gdb's thread 1 leaves bt on the task `monitor pid 98`
+    // chose (after the panic CPU's at first), until monitor cpu 0 moves it to CPU 0's task.
+    const traces = [...r.out.matchAll(/^Stack traceback for pid (\d+)$/gm)].map((m) =>
+      Number(m[1])
+    );
+    const cpu0 = e.cpus.find((c: { cpu: number }) => c.cpu === 0).pid;
+    assert.deepEqual(traces.slice(-3), [e.console.crasher, e.console.listener, cpu0]);
 
     // --tasks: help lists ps once; threads shows the remote thread ids (the pids) as "Thread".
     const t = await runGdb([

@@ -366,6 +366,12 @@ Deno.test({
       one("btt 0x1234", /^kdb_getarea_size: Bad address 0x1234 /m);
       one("pid bogus", /^diag: -15: Illegal numeric value$/m);
       one("set X", /^diag: -2: Improper argument count/m);
+      one("per_cpu no_such_symbol", /^no_such_symbol is not a per_cpu variable$/m);
+      // go on a dump, from a CPU other than the panic one too: the dump cannot run (kdb's
+      // "go must execute on the entry cpu" would send the user to another CPU for nothing).
+      run("cpu 0");
+      one("go", /^go: the target is a crash dump: it cannot continue execution$/m);
+      run("cpu 1");
       // A page the dump level excluded (a free page of the direct map, -d 31).
       const k = kernel;
       let pfn = 0x1000;
@@ -495,13 +501,20 @@ Deno.test({
   ignore: !hasBoot("aarch64-6.1"),
   fn() {
     const b = boot("aarch64-6.1");
-    const { kernel, run } = shell(b.path("dump.zlib-d31.kdump"));
+    const { kernel, sh, run } = shell(b.path("dump.zlib-d31.kdump"));
     try {
       const s = run("summary");
       assert.match(s, new RegExp(`^release    ${b.expected.release}$`, "m"));
       assert.match(s, /^machine {4}aarch64$/m);
       assert.match(s, /^panic {6}sysrq triggered crash$/m);
-      // (panic_cpu is a data symbol too: the panic CPU comes from the unwinding work.)
+      // panic_cpu is a data symbol too: the panic CPU comes from the log's `CPU: N PID:` line
+      // after the panic line, and is the one drgn found.
+      assert.match(s, new RegExp(`^panic cpu  ${b.expected.crashed_cpu}$`, "m"));
+      // The kernel knows it too: the console starts there and bt shows the crashing task.
+      assert.equal(kernel.panicCpu, b.expected.crashed_cpu);
+      assert.equal(sh.prompt, `[${b.expected.crashed_cpu}]kdb> `);
+      const crasher = b.expected.cpus.find((c: Expected) => c.cpu === b.expected.crashed_cpu);
+      assert.match(run("bt"), new RegExp(`^Stack traceback for pid ${crasher.pid}$`, "m"));
       assert.match(run("lsmod"), /lsmod: .*data symbols/);
       // The task list is found by a search (kernel_search.ts): btc shows each CPU's task with its
       // stack, whose first frame is the one drgn unwound first.
@@ -622,15 +635,19 @@ Deno.test({
   },
 });
 
-const DRGN_MODULES = `
+/** drgn on the dump (argv 1) with its vmlinux (argv 2), as `prog`. */
+const DRGN_OPEN = `
 import drgn, sys, json
-from drgn.helpers.linux.list import list_for_each_entry
 prog = drgn.Program()
 prog.set_core_dump(sys.argv[1])
 try:
     prog.load_debug_info([sys.argv[2]])
 except drgn.MissingDebugInfoError:
     pass
+`;
+
+const DRGN_MODULES = DRGN_OPEN + `
+from drgn.helpers.linux.list import list_for_each_entry
 print(json.dumps([{"name": m.name.string_().decode(), "address": hex(m.value_()),
     "mem": [[hex(m.mem[i].base.value_()), m.mem[i].size.value_()] for i in range(4)],
     "refcnt": m.refcnt.counter.value_()}
@@ -646,20 +663,27 @@ const haveDrgn = (() => {
   }
 })();
 
+/** Run a drgn script on a dump and its vmlinux; its JSON output. */
+async function drgnJson(script: string, dump: string, vmlinux: string) {
+  const r = await new Deno.Command("/usr/bin/python3", {
+    args: ["-c", script, dump, vmlinux],
+    // drgn's own ELF reader cannot translate arm64 6.12's addresses; libkdumpfile's can.
+    env: { DRGN_USE_LIBKDUMPFILE_FOR_ELF: "1" },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  assert.ok(r.success, new TextDecoder().decode(r.stderr));
+  return JSON.parse(new TextDecoder().decode(r.stdout));
+}
+
 Deno.test({
   name: "lsmod on x86_64-6.12 (module memory regions, Linux 6.4+) agrees with drgn",
   ignore: !hasBoot("x86_64-6.12") || !haveDrgn,
   async fn() {
     const b = boot("x86_64-6.12");
     const dump = b.path("dump.zlib-d1.kdump");
-    const r = await new Deno.Command("/usr/bin/python3", {
-      args: ["-c", DRGN_MODULES, dump, b.vmlinux],
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(120_000),
-    }).output();
-    assert.ok(r.success, new TextDecoder().decode(r.stderr));
-    const drgn = JSON.parse(new TextDecoder().decode(r.stdout));
+    const drgn = await drgnJson(DRGN_MODULES, dump, b.vmlinux);
     assert.ok(drgn.length > 0);
     const { kernel, run } = shell(dump);
     try {
@@ -699,14 +723,7 @@ Deno.test({
   },
 });
 
-const DRGN_FACTS = `
-import drgn, sys, json
-prog = drgn.Program()
-prog.set_core_dump(sys.argv[1])
-try:
-    prog.load_debug_info([sys.argv[2]])
-except drgn.MissingDebugInfoError:
-    pass
+const DRGN_FACTS = DRGN_OPEN + `
 uts = prog["init_uts_ns"].name
 print(json.dumps({
     "release": uts.release.string_().decode(), "version": uts.version.string_().decode(),
@@ -732,16 +749,7 @@ for (
     async fn() {
       const b = boot(name);
       const dump = b.path(drgnFile);
-      const r = await new Deno.Command("/usr/bin/python3", {
-        args: ["-c", DRGN_FACTS, dump, b.vmlinux],
-        // drgn's own ELF reader cannot translate arm64 6.12's addresses; libkdumpfile's can.
-        env: { DRGN_USE_LIBKDUMPFILE_FOR_ELF: "1" },
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(120_000),
-      }).output();
-      assert.ok(r.success, new TextDecoder().decode(r.stderr));
-      const d = JSON.parse(new TextDecoder().decode(r.stdout));
+      const d = await drgnJson(DRGN_FACTS, dump, b.vmlinux);
       const { kernel } = shell(b.path(ourFile));
       try {
         const f = systemFacts(kernel);

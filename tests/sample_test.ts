@@ -25,4 +25,30 @@ Deno.test("sample dump: gdb without a vmlinux sees named CPU threads and kernel 
   assert.ok(r.out.includes(E.banner.slice(0, 60)), "banner read through the page tables");
   assert.match(r.out, new RegExp(`panic on CPU ${E.crashed_cpu}`));
   assert.match(r.out, /BTF and kallsyms found in the dump/);
+  // The banner's and monitor sys's facts keep one column: the header's CPU count is drgn's.
+  assert.match(r.out, new RegExp(`^kdump header: version \\d+, ${E.cpus.length} CPUs$`, "m"));
+  for (const key of ["dump", "format", "release", "CPUs", "KASLR", "types", "dump level"]) {
+    assert.match(r.out, new RegExp(`^${key}:${" ".repeat(13 - key.length)}\\S`, "m"), key);
+  }
+});
+
+Deno.test("deno task demo: the gdb session on the sample ends with the panic CPU's kernel backtrace and log", async () => {
+  const r = await new Deno.Command("bash", {
+    args: [new URL("../cli/demo.sh", import.meta.url).pathname],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 0, out);
+  const crashed = E.cpus.find((c: { cpu: number }) => c.cpu === E.crashed_cpu);
+  assert.ok(out.includes(`Stack traceback for pid ${crashed.pid}\n`), out);
+  // The frames drgn unwound from the caller of panic on (by function name; inlined ones aside).
+  const bt = out.slice(out.indexOf("Call Trace:"));
+  for (const fn of ["panic", "sysrq_handle_crash", "write_sysrq_trigger", "ksys_write"]) {
+    assert.ok(crashed.stack.includes(fn), fn);
+    assert.match(bt, new RegExp(`^ ${fn}\\+0x[0-9a-f]+/0x[0-9a-f]+$`, "m"));
+  }
+  assert.match(out, /\] ---\[ end Kernel panic - not syncing: sysrq triggered crash \]---\n/);
 });

@@ -2,18 +2,11 @@
 // script sorts dumps by; both checked against the guest's console and drgn (expected.json).
 import assert from "node:assert/strict";
 import { big, boot, type Expected, hasBoot } from "./fixtures.ts";
-import { SERVER } from "./gdb_helpers.ts";
+import { runServer } from "./gdb_helpers.ts";
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(SERVER[0], {
-    args: [...SERVER.slice(1), ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const d = new TextDecoder();
-  return { code: r.code, out: d.decode(r.stdout), err: d.decode(r.stderr) };
+  const r = await runServer(args);
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 function consoleKernelLines(text: string): string[] {
@@ -60,12 +53,21 @@ for (const name of ["x86_64-6.1", "aarch64-6.1"]) {
         // The first frame is the CPU's saved pc (drgn's innermost frame).
         assert.equal(BigInt(ours.backtrace.frames[0].pc), big(cpu.frames[0].pc));
       }
+      // The panic CPU (on arm64, whose kallsyms lacks panic_cpu, from the log) is drgn's.
+      assert.equal(doc.panic.cpu, e.crashed_cpu);
+      assert.deepEqual(
+        doc.cpus.map((c: Expected) => c.panic),
+        e.cpus.map((c: Expected) => c.cpu === e.crashed_cpu),
+      );
       if (e.arch === "x86_64") {
-        assert.equal(doc.panic.cpu, e.crashed_cpu);
-        const crashed = doc.cpus[e.crashed_cpu];
-        assert.equal(crashed.panic, true);
-        assert.equal(crashed.pid, e.console.crasher);
+        assert.equal(doc.cpus[e.crashed_cpu].pid, e.console.crasher);
+        // The user pc the panicking syscall came from, as the kernel printed it (RIP: 0033:…).
+        const rip = console.map((l) => /\] RIP: 0033:(0x[0-9a-f]+)$/.exec(l)).find((m) => m);
+        assert.ok(rip, "the console's user RIP line");
+        const user = doc.cpus[e.crashed_cpu].backtrace.user_regs;
+        assert.equal(BigInt(user.rip), BigInt(rip[1]));
       }
+      for (const c of doc.cpus) assert.ok("user_regs" in c.backtrace);
       // The log: records with their level; those below 7 print as the console printed them.
       const shown = doc.dmesg.filter((r: Expected) => r.level < 7).flatMap((r: Expected) =>
         r.lines
