@@ -266,6 +266,7 @@ export class LiveTarget implements Target, RunControl {
       // the link is gone
     }
     this.#running = false;
+    this.#ownResumes = 0;
     this.#stopWaiter = undefined;
     this.#stopQueue = [];
     // `D;1`: QEMU answers plain `D` with E22. Closing without it leaves the guest paused.
@@ -301,6 +302,12 @@ export class LiveTarget implements Target, RunControl {
   }
 
   #qmpEvent(event: string): void {
+    if (event === "RESUME" && this.#ownResumes > 0) {
+      // QEMU sends RESUME for every gdbstub continue and step, on another socket: it may arrive
+      // after the step's stop reply. Ours, in order, are not a resume behind gdb's back.
+      this.#ownResumes--;
+      return;
+    }
     if (event === "RESUME" && this.#stub && !this.#running && !this.#resumedByUs) {
       // Resumed behind gdb's back (QMP `cont`): whatever was read is stale; stop it again
       // before the next read (see #state).
@@ -313,6 +320,8 @@ export class LiveTarget implements Target, RunControl {
   }
 
   #resumedBehind = false;
+  /** Our resumes whose QMP RESUME event has not arrived yet. */
+  #ownResumes = 0;
 
   // --- the stop's view -------------------------------------------------------------------------
 
@@ -584,10 +593,12 @@ export class LiveTarget implements Target, RunControl {
     this.#drop();
     this.#running = true;
     this.#resumedByUs = true;
+    if (this.options.qmp) this.#ownResumes++;
     try {
       stub.resume(`vCont;${parts.join(";")}`);
     } catch (e) {
       this.#running = false;
+      if (this.options.qmp) this.#ownResumes--;
       return `E.${errorText(e)}`;
     }
     return undefined;
