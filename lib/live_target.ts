@@ -434,6 +434,10 @@ export class LiveTarget implements Target, RunControl {
 
   /** The CPU a thread of ours runs on, or undefined (a sleeping task). */
   #cpuOf(thread: number): number | undefined {
+    // Kernel mode: thread n is vCPU n-1, no kernel view needed (resuming builds none).
+    if (!this.options.tasks) {
+      return thread >= 1 && thread <= this.#vcpus.length ? thread - 1 : undefined;
+    }
     const s = this.#state();
     const cpu = s.cpuThread.indexOf(thread);
     return cpu >= 0 ? cpu : undefined;

@@ -148,8 +148,12 @@ export class QemuStub {
 
   /** Send a resume packet (`vCont;…`, `c`, `s`); its stop reply arrives through `onEvent`. */
   resume(packet: string): void {
+    if (this.#lost !== undefined) {
+      throw new LiveError(`QEMU's gdbstub at ${this.address}: ${this.#lost}`);
+    }
     this.#general = undefined;
-    this.#call({ op: "resume", text: packet });
+    // Not waited for: the worker sends it in order before any later request.
+    this.#post({ op: "resume", text: packet });
   }
 
   /** Send the interrupt byte (0x03) to a running guest. */

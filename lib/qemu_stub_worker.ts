@@ -50,7 +50,21 @@ function answerText(status: number, text: string): void {
   answer(status, bytes);
 }
 
+/**
+ * Acknowledgements owed to QEMU, sent in front of our next packet: QEMU's system-mode stub never
+ * waits for them, and writing each on its own costs a write (and a wake-up) per reply before the
+ * reply reaches the main thread.
+ */
+let acksOwed = 0;
+
 async function send(bytes: Uint8Array): Promise<void> {
+  if (acksOwed > 0) {
+    const joined = new Uint8Array(acksOwed + bytes.length);
+    joined.fill(0x2b, 0, acksOwed); // '+'
+    joined.set(bytes, acksOwed);
+    acksOwed = 0;
+    bytes = joined;
+  }
   let off = 0;
   while (off < bytes.length) off += await conn!.write(bytes.subarray(off));
 }
@@ -89,12 +103,16 @@ async function readLoop(): Promise<void> {
         if (e.kind === "nack") {
           if (lastFrame) await send(lastFrame);
         } else if (e.kind === "packet") {
-          await send(encoder.encode(e.checksumOk ? "+" : "-"));
-          if (!e.checksumOk) continue;
+          if (!e.checksumOk) {
+            await send(encoder.encode("-"));
+            continue;
+          }
+          acksOwed++;
           const text = latin1(e.payload);
           if (running && isStopReply(text)) {
             running = false;
             self.postMessage({ ev: "stop", text });
+            prefetchRegisters();
           } else {
             queue.push(text);
           }
@@ -107,8 +125,11 @@ async function readLoop(): Promise<void> {
     lost = `the gdbstub connection failed: ${e instanceof Error ? e.message : e}`;
   }
   waiter?.();
-  self.postMessage({ ev: "lost", reason: lost });
+  if (!lostPosted) self.postMessage({ ev: "lost", reason: lost });
 }
+
+/** Whether the main thread has heard of the loss already (a failed resume). */
+let lostPosted = false;
 
 /** Requests sent ahead of their replies: a page is two `m` packets, one round trip. */
 const PIPELINE = 4;
@@ -150,6 +171,32 @@ async function readMemory(address: bigint, length: number): Promise<Uint8Array> 
   return out.subarray(0, done);
 }
 
+/**
+ * The stopped CPU's `g`, asked for as soon as its stop reply arrives: gdb reads the registers of
+ * the thread that stopped first at every stop, and QEMU makes that CPU the target of `g`
+ * (gdb_set_stop_cpu). The round trip then overlaps the stop's way to gdb and back. Read after the
+ * stop, so never stale; taken by the first request of the stop if that is `g`, else dropped.
+ */
+let prefetched: Promise<string> | undefined;
+
+function prefetchRegisters(): void {
+  const ready = chain.then(async () => {
+    await sendPacket("g");
+    return await nextReply(false);
+  });
+  prefetched = ready;
+  chain = ready.then(() => {}, () => {});
+}
+
+/** The prefetched `g` reply when `req` is that `g` request; anything else drops it first. */
+async function takePrefetched(req: Request): Promise<string | undefined> {
+  const p = prefetched;
+  if (!p) return undefined;
+  prefetched = undefined;
+  const reply = await p.catch(() => undefined);
+  return req.op === "packet" && req.text === "g" ? reply : undefined;
+}
+
 interface Request {
   op: "connect" | "packet" | "monitor" | "read" | "resume" | "interrupt" | "close";
   sab?: SharedArrayBuffer;
@@ -161,6 +208,8 @@ interface Request {
 }
 
 async function handle(req: Request): Promise<void> {
+  const early = await takePrefetched(req);
+  if (early !== undefined) return answer(0, unescapeIfBinary("g", early));
   switch (req.op) {
     case "connect": {
       ctrl = new Int32Array(req.sab!, 0, 4);
@@ -195,10 +244,18 @@ async function handle(req: Request): Promise<void> {
     case "read":
       return answer(0, await readMemory(BigInt("0x" + req.address!), req.length!));
     case "resume":
-      // The reply comes when the guest stops again: posted as a "stop" event.
+      // The reply comes when the guest stops again: posted as a "stop" event. The main thread
+      // does not wait for this one (no answer: it would be taken for the next request's); a
+      // failed send is the loss of the link.
       running = true;
-      await sendPacket(req.text!);
-      return answerText(0, "");
+      try {
+        await sendPacket(req.text!);
+      } catch (e) {
+        lost ??= `the gdbstub connection failed: ${e instanceof Error ? e.message : e}`;
+        lostPosted = true;
+        self.postMessage({ ev: "lost", reason: lost });
+      }
+      return;
     case "interrupt":
       await send(new Uint8Array([3]));
       return answerText(0, "");
