@@ -427,8 +427,13 @@ export class LiveTarget implements Target, RunControl {
     const last = this.#lastFacts;
     if (!known || !last) return undefined;
     const now = new Uint8Array(known.raw.length);
-    const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
-    if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
+    // With the RAM file one read, without a page cache to set up; else through the stub.
+    if (this.#ram) {
+      if (!this.#ram.read(known.paddr, now)) return undefined;
+    } else {
+      const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
+      if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
+    }
     return now.every((b, i) => b === known.raw[i]) ? last : undefined;
   }
 
