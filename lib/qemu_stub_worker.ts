@@ -13,6 +13,13 @@
 /// <reference lib="deno.worker" />
 
 import {
+  ANSWER_BYTES,
+  PREFETCH_BYTES,
+  PREFETCH_FAILED,
+  PREFETCH_PENDING,
+  PREFETCH_READY,
+} from "./qemu_stub_layout.ts";
+import {
   framePacket,
   hexBytes,
   isStopReply,
@@ -26,6 +33,7 @@ const MAX_M = 0x800;
 
 let ctrl: Int32Array;
 let data: Uint8Array;
+let prefetchData: Uint8Array;
 let conn: Deno.TcpConn | undefined;
 let lost: string | undefined;
 let running = false;
@@ -111,6 +119,8 @@ async function readLoop(): Promise<void> {
           const text = latin1(e.payload);
           if (running && isStopReply(text)) {
             running = false;
+            // Before the main thread hears of the stop: its `g` then waits for this one.
+            Atomics.store(ctrl, 3, PREFETCH_PENDING);
             self.postMessage({ ev: "stop", text });
             prefetchRegisters();
           } else {
@@ -184,6 +194,18 @@ function prefetchRegisters(): void {
     await sendPacket("g");
     return await nextReply(false);
   });
+  // The reply also goes straight into the shared buffer's prefetch area, where the main thread
+  // takes it without a request (no round trip through this thread): see lib/qemu_stub.ts.
+  ready.then((reply) => {
+    const n = Math.min(reply.length, prefetchData.length);
+    for (let i = 0; i < n; i++) prefetchData[i] = reply.charCodeAt(i) & 0xff;
+    Atomics.store(ctrl, 4, n);
+    Atomics.store(ctrl, 3, PREFETCH_READY);
+    Atomics.notify(ctrl, 3);
+  }, () => {
+    Atomics.store(ctrl, 3, PREFETCH_FAILED);
+    Atomics.notify(ctrl, 3);
+  });
   prefetched = ready;
   chain = ready.then(() => {}, () => {});
 }
@@ -212,8 +234,9 @@ async function handle(req: Request): Promise<void> {
   if (early !== undefined) return answer(0, unescapeIfBinary("g", early));
   switch (req.op) {
     case "connect": {
-      ctrl = new Int32Array(req.sab!, 0, 4);
-      data = new Uint8Array(req.sab!, 16);
+      ctrl = new Int32Array(req.sab!, 0, 8);
+      data = new Uint8Array(req.sab!, 32, ANSWER_BYTES);
+      prefetchData = new Uint8Array(req.sab!, 32 + ANSWER_BYTES, PREFETCH_BYTES);
       try {
         conn = await Deno.connect({ hostname: req.host!, port: req.port! });
         conn.setNoDelay(true);
