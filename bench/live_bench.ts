@@ -15,7 +15,13 @@ import { bootGuest, qmpCommand } from "../tests/live_guest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SERVER = `deno run -A --v8-flags=--max-semi-space-size=1 ${ROOT}cli/main.ts`;
-const { values } = parseArgs({ options: { repeat: { type: "string", default: "3" } } });
+const { values } = parseArgs({
+  options: {
+    repeat: { type: "string", default: "3" },
+    // Another checkout's server as one more row (e.g. the commit before a change), same run.
+    compare: { type: "string" },
+  },
+});
 const repeat = Number(values.repeat);
 
 const guest = await bootGuest();
@@ -27,15 +33,24 @@ try {
   ], false);
   const offset = offsetRun.match(/kernel offset (0x[0-9a-f]+)/)![1];
   const direct = `target remote 127.0.0.1:${guest.gdbPort}`;
-  const ways: [string, string[] | undefined][] = [
+  const ways: [string, string[] | undefined, string?][] = [
     ["kdump-gdbserver --guest-ram", ["--guest-ram", guest.ramPath]],
+    ...(values.compare
+      ? [[`--guest-ram, ${values.compare}`, ["--guest-ram", guest.ramPath], values.compare] as [
+        string,
+        string[],
+        string,
+      ]]
+      : []),
     ["kdump-gdbserver (gdbstub reads)", []],
     ["gdb on QEMU's gdbstub", undefined],
   ];
   const rows: string[][] = [];
-  for (const [name, extra] of ways) {
+  for (const [name, extra, root] of ways) {
     // Over TCP, as in real use (gdb reads a pipe one byte at a time: ~1 MB/s).
-    const server = extra ? await startServer([...extra, "--vmlinux", guest.vmlinux]) : undefined;
+    const server = extra
+      ? await startServer([...extra, "--vmlinux", guest.vmlinux], root)
+      : undefined;
     const target = server ? `target remote 127.0.0.1:${server.port}` : direct;
     const bulk: number[] = [];
     const attach: number[] = [];
@@ -91,13 +106,13 @@ try {
 }
 
 /** The server on a free port, started for one way of the benchmark. */
-async function startServer(args: string[]) {
+async function startServer(args: string[], root = ROOT) {
   const child = new Deno.Command("deno", {
     args: [
       "run",
       "-A",
       "--v8-flags=--max-semi-space-size=1",
-      `${ROOT}cli/main.ts`,
+      `${root.endsWith("/") ? root : root + "/"}cli/main.ts`,
       "--port",
       "0",
       "--qemu",

@@ -75,10 +75,20 @@ export class Kernel {
    * given): one line each, for the banner and `ps`.
    */
   readonly foundBySearch: string[] = [];
-  /** Per-CPU running task. */
-  readonly cpuTasks: CpuTask[];
-  /** The CPU that panicked, when it can be told. */
-  readonly panicCpu?: number;
+  /** Per-CPU running task (read on first use: a live guest's stop often needs none). */
+  get cpuTasks(): CpuTask[] {
+    return this.#cpuTasks ??= this.dump.cpus.map((c) => this.#cpuTask(c.cpu));
+  }
+
+  #cpuTasks?: CpuTask[];
+
+  /** The CPU that panicked, when it can be told (read on first use). */
+  get panicCpu(): number | undefined {
+    if (this.#panicCpu === null) this.#panicCpu = this.#findPanicCpu();
+    return this.#panicCpu;
+  }
+
+  #panicCpu: number | undefined | null = null;
   /** Direct map base (x86_64 page_offset_base) or linear map start (arm64). */
   readonly directMapBase?: bigint;
 
@@ -173,8 +183,6 @@ export class Kernel {
         "cannot translate kernel addresses (no VMCOREINFO page-table facts): physical only",
       );
     }
-    this.panicCpu = this.#findPanicCpu();
-    this.cpuTasks = dump.cpus.map((c) => this.#cpuTask(c.cpu));
   }
 
   /**

@@ -33,17 +33,12 @@ const SIGTRAP = 5;
 /** Serves a dumped kernel with one thread per CPU. */
 export class KernelTarget implements Target {
   readonly kernel: Kernel;
-  #threads: ThreadInfo[];
+  #threads: ThreadInfo[] | undefined;
   #scratch = new Uint8Array(0);
   #view = this.#scratch;
 
   constructor(kernel: Kernel) {
     this.kernel = kernel;
-    this.#threads = kernel.dump.cpus.map((c) => ({
-      id: c.cpu + 1,
-      name: cpuThreadName(kernel, c.cpu),
-      core: c.cpu,
-    }));
   }
 
   get arch(): ArchName {
@@ -51,7 +46,14 @@ export class KernelTarget implements Target {
   }
 
   threads(): ThreadInfo[] {
-    return this.#threads;
+    // Named when first listed: the names need the per-CPU tasks, which a live stop that gdb
+    // only steps through never reads.
+    const kernel = this.kernel;
+    return this.#threads ??= kernel.dump.cpus.map((c) => ({
+      id: c.cpu + 1,
+      name: cpuThreadName(kernel, c.cpu),
+      core: c.cpu,
+    }));
   }
 
   stopThread(): number {

@@ -436,13 +436,22 @@ export class LiveTarget implements Target, RunControl {
     const last = this.#lastFacts;
     if (!known || !last) return undefined;
     const now = new Uint8Array(known.raw.length);
-    const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
-    if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
+    // With the RAM file one read, without a page cache to set up; else through the stub.
+    if (this.#ram) {
+      if (!this.#ram.read(known.paddr, now)) return undefined;
+    } else {
+      const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
+      if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
+    }
     return now.every((b, i) => b === known.raw[i]) ? last : undefined;
   }
 
   /** The CPU a thread of ours runs on, or undefined (a sleeping task). */
   #cpuOf(thread: number): number | undefined {
+    // Kernel mode: thread n is vCPU n-1, no kernel view needed (resuming builds none).
+    if (!this.options.tasks) {
+      return thread >= 1 && thread <= this.#vcpus.length ? thread - 1 : undefined;
+    }
     const s = this.#state();
     const cpu = s.cpuThread.indexOf(thread);
     return cpu >= 0 ? cpu : undefined;

@@ -5,16 +5,22 @@
  * walks, the kernel view) can read a live guest unchanged. Stop replies after a resume and the
  * loss of the connection arrive asynchronously through {@link QemuStub.onEvent}.
  *
- * Buffer layout: Int32 [0] answer ready flag, [1] status (0 ok, 1 error), [2] byte length;
- * bytes from offset 16.
+ * Buffer layout: lib/qemu_stub_layout.ts. The registers of the CPU that stopped are asked for by
+ * the worker as the stop reply arrives and left in the buffer: gdb's first `g` of a stop is then
+ * answered without a round trip through the worker.
  *
  * @module
  */
 
 import { bytesHex, latin1 } from "./rsp_client.ts";
+import {
+  ANSWER_BYTES,
+  PREFETCH_BYTES,
+  PREFETCH_PENDING,
+  PREFETCH_READY,
+  SHARED_BYTES,
+} from "./qemu_stub_layout.ts";
 
-/** Bytes the answer buffer holds (the largest answer: a memory read of a few pages, qRcmd text). */
-const ANSWER_BYTES = 4 * 1024 * 1024;
 /** How long a request may take before the stub is declared unresponsive. */
 const REQUEST_TIMEOUT_MS = 15_000;
 
@@ -41,9 +47,10 @@ export class QemuStub {
 
   private constructor(address: string) {
     this.address = address;
-    const sab = new SharedArrayBuffer(16 + ANSWER_BYTES);
-    this.#ctrl = new Int32Array(sab, 0, 4);
-    this.#data = new Uint8Array(sab, 16);
+    const sab = new SharedArrayBuffer(SHARED_BYTES);
+    this.#ctrl = new Int32Array(sab, 0, 8);
+    this.#data = new Uint8Array(sab, 32, ANSWER_BYTES);
+    this.#prefetchData = new Uint8Array(sab, 32 + ANSWER_BYTES, PREFETCH_BYTES);
     this.#worker = new Worker(new URL("./qemu_stub_worker.ts", import.meta.url).href, {
       type: "module",
     });
@@ -52,7 +59,10 @@ export class QemuStub {
       // QEMU makes the CPU that stopped the target of `g` (gdb_set_stop_cpu). An unsolicited
       // stop may be handled here after later requests: forget instead of guessing.
       else if (e.data.unsolicited) this.#general = undefined;
-      else this.#general = e.data.text.match(/thread:([^;]+)/)?.[1];
+      else {
+        this.#general = e.data.text.match(/thread:([^;]+)/)?.[1];
+        this.#prefetchValid = true;
+      }
       this.onEvent(e.data);
     };
     this.#post({ op: "init" }, sab);
@@ -85,7 +95,23 @@ export class QemuStub {
     this.#worker.postMessage(msg.op === "connect" ? { ...msg, sab: this.#sab } : msg);
   }
 
+  /** The stop's `g` reply, when this stop has had no request yet (lib/qemu_stub_layout.ts). */
+  #takePrefetched(): string | undefined {
+    if (!this.#prefetchValid) return undefined;
+    this.#prefetchValid = false;
+    if (this.#lost !== undefined) return undefined;
+    Atomics.wait(this.#ctrl, 3, PREFETCH_PENDING, REQUEST_TIMEOUT_MS);
+    if (Atomics.load(this.#ctrl, 3) !== PREFETCH_READY) return undefined;
+    return latin1(this.#prefetchData.subarray(0, Atomics.load(this.#ctrl, 4)));
+  }
+
+  #prefetchData: Uint8Array;
+  /** Whether no request has been made since the last stop (its `g` reply may be taken). */
+  #prefetchValid = false;
+
   #call(msg: Record<string, unknown>, timeoutMs = REQUEST_TIMEOUT_MS) {
+    // Any request but the first `g` of a stop: the worker has dropped the prefetched reply.
+    this.#prefetchValid = false;
     if (this.#lost !== undefined && msg.op !== "close") {
       throw new LiveError(`QEMU's gdbstub at ${this.address}: ${this.#lost}`);
     }
@@ -123,6 +149,10 @@ export class QemuStub {
 
   /** Send one packet and return the stub's reply (qXfer data unescaped), as latin1 text. */
   request(packet: string, timeoutMs = REQUEST_TIMEOUT_MS): string {
+    if (packet === "g") {
+      const early = this.#takePrefetched();
+      if (early !== undefined) return early;
+    }
     const r = this.#call({ op: "packet", text: packet }, timeoutMs);
     if (r.status !== 0) throw new LiveError(`QEMU's gdbstub: ${latin1(r.bytes)}`);
     return latin1(r.bytes);
@@ -148,8 +178,13 @@ export class QemuStub {
 
   /** Send a resume packet (`vCont;…`, `c`, `s`); its stop reply arrives through `onEvent`. */
   resume(packet: string): void {
+    if (this.#lost !== undefined) {
+      throw new LiveError(`QEMU's gdbstub at ${this.address}: ${this.#lost}`);
+    }
     this.#general = undefined;
-    this.#call({ op: "resume", text: packet });
+    this.#prefetchValid = false;
+    // Not waited for: the worker sends it in order before any later request.
+    this.#post({ op: "resume", text: packet });
   }
 
   /** Send the interrupt byte (0x03) to a running guest. */

@@ -13,6 +13,13 @@
 /// <reference lib="deno.worker" />
 
 import {
+  ANSWER_BYTES,
+  PREFETCH_BYTES,
+  PREFETCH_FAILED,
+  PREFETCH_PENDING,
+  PREFETCH_READY,
+} from "./qemu_stub_layout.ts";
+import {
   framePacket,
   hexBytes,
   isStopReply,
@@ -26,6 +33,7 @@ const MAX_M = 0x800;
 
 let ctrl: Int32Array;
 let data: Uint8Array;
+let prefetchData: Uint8Array;
 let conn: Deno.TcpConn | undefined;
 let lost: string | undefined;
 let running = false;
@@ -50,7 +58,21 @@ function answerText(status: number, text: string): void {
   answer(status, bytes);
 }
 
+/**
+ * Acknowledgements owed to QEMU, sent in front of our next packet: QEMU's system-mode stub never
+ * waits for them, and writing each on its own costs a write (and a wake-up) per reply before the
+ * reply reaches the main thread.
+ */
+let acksOwed = 0;
+
 async function send(bytes: Uint8Array): Promise<void> {
+  if (acksOwed > 0) {
+    const joined = new Uint8Array(acksOwed + bytes.length);
+    joined.fill(0x2b, 0, acksOwed); // '+'
+    joined.set(bytes, acksOwed);
+    acksOwed = 0;
+    bytes = joined;
+  }
   let off = 0;
   while (off < bytes.length) off += await conn!.write(bytes.subarray(off));
 }
@@ -89,12 +111,18 @@ async function readLoop(): Promise<void> {
         if (e.kind === "nack") {
           if (lastFrame) await send(lastFrame);
         } else if (e.kind === "packet") {
-          await send(encoder.encode(e.checksumOk ? "+" : "-"));
-          if (!e.checksumOk) continue;
+          if (!e.checksumOk) {
+            await send(encoder.encode("-"));
+            continue;
+          }
+          acksOwed++;
           const text = latin1(e.payload);
           if (running && isStopReply(text)) {
             running = false;
+            // Before the main thread hears of the stop: its `g` then waits for this one.
+            Atomics.store(ctrl, 3, PREFETCH_PENDING);
             self.postMessage({ ev: "stop", text });
+            prefetchRegisters();
           } else {
             queue.push(text);
           }
@@ -107,8 +135,11 @@ async function readLoop(): Promise<void> {
     lost = `the gdbstub connection failed: ${e instanceof Error ? e.message : e}`;
   }
   waiter?.();
-  self.postMessage({ ev: "lost", reason: lost });
+  if (!lostPosted) self.postMessage({ ev: "lost", reason: lost });
 }
+
+/** Whether the main thread has heard of the loss already (a failed resume). */
+let lostPosted = false;
 
 /** Requests sent ahead of their replies: a page is two `m` packets, one round trip. */
 const PIPELINE = 4;
@@ -150,6 +181,44 @@ async function readMemory(address: bigint, length: number): Promise<Uint8Array> 
   return out.subarray(0, done);
 }
 
+/**
+ * The stopped CPU's `g`, asked for as soon as its stop reply arrives: gdb reads the registers of
+ * the thread that stopped first at every stop, and QEMU makes that CPU the target of `g`
+ * (gdb_set_stop_cpu). The round trip then overlaps the stop's way to gdb and back. Read after the
+ * stop, so never stale; taken by the first request of the stop if that is `g`, else dropped.
+ */
+let prefetched: Promise<string> | undefined;
+
+function prefetchRegisters(): void {
+  const ready = chain.then(async () => {
+    await sendPacket("g");
+    return await nextReply(false);
+  });
+  // The reply also goes straight into the shared buffer's prefetch area, where the main thread
+  // takes it without a request (no round trip through this thread): see lib/qemu_stub.ts.
+  ready.then((reply) => {
+    const n = Math.min(reply.length, prefetchData.length);
+    for (let i = 0; i < n; i++) prefetchData[i] = reply.charCodeAt(i) & 0xff;
+    Atomics.store(ctrl, 4, n);
+    Atomics.store(ctrl, 3, PREFETCH_READY);
+    Atomics.notify(ctrl, 3);
+  }, () => {
+    Atomics.store(ctrl, 3, PREFETCH_FAILED);
+    Atomics.notify(ctrl, 3);
+  });
+  prefetched = ready;
+  chain = ready.then(() => {}, () => {});
+}
+
+/** The prefetched `g` reply when `req` is that `g` request; anything else drops it first. */
+async function takePrefetched(req: Request): Promise<string | undefined> {
+  const p = prefetched;
+  if (!p) return undefined;
+  prefetched = undefined;
+  const reply = await p.catch(() => undefined);
+  return req.op === "packet" && req.text === "g" ? reply : undefined;
+}
+
 interface Request {
   op: "connect" | "packet" | "monitor" | "read" | "resume" | "interrupt" | "close";
   sab?: SharedArrayBuffer;
@@ -161,10 +230,13 @@ interface Request {
 }
 
 async function handle(req: Request): Promise<void> {
+  const early = await takePrefetched(req);
+  if (early !== undefined) return answer(0, unescapeIfBinary("g", early));
   switch (req.op) {
     case "connect": {
-      ctrl = new Int32Array(req.sab!, 0, 4);
-      data = new Uint8Array(req.sab!, 16);
+      ctrl = new Int32Array(req.sab!, 0, 8);
+      data = new Uint8Array(req.sab!, 32, ANSWER_BYTES);
+      prefetchData = new Uint8Array(req.sab!, 32 + ANSWER_BYTES, PREFETCH_BYTES);
       try {
         conn = await Deno.connect({ hostname: req.host!, port: req.port! });
         conn.setNoDelay(true);
@@ -195,10 +267,18 @@ async function handle(req: Request): Promise<void> {
     case "read":
       return answer(0, await readMemory(BigInt("0x" + req.address!), req.length!));
     case "resume":
-      // The reply comes when the guest stops again: posted as a "stop" event.
+      // The reply comes when the guest stops again: posted as a "stop" event. The main thread
+      // does not wait for this one (no answer: it would be taken for the next request's); a
+      // failed send is the loss of the link.
       running = true;
-      await sendPacket(req.text!);
-      return answerText(0, "");
+      try {
+        await sendPacket(req.text!);
+      } catch (e) {
+        lost ??= `the gdbstub connection failed: ${e instanceof Error ? e.message : e}`;
+        lostPosted = true;
+        self.postMessage({ ev: "lost", reason: lost });
+      }
+      return;
     case "interrupt":
       await send(new Uint8Array([3]));
       return answerText(0, "");
