@@ -289,15 +289,24 @@ export class RspSession {
 
   #handlePacket(payload: Uint8Array, checksumOk: boolean): void {
     if (this.#debug) this.#log(`[${this.#label}] <- ${loggable(payload)}`);
+    let text: string | undefined;
     if (!this.#noAck) {
+      // gdb resends a packet it saw no ack for within its remote timeout (2 s): a server still
+      // opening a big dump finds both copies waiting. gdb waits for each reply before it sends
+      // another packet, so the same packet again before our reply went out is that resend:
+      // acked, not answered twice (the second answer would be taken for the next packet's).
+      text = checksumOk ? latin1String(payload) : undefined;
+      const resend = text !== undefined && text === this.#unsentReplyTo &&
+        this.#writer.pendingBytes > 0;
       this.#writer.ack(checksumOk);
-      if (!checksumOk) return;
+      if (!checksumOk || resend) return;
+      this.#unsentReplyTo = text;
     } else if (!checksumOk) {
       // No-ack mode has no way to ask again: handle it, as gdbserver does.
       this.#log(`[${this.#label}] bad checksum in no-ack mode; handling the packet anyway`);
     }
     try {
-      this.#dispatch(latin1String(payload));
+      this.#dispatch(text ?? latin1String(payload));
     } catch (e) {
       this.#log(`[${this.#label}] error handling packet: ${e instanceof Error ? e.stack : e}`);
       this.#reply(ERR_MALFORMED);
@@ -307,6 +316,9 @@ export class RspSession {
   #reply(text: string): void {
     this.#writer.packet(text);
   }
+
+  /** The last packet handled in ack mode, while its reply may still be unsent. */
+  #unsentReplyTo: string | undefined;
 
   #dispatch(packet: string): void {
     if (this.#target.run) return this.#dispatchLive(packet);

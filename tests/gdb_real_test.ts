@@ -59,6 +59,19 @@ for (const file of PIPE_VARIANTS) {
   });
 }
 
+Deno.test("gdb pipe, a server slower to start than gdb's remote timeout: one session", async () => {
+  // gdb resends qSupported after 2 s without an ack; a big dump can take longer to open. The
+  // server then finds both copies waiting and must answer once (else gdb reports "Remote replied
+  // unexpectedly to 'vMustReplyEmpty'").
+  const server = [...SERVER, "--stdio", B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux];
+  const r = await runGdb([
+    `target remote | sh -c 'sleep 4; exec ${server.join(" ")}'`,
+    ...SESSION,
+  ]);
+  assert.doesNotMatch(r.out, /replied unexpectedly/, r.out);
+  assertKernelSession(r.out, "slow start");
+});
+
 Deno.test("gdb TCP with the printed `file … -o` line, then a second client", async () => {
   const server = await startServer([B.path("dump.zlib-d31.kdump")]);
   try {

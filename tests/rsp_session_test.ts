@@ -63,6 +63,20 @@ Deno.test("ack mode: every packet is acked, bad checksums are refused, - resends
   assert.deepEqual(c.send("-"), []);
 });
 
+Deno.test("ack mode: gdb's resend of a packet not yet answered is acked, not answered twice", () => {
+  // A server still opening its dump finds gdb's qSupported and its resend (after gdb's 2 s
+  // remote timeout) waiting together: one answer, or gdb takes the second for its next packet's.
+  const c = client();
+  const q = latin1String(framePacket("qSupported:xmlRegisters=i386"));
+  const replies = c.send(q + q);
+  assert.deepEqual(replies.filter((r) => r === "+"), ["+", "+"]);
+  assert.equal(replies.filter((r) => r !== "+").length, 1);
+  assert.deepEqual(c.send(framePacket("vMustReplyEmpty")), ["+", ""]);
+  // The same packet again once its answer went out is a new question, and is answered.
+  assert.deepEqual(c.send(framePacket("qAttached")), ["+", "1"]);
+  assert.deepEqual(c.send(framePacket("qAttached")), ["+", "1"]);
+});
+
 Deno.test("target.xml is served in chunks that reassemble to the layout's description", () => {
   for (const arch of ["x86_64", "aarch64"] as const) {
     const c = connected({ arch });
