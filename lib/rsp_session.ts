@@ -217,6 +217,7 @@ export class RspSession {
       if (this.#consoleMode) this.#consumeConsole();
       else this.#consumeRsp();
     }
+    if (!this.#answered && this.#unsentReplyTo !== undefined) this.#answered = true;
     return this.#writer.take();
   }
 
@@ -291,12 +292,13 @@ export class RspSession {
     if (this.#debug) this.#log(`[${this.#label}] <- ${loggable(payload)}`);
     let text: string | undefined;
     if (!this.#noAck) {
-      // gdb resends a packet it saw no ack for within its remote timeout (2 s): a server still
-      // opening a big dump finds both copies waiting. gdb waits for each reply before it sends
-      // another packet, so the same packet again before our reply went out is that resend:
-      // acked, not answered twice (the second answer would be taken for the next packet's).
+      // gdb resends its opening packet when it sees no ack within its remote timeout (2 s): a
+      // server still opening a big dump finds both copies waiting. gdb waits for each reply
+      // before it sends another packet, so the same packet again before our first reply went
+      // out is that resend: acked, not answered twice (the second answer would be taken for the
+      // next packet's). Later, every packet is answered, repeated or not.
       text = checksumOk ? latin1String(payload) : undefined;
-      const resend = text !== undefined && text === this.#unsentReplyTo &&
+      const resend = !this.#answered && text !== undefined && text === this.#unsentReplyTo &&
         this.#writer.pendingBytes > 0;
       this.#writer.ack(checksumOk);
       if (!checksumOk || resend) return;
@@ -319,6 +321,8 @@ export class RspSession {
 
   /** The last packet handled in ack mode, while its reply may still be unsent. */
   #unsentReplyTo: string | undefined;
+  /** Whether a reply has gone out to the client (after that, resends are not looked for). */
+  #answered = false;
 
   #dispatch(packet: string): void {
     if (this.#target.run) return this.#dispatchLive(packet);
