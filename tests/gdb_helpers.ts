@@ -72,13 +72,21 @@ export interface ServerProcess {
   port: number;
   /** Everything the server printed on stderr so far. */
   stderr(): string;
+  /** The server's exit status, once it exits. */
+  status: Promise<number>;
   stop(): Promise<void>;
 }
 
-/** Start the server on an ephemeral port and wait for its "listening" line. */
-export async function startServer(args: string[]): Promise<ServerProcess> {
-  const child = new Deno.Command(SERVER[0], {
-    args: [...SERVER.slice(1), "--port", "0", ...args],
+/**
+ * Start the server on an ephemeral port and wait for its "listening" line.
+ * @param server the command line to run (default: {@link SERVER})
+ */
+export async function startServer(
+  args: string[],
+  server: readonly string[] = SERVER,
+): Promise<ServerProcess> {
+  const child = new Deno.Command(server[0], {
+    args: [...server.slice(1), "--port", "0", ...args],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
@@ -111,9 +119,11 @@ export async function startServer(args: string[]): Promise<ServerProcess> {
     child.kill();
     throw new Error(`server did not start: ${text}`);
   }
+  const status = child.status.then((s) => s.code);
   return {
     port,
     stderr: () => text,
+    status,
     async stop() {
       try {
         child.kill("SIGTERM");

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { runGdb, SERVER } from "./gdb_helpers.ts";
+import { runGdb, SERVER, startServer as startServerWith } from "./gdb_helpers.ts";
 import { bootGuest, type LiveGuest, liveGuestAvailable, qmpCommand, shm } from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
 
@@ -22,42 +22,9 @@ function pipeTarget(args: string[]): string {
   return `target remote | ${[...LIVE_SERVER, "--stdio", ...args].join(" ")}`;
 }
 
-/** A TCP server on a free port; resolves once it listens. */
-async function startServer(args: string[]) {
-  const child = new Deno.Command(LIVE_SERVER[0], {
-    args: [...LIVE_SERVER.slice(1), "--port", "0", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  const pump = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
-  })();
-  const deadline = Date.now() + 60_000;
-  let port = 0;
-  while (!port && Date.now() < deadline) {
-    port = Number(text.match(/listening on [^\s]+:(\d+)/)?.[1] ?? 0);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  if (!port) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw new Error(`server did not start: ${text}`);
-  }
-  const status = child.status.then((s) => s.code);
-  return {
-    port,
-    status,
-    stderr: () => text,
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already gone */ }
-      await status;
-      await pump.catch(() => {});
-    },
-  };
+/** A TCP server on a free port, run as the live tests run it; resolves once it listens. */
+function startServer(args: string[]) {
+  return startServerWith(args, LIVE_SERVER);
 }
 
 function liveArgs(g: LiveGuest, extra: string[] = []): string[] {
