@@ -20,6 +20,14 @@ export class DumpError extends Error {
   }
 }
 
+/** A fault of the link to a live guest (QEMU's gdbstub or QMP), with a one-line message. */
+export class LiveError extends Error {
+  constructor(message: string) {
+    super(oneLine(message));
+    this.name = "LiveError";
+  }
+}
+
 /** Show control characters (newlines included) as escapes so a message stays on one line. */
 function oneLine(text: string): string {
   return text.replace(

@@ -400,7 +400,11 @@ export class LiveTarget implements Target, RunControl {
     const dump = new LiveDump(src, registers, {
       vmcoreinfo: facts.vmcoreinfo,
       warnings: facts.warnings,
-      details: { "KASLR found": facts.kaslrSource, "VMCOREINFO": facts.vmcoreinfoSource },
+      details: {
+        "KASLR found": facts.kaslrSource,
+        "VMCOREINFO": facts.vmcoreinfoSource,
+        "gdbstub link": src.stub.link,
+      },
     });
     const kernel = new Kernel(dump, {
       opened: this.#opened,

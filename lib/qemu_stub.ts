@@ -1,34 +1,37 @@
 /**
- * A synchronous client of QEMU's gdbstub for the main thread. The socket lives in a worker
- * (lib/qemu_stub_worker.ts); each call posts a request and waits for the answer with
- * `Atomics.wait` on a SharedArrayBuffer, so the synchronous dump stack (page cache, page-table
- * walks, the kernel view) can read a live guest unchanged. Stop replies after a resume and the
- * loss of the connection arrive asynchronously through {@link QemuStub.onEvent}.
+ * A synchronous client of QEMU's gdbstub, as the live target uses it: the dump stack (page
+ * cache, page-table walks, the kernel view) reads guest memory synchronously, so each request
+ * returns its answer; stop replies after a resume, and the loss of the connection, arrive
+ * asynchronously through {@link QemuStub.onEvent}.
  *
- * Buffer layout: lib/qemu_stub_layout.ts. The registers of the CPU that stopped are asked for by
- * the worker as the stop reply arrives and left in the buffer: gdb's first `g` of a stop is then
- * answered without a round trip through the worker.
+ * Two links implement it. With `--allow-ffi` (`-A`) and a numeric address, a blocking socket on
+ * the main thread (lib/qemu_stub_direct.ts): a request costs two system calls. Otherwise the
+ * socket lives in a worker thread (lib/qemu_stub_threaded.ts) and each request crosses it.
+ * `KDUMP_QEMU_LINK=worker` picks the second (for comparisons).
  *
  * @module
  */
 
-import { bytesHex, latin1 } from "./rsp_client.ts";
-import {
-  ANSWER_BYTES,
-  PREFETCH_BYTES,
-  PREFETCH_PENDING,
-  PREFETCH_READY,
-  SHARED_BYTES,
-} from "./qemu_stub_layout.ts";
+import { BlockingSocket } from "./libc_socket.ts";
+import { DirectStub } from "./qemu_stub_direct.ts";
+import { ThreadedStub } from "./qemu_stub_threaded.ts";
 
 /** How long a request may take before the stub is declared unresponsive. */
-const REQUEST_TIMEOUT_MS = 15_000;
+export const REQUEST_TIMEOUT_MS = 15_000;
+
+/** How long connecting may take. */
+export const CONNECT_TIMEOUT_MS = 5_000;
 
 /** The first packet of a connection (its answer tells whether the stub is ours to use). */
 export const FIRST_PACKET = "qSupported:multiprocess+;xmlRegisters=i386";
 
-/** A fault of the live link, with a one-line message for the user. */
-export class LiveError extends Error {}
+/** Largest `m` QEMU 7.2 answers (larger ones get E22). */
+export const MAX_M = 0x800;
+
+/** `m` requests sent ahead of their replies: a page is two `m` packets, one round trip. */
+export const READ_PIPELINE = 4;
+
+export { LiveError } from "./errors.ts";
 
 /** Something the stub said without being asked. */
 export type StubNotice =
@@ -36,171 +39,54 @@ export type StubNotice =
   | { ev: "lost"; reason: string };
 
 /** QEMU's gdbstub, reached synchronously. */
-export class QemuStub {
+export interface QemuStub {
+  /** `host:port`, for messages. */
   readonly address: string;
-  #worker: Worker;
-  #ctrl: Int32Array;
-  #data: Uint8Array;
-  #lost: string | undefined;
-  /** Called for stop replies after a resume, unsolicited stops, and the loss of the link. */
-  onEvent: (notice: StubNotice) => void = () => {};
-
-  private constructor(address: string) {
-    this.address = address;
-    const sab = new SharedArrayBuffer(SHARED_BYTES);
-    this.#ctrl = new Int32Array(sab, 0, 8);
-    this.#data = new Uint8Array(sab, 32, ANSWER_BYTES);
-    this.#prefetchData = new Uint8Array(sab, 32 + ANSWER_BYTES, PREFETCH_BYTES);
-    this.#worker = new Worker(new URL("./qemu_stub_worker.ts", import.meta.url).href, {
-      type: "module",
-    });
-    this.#worker.onmessage = (e: MessageEvent<StubNotice>) => {
-      if (e.data.ev === "lost") this.#lost = e.data.reason;
-      // QEMU makes the CPU that stopped the target of `g` (gdb_set_stop_cpu). An unsolicited
-      // stop may be handled here after later requests: forget instead of guessing.
-      else if (e.data.unsolicited) this.#general = undefined;
-      else {
-        this.#general = e.data.text.match(/thread:([^;]+)/)?.[1];
-        this.#prefetchValid = true;
-      }
-      this.onEvent(e.data);
-    };
-    this.#post({ op: "init" }, sab);
-  }
-
-  /**
-   * Connect to the stub at `host:port`.
-   * @throws LiveError when nothing listens there
-   */
-  static connect(host: string, port: number): QemuStub {
-    const stub = new QemuStub(`${host}:${port}`);
-    const r = stub.#call({ op: "connect", host, port }, 5000);
-    if (r.status !== 0) {
-      stub.#worker.terminate();
-      throw new LiveError(`cannot reach QEMU's gdbstub at ${host}:${port}: ${latin1(r.bytes)}`);
-    }
-    return stub;
-  }
-
+  /** How packets travel ("blocking socket" or "worker thread"), for the banner. */
+  readonly link: string;
   /** Why the link is gone, once it is. */
-  get lost(): string | undefined {
-    return this.#lost;
-  }
-
-  #sab?: SharedArrayBuffer;
-
-  #post(msg: Record<string, unknown>, sab?: SharedArrayBuffer): void {
-    if (sab) this.#sab = sab;
-    if (msg.op === "init") return;
-    this.#worker.postMessage(msg.op === "connect" ? { ...msg, sab: this.#sab } : msg);
-  }
-
-  /** The stop's `g` reply, when this stop has had no request yet (lib/qemu_stub_layout.ts). */
-  #takePrefetched(): string | undefined {
-    if (!this.#prefetchValid) return undefined;
-    this.#prefetchValid = false;
-    if (this.#lost !== undefined) return undefined;
-    Atomics.wait(this.#ctrl, 3, PREFETCH_PENDING, REQUEST_TIMEOUT_MS);
-    if (Atomics.load(this.#ctrl, 3) !== PREFETCH_READY) return undefined;
-    return latin1(this.#prefetchData.subarray(0, Atomics.load(this.#ctrl, 4)));
-  }
-
-  #prefetchData: Uint8Array;
-  /** Whether no request has been made since the last stop (its `g` reply may be taken). */
-  #prefetchValid = false;
-
-  #call(msg: Record<string, unknown>, timeoutMs = REQUEST_TIMEOUT_MS) {
-    // Any request but the first `g` of a stop: the worker has dropped the prefetched reply.
-    this.#prefetchValid = false;
-    if (this.#lost !== undefined && msg.op !== "close") {
-      throw new LiveError(`QEMU's gdbstub at ${this.address}: ${this.#lost}`);
-    }
-    Atomics.store(this.#ctrl, 0, 0);
-    this.#post(msg);
-    const r = Atomics.wait(this.#ctrl, 0, 0, timeoutMs);
-    if (r === "timed-out") {
-      this.#lost = "no answer";
-      throw new LiveError(
-        `QEMU's gdbstub at ${this.address} did not answer within ${timeoutMs / 1000} s` +
-          (msg.text === FIRST_PACKET
-            ? " (is another debugger attached? QEMU's gdbstub serves one at a time)"
-            : ""),
-      );
-    }
-    const status = Atomics.load(this.#ctrl, 1);
-    const n = Atomics.load(this.#ctrl, 2);
-    return { status, bytes: this.#data.slice(0, n) };
-  }
-
-  /** The thread QEMU's `g`/`P`/`M` apply to, when known. */
-  #general: string | undefined;
-
+  readonly lost: string | undefined;
+  /** Called for stop replies after a resume, unsolicited stops, and the loss of the link. */
+  onEvent: (notice: StubNotice) => void;
   /**
    * Make `id` (QEMU's form, `p01.02`) the thread of `g`, `P` and virtual `M`: one `Hg` unless it
    * already is (after a stop it is the CPU that stopped, which is the one gdb asks about first).
    */
-  selectThread(id: string): void {
-    if (this.#general === id) return;
-    this.#general = undefined;
-    const r = this.request(`Hg${id}`);
-    if (r !== "OK") throw new LiveError(`QEMU's gdbstub refused thread ${id} (${r})`);
-    this.#general = id;
-  }
-
+  selectThread(id: string): void;
   /** Send one packet and return the stub's reply (qXfer data unescaped), as latin1 text. */
-  request(packet: string, timeoutMs = REQUEST_TIMEOUT_MS): string {
-    if (packet === "g") {
-      const early = this.#takePrefetched();
-      if (early !== undefined) return early;
-    }
-    const r = this.#call({ op: "packet", text: packet }, timeoutMs);
-    if (r.status !== 0) throw new LiveError(`QEMU's gdbstub: ${latin1(r.bytes)}`);
-    return latin1(r.bytes);
-  }
-
+  request(packet: string, timeoutMs?: number): string;
   /** Run a QEMU monitor (HMP) command through `qRcmd`; its output text. */
-  monitor(command: string): string {
-    const r = this.#call({
-      op: "monitor",
-      text: "qRcmd," + bytesHex(new TextEncoder().encode(command)),
-    });
-    const text = new TextDecoder().decode(r.bytes);
-    if (r.status !== 0) throw new LiveError(`QEMU monitor command "${command}": ${text}`);
-    return text;
-  }
-
-  /** Read memory with `m` packets (≤ 0x800 bytes each): the readable prefix. */
-  readMemory(address: bigint, length: number): Uint8Array {
-    const r = this.#call({ op: "read", address: address.toString(16), length });
-    if (r.status !== 0) throw new LiveError(`QEMU's gdbstub: ${latin1(r.bytes)}`);
-    return r.bytes;
-  }
-
+  monitor(command: string): string;
+  /** Read memory with `m` packets (≤ {@link MAX_M} bytes each): the readable prefix. */
+  readMemory(address: bigint, length: number): Uint8Array;
   /** Send a resume packet (`vCont;…`, `c`, `s`); its stop reply arrives through `onEvent`. */
-  resume(packet: string): void {
-    if (this.#lost !== undefined) {
-      throw new LiveError(`QEMU's gdbstub at ${this.address}: ${this.#lost}`);
-    }
-    this.#general = undefined;
-    this.#prefetchValid = false;
-    // Not waited for: the worker sends it in order before any later request.
-    this.#post({ op: "resume", text: packet });
-  }
-
+  resume(packet: string): void;
   /** Send the interrupt byte (0x03) to a running guest. */
-  interrupt(): void {
-    this.#general = undefined;
-    this.#call({ op: "interrupt" });
-  }
+  interrupt(): void;
+  /** Close the link, sending `finalPacket` first (e.g. `D;1`). */
+  close(finalPacket?: string): void;
+}
 
-  /** Close the link, sending `finalPacket` first (e.g. `D;1`), and end the worker. */
-  close(finalPacket?: string): void {
-    try {
-      if (this.#lost === undefined) this.#call({ op: "close", text: finalPacket }, 3000);
-    } catch {
-      // closing anyway
-    }
-    this.#lost ??= "closed";
-    this.#worker.terminate();
+/** Connecting to QEMU's gdbstub. */
+export const QemuStub: { connect(host: string, port: number): QemuStub } = {
+  /**
+   * Connect to the stub at `host:port`, on the fastest link available.
+   * @throws LiveError when nothing listens there
+   */
+  connect(host: string, port: number): QemuStub {
+    const direct = linkChoice() !== "worker" && BlockingSocket.available(host);
+    return direct ? DirectStub.connect(host, port) : ThreadedStub.connect(host, port);
+  },
+};
+
+/** `KDUMP_QEMU_LINK`, when the environment may be read. */
+function linkChoice(): string | undefined {
+  try {
+    const name = "KDUMP_QEMU_LINK";
+    return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted"
+      ? Deno.env.get(name)
+      : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -27,9 +27,7 @@ import {
   StubDecoder,
   unescapeBinary,
 } from "./rsp_client.ts";
-
-/** Largest `m` QEMU 7.2 answers (larger ones get E22). */
-const MAX_M = 0x800;
+import { MAX_M, READ_PIPELINE } from "./qemu_stub.ts";
 
 let ctrl: Int32Array;
 let data: Uint8Array;
@@ -141,9 +139,6 @@ async function readLoop(): Promise<void> {
 /** Whether the main thread has heard of the loss already (a failed resume). */
 let lostPosted = false;
 
-/** Requests sent ahead of their replies: a page is two `m` packets, one round trip. */
-const PIPELINE = 4;
-
 /** `m` requests of at most 0x800 bytes until `length` bytes or the first error. */
 async function readMemory(address: bigint, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);
@@ -152,7 +147,7 @@ async function readMemory(address: bigint, length: number): Promise<Uint8Array> 
     // Send a few requests at once (QEMU answers them in order), then take the replies.
     const batch: number[] = [];
     let frames = new Uint8Array(0);
-    for (let at = done; at < length && batch.length < PIPELINE; at += MAX_M) {
+    for (let at = done; at < length && batch.length < READ_PIPELINE; at += MAX_M) {
       const n = Math.min(MAX_M, length - at);
       batch.push(n);
       const f = framePacket(`m${(address + BigInt(at)).toString(16)},${n.toString(16)}`);

@@ -10,6 +10,7 @@
  */
 
 import { CONSOLE_HELP, TextConsole } from "./console.ts";
+import { DumpError, LiveError } from "./errors.ts";
 import { KdbShell, tokenize } from "./kdb.ts";
 import { AARCH64_LAYOUT } from "./regs_aarch64.ts";
 import { X86_64_LAYOUT } from "./regs_x86_64.ts";
@@ -310,6 +311,13 @@ export class RspSession {
     try {
       this.#dispatch(text ?? latin1String(payload));
     } catch (e) {
+      if (e instanceof LiveError || e instanceof DumpError) {
+        // The target's own fault (a guest gone, a file unreadable): one line, and gdb is told.
+        this.#log(`[${this.#label}] ${e.message}`);
+        // `#`, `$`, `}` and `*` would end or escape the packet.
+        this.#reply(`E.${e.message.replace(/[#$}*]/g, "?")}`);
+        return;
+      }
       this.#log(`[${this.#label}] error handling packet: ${e instanceof Error ? e.stack : e}`);
       this.#reply(ERR_MALFORMED);
     }

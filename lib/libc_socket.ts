@@ -1,0 +1,219 @@
+/**
+ * A blocking TCP client socket on the C library, through Deno's FFI. Deno's own sockets are
+ * asynchronous only; the live target's stack reads guest memory synchronously (the page cache,
+ * page-table walks and the kernel view are shared with the dump path), so without this every
+ * packet to QEMU's gdbstub would cross a worker thread (lib/qemu_stub_threaded.ts). A blocking
+ * `send`/`recv` on the main thread costs a system call each and no thread hop.
+ *
+ * Needs `--allow-ffi` (granted by `-A`) and Linux's C library; {@link BlockingSocket.available}
+ * tells whether both are there. IPv4 only: QEMU's gdbstub is reached on loopback.
+ *
+ * @module
+ */
+
+const AF_INET = 2;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const SOL_SOCKET = 1;
+const SO_SNDTIMEO = 21;
+const POLLIN = 1;
+const POLLRDHUP = 0x2000;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const EINTR = 4;
+const EAGAIN = 11;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+  // The same poll, run on Deno's blocking thread pool: waiting for a running guest to stop
+  // must not block the event loop (gdb's ^C has to get through).
+  pollAsync: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+let libc: Libc | undefined | null;
+
+function load(): Libc | undefined {
+  if (libc === undefined) {
+    try {
+      libc = Deno.build.os === "linux" &&
+          Deno.permissions.querySync({ name: "ffi" }).state === "granted"
+        ? Deno.dlopen("libc.so.6", SYMBOLS).symbols
+        : null;
+    } catch {
+      libc = null;
+    }
+  }
+  return libc ?? undefined;
+}
+
+function errno(c: Libc): number {
+  const p = c.__errno_location();
+  return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
+}
+
+function errorMessage(c: Libc, code: number): string {
+  const p = c.strerror(code);
+  return p ? Deno.UnsafePointerView.getCString(p) : `error ${code}`;
+}
+
+/** IPv4 address bytes of a numeric address or `localhost`; undefined for anything else. */
+export function ipv4Bytes(host: string): Uint8Array | undefined {
+  if (host === "localhost") return Uint8Array.of(127, 0, 0, 1);
+  const m = host.match(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/);
+  if (!m) return undefined;
+  const parts = m.slice(1).map(Number);
+  return parts.every((n) => n <= 255) ? Uint8Array.from(parts) : undefined;
+}
+
+/** Raised for a failed system call: the message is the C library's text. */
+export class SocketError extends Error {}
+
+/** A connected, blocking TCP socket. */
+export class BlockingSocket {
+  #c: Libc;
+  #fd: number;
+  #pollfd = new Uint8Array(8);
+  #pollfdView = new DataView(this.#pollfd.buffer);
+
+  private constructor(c: Libc, fd: number) {
+    this.#c = c;
+    this.#fd = fd;
+    this.#pollfdView.setInt32(0, fd, true);
+    this.#pollfdView.setInt16(4, POLLIN, true);
+  }
+
+  /** Whether blocking sockets can be had here (Linux, FFI permitted) for `host`. */
+  static available(host: string): boolean {
+    return ipv4Bytes(host) !== undefined && load() !== undefined;
+  }
+
+  /**
+   * Connect to `host:port` within `timeoutMs`.
+   * @throws SocketError with the C library's reason (e.g. "Connection refused")
+   */
+  static connect(host: string, port: number, timeoutMs: number): BlockingSocket {
+    const c = load();
+    const ip = ipv4Bytes(host);
+    if (!c || !ip) throw new SocketError("blocking sockets are not available here");
+    const fd = c.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw new SocketError(errorMessage(c, errno(c)));
+    const sock = new BlockingSocket(c, fd);
+    // Linux applies the send timeout to connect(): a host that never answers costs timeoutMs.
+    sock.#setTimeval(SO_SNDTIMEO, timeoutMs);
+    const addr = new Uint8Array(16);
+    const view = new DataView(addr.buffer);
+    view.setUint16(0, AF_INET, true);
+    view.setUint16(2, port, false);
+    addr.set(ip, 4);
+    let r: number;
+    do r = c.connect(fd, addr, addr.length); while (r < 0 && errno(c) === EINTR);
+    if (r < 0) {
+      const code = errno(c);
+      c.close(fd);
+      throw new SocketError(code === EAGAIN ? "connection timed out" : errorMessage(c, code));
+    }
+    sock.#setTimeval(SO_SNDTIMEO, 0);
+    const one = new Uint8Array(4);
+    new DataView(one.buffer).setInt32(0, 1, true);
+    c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
+    return sock;
+  }
+
+  #setTimeval(option: number, ms: number): void {
+    const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+    this.#c.setsockopt(this.#fd, SOL_SOCKET, option, new Uint8Array(tv.buffer), 16);
+  }
+
+  /**
+   * Send all of `bytes`.
+   * @throws SocketError when the connection is gone
+   */
+  send(bytes: Uint8Array): void {
+    let off = 0;
+    while (off < bytes.length) {
+      const part = off === 0 ? bytes : bytes.subarray(off);
+      const n = Number(this.#c.send(this.#fd, part, BigInt(part.length), MSG_NOSIGNAL));
+      if (n < 0) {
+        const code = errno(this.#c);
+        if (code === EINTR) continue;
+        throw new SocketError(errorMessage(this.#c, code));
+      }
+      off += n;
+    }
+  }
+
+  /**
+   * Receive into `buf`, waiting at most `timeoutMs` (0: do not wait). Returns the byte count,
+   * 0 when the peer closed the connection, or -1 when nothing came in time.
+   * @throws SocketError when the connection failed
+   */
+  recv(buf: Uint8Array, timeoutMs: number): number {
+    for (;;) {
+      const flags = timeoutMs === 0 ? MSG_DONTWAIT : 0;
+      if (timeoutMs > 0 && !this.#pollSync(timeoutMs)) return -1;
+      const n = Number(this.#c.recv(this.#fd, buf, BigInt(buf.length), flags));
+      if (n >= 0) return n;
+      const code = errno(this.#c);
+      if (code === EINTR) continue;
+      if (code === EAGAIN) return -1;
+      throw new SocketError(errorMessage(this.#c, code));
+    }
+  }
+
+  #pollSync(timeoutMs: number): boolean {
+    for (;;) {
+      const r = this.#c.poll(this.#pollfd, 1n, timeoutMs);
+      if (r > 0) return true;
+      if (r === 0) return false;
+      if (errno(this.#c) !== EINTR) return true; // recv reports the error
+    }
+  }
+
+  /**
+   * Resolve with whether data (or the end of the connection) arrived within `timeoutMs`,
+   * without blocking the event loop.
+   */
+  readable(timeoutMs: number): Promise<boolean> {
+    return this.#pollAsync(POLLIN, timeoutMs);
+  }
+
+  /**
+   * Resolve with whether the peer closed the connection (or it failed) within `timeoutMs`, not
+   * woken by data: a watch for the loss of an idle link that costs nothing per packet.
+   */
+  closedByPeer(timeoutMs: number): Promise<boolean> {
+    return this.#pollAsync(POLLRDHUP, timeoutMs);
+  }
+
+  async #pollAsync(events: number, timeoutMs: number): Promise<boolean> {
+    if (this.#fd < 0) return true;
+    const pollfd = new Uint8Array(8);
+    const view = new DataView(pollfd.buffer);
+    view.setInt32(0, this.#fd, true);
+    view.setInt16(4, events, true);
+    return await this.#c.pollAsync(pollfd, 1n, timeoutMs) > 0;
+  }
+
+  /** Close the socket (idempotent). */
+  close(): void {
+    if (this.#fd < 0) return;
+    this.#c.close(this.#fd);
+    this.#fd = -1;
+  }
+}
