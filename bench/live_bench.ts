@@ -7,7 +7,8 @@
  * 3. `stepi` and breakpoint-hit latency (per operation, timed inside gdb).
  *
  * Boots one guest (tests/live_guest.ts). Run: `deno run -A bench/live_bench.ts [--repeat N]`.
- * Prints a Markdown table (the BENCHMARKS.md section).
+ * Every way is measured once per round, round after round. Prints a Markdown table (the
+ * BENCHMARKS.md section): best and median of the rounds.
  */
 
 import { parseArgs } from "node:util";
@@ -23,6 +24,8 @@ const { values } = parseArgs({
   },
 });
 const repeat = Number(values.repeat);
+const STEPS = 100;
+const HITS = 20;
 
 const guest = await bootGuest();
 const tmp = await Deno.makeTempDir();
@@ -33,68 +36,101 @@ try {
   ], false);
   const offset = offsetRun.match(/kernel offset (0x[0-9a-f]+)/)![1];
   const direct = `target remote 127.0.0.1:${guest.gdbPort}`;
-  const ways: [string, string[] | undefined, string?][] = [
-    ["kdump-gdbserver --guest-ram", ["--guest-ram", guest.ramPath]],
+  interface Way {
+    name: string;
+    /** Server arguments; none: gdb straight on QEMU's stub. */
+    extra?: string[];
+    root?: string;
+    env?: Record<string, string>;
+    target?: string;
+    stop?: () => Promise<void>;
+    bulk: number[];
+    attach: number[];
+    stepi: number[];
+    hit: number[];
+  }
+  const way = (name: string, extra?: string[], more: Partial<Way> = {}): Way => ({
+    name,
+    extra,
+    ...more,
+    bulk: [],
+    attach: [],
+    stepi: [],
+    hit: [],
+  });
+  const ram = ["--guest-ram", guest.ramPath];
+  const ways: Way[] = [
+    way("kdump-gdbserver --guest-ram", ram),
+    // The same server with its link to QEMU through a worker thread (what it falls back to
+    // without FFI): what the blocking socket saves.
+    way("`--guest-ram`, worker-thread link", ram, { env: { KDUMP_QEMU_LINK: "worker" } }),
     ...(values.compare
-      ? [[`--guest-ram, ${values.compare}`, ["--guest-ram", guest.ramPath], values.compare] as [
-        string,
-        string[],
-        string,
-      ]]
+      ? [way(`--guest-ram, ${values.compare}`, ram, { root: values.compare })]
       : []),
-    ["kdump-gdbserver (gdbstub reads)", []],
-    ["gdb on QEMU's gdbstub", undefined],
+    way("kdump-gdbserver (gdbstub reads)", []),
+    way("gdb on QEMU's gdbstub"),
   ];
-  const rows: string[][] = [];
-  for (const [name, extra, root] of ways) {
+  for (const w of ways) {
     // Over TCP, as in real use (gdb reads a pipe one byte at a time: ~1 MB/s).
-    const server = extra
-      ? await startServer([...extra, "--vmlinux", guest.vmlinux], root)
-      : undefined;
-    const target = server ? `target remote 127.0.0.1:${server.port}` : direct;
-    const bulk: number[] = [];
-    const attach: number[] = [];
-    const stepi: number[] = [];
-    const hit: number[] = [];
-    for (let i = 0; i < repeat; i++) {
+    if (!w.extra) {
+      w.target = direct;
+      continue;
+    }
+    const server = await startServer([...w.extra, "--vmlinux", guest.vmlinux], w.root, w.env);
+    w.target = `target remote 127.0.0.1:${server.port}`;
+    w.stop = server.stop;
+  }
+  // Round by round, every way once per round: the shared machine's load changes over minutes,
+  // and it then weighs on every way alike.
+  for (let i = 0; i < repeat; i++) {
+    for (const w of ways) {
       await qmpCommand(guest.qmpPort, "stop");
       const out = await gdb([
         `file ${guest.vmlinux} -o ${offset}`,
         "python import time; t0 = time.perf_counter()",
-        target,
+        w.target!,
         "bt 5",
         "python print('ATTACH_BT', time.perf_counter() - t0)",
         "python t0 = time.perf_counter()",
         `dump binary memory ${tmp}/m.bin (char*)&_text (char*)&_text+0x1000000`,
         "python print('BULK', time.perf_counter() - t0)",
         "python t0 = time.perf_counter()",
-        "python [gdb.execute('stepi', to_string=True) for _ in range(50)]",
-        "python print('STEPI', (time.perf_counter() - t0) / 50)",
+        `python [gdb.execute('stepi', to_string=True) for _ in range(${STEPS})]`,
+        `python print('STEPI', (time.perf_counter() - t0) / ${STEPS})`,
         "break hrtimer_interrupt",
         "python t0 = time.perf_counter()",
-        "python [gdb.execute('continue', to_string=True) for _ in range(10)]",
-        "python print('HIT', (time.perf_counter() - t0) / 10)",
+        `python [gdb.execute('continue', to_string=True) for _ in range(${HITS})]`,
+        `python print('HIT', (time.perf_counter() - t0) / ${HITS})`,
         "delete",
         "detach",
       ], true);
       const get = (k: string) => Number(out.match(new RegExp(`${k} ([0-9.e-]+)`))?.[1] ?? NaN);
-      attach.push(get("ATTACH_BT"));
-      bulk.push(get("BULK"));
-      stepi.push(get("STEPI"));
-      hit.push(get("HIT"));
+      w.attach.push(get("ATTACH_BT"));
+      w.bulk.push(get("BULK"));
+      w.stepi.push(get("STEPI"));
+      w.hit.push(get("HIT"));
       if (Number.isNaN(get("HIT"))) console.error(out);
     }
-    await server?.stop();
-    const best = (a: number[]) => Math.min(...a);
-    rows.push([
-      name,
-      `${best(bulk).toFixed(2)} s (${(16 / best(bulk)).toFixed(1)} MiB/s)`,
-      `${(best(attach) * 1000).toFixed(0)} ms`,
-      `${(best(stepi) * 1000).toFixed(2)} ms`,
-      `${(best(hit) * 1000).toFixed(1)} ms`,
-    ]);
   }
-  console.log(`best of ${repeat}; guest: 512 MiB, 2 vCPUs, TCG; ${cpuModel()}`);
+  for (const w of ways) await w.stop?.();
+  const best = (a: number[]) => Math.min(...a);
+  const median = (a: number[]) => {
+    const s = [...a].sort((x, y) => x - y);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  const ms = (v: number, digits: number) => (v * 1000).toFixed(digits);
+  const rows = ways.map((w) => [
+    w.name,
+    `${best(w.bulk).toFixed(2)} s (${(16 / best(w.bulk)).toFixed(1)} MiB/s); ` +
+    `median ${median(w.bulk).toFixed(2)} s`,
+    `${ms(best(w.attach), 0)} ms; ${ms(median(w.attach), 0)} ms`,
+    `${ms(best(w.stepi), 2)} ms; ${ms(median(w.stepi), 2)} ms`,
+    `${ms(best(w.hit), 1)} ms; ${ms(median(w.hit), 1)} ms`,
+  ]);
+  console.log(
+    `best; median of ${repeat} rounds (${STEPS} stepi, ${HITS} hits each); guest: 512 MiB, ` +
+      `2 vCPUs, TCG; ${cpuModel()}; load average ${loadAverage()}`,
+  );
   console.log(
     "| path | dump 16 MiB of kernel text | attach to first bt | stepi | breakpoint hit |",
   );
@@ -106,8 +142,9 @@ try {
 }
 
 /** The server on a free port, started for one way of the benchmark. */
-async function startServer(args: string[], root = ROOT) {
+async function startServer(args: string[], root = ROOT, env: Record<string, string> = {}) {
   const child = new Deno.Command("deno", {
+    env,
     args: [
       "run",
       "-A",
@@ -155,6 +192,14 @@ async function gdb(commands: string[], timed: boolean): Promise<string> {
     signal: AbortSignal.timeout(600_000),
   }).output();
   return new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "";
+  }
 }
 
 function cpuModel(): string {

@@ -151,32 +151,47 @@ Deno.test({
       }
     });
 
-    await t.step("run control: breakpoint, continue, bt, stepi; nothing stale", async () => {
-      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
-        "p jiffies",
-        "break do_nanosleep",
-        "continue",
-        "bt 8",
-        "info threads",
-        "p $pc == do_nanosleep",
-        "stepi",
-        "p $pc > do_nanosleep",
-        "delete",
-        "p jiffies",
-        "break do_nanosleep",
-        "continue",
-        "p jiffies",
-      ]);
-      assert.match(r.out, /hit Breakpoint 1, do_nanosleep \(/, r.out);
-      assert.match(r.out, /^#\d+ .*hrtimer_nanosleep/m, r.out);
-      assert.match(r.out, /\* \d+ +Thread \d+ "CPU \d: sleep \(pid \d+\)" +do_nanosleep/, r.out);
-      const bools = [...r.out.matchAll(/^\$\d+ = (\d)$/gm)].map((m) => m[1]);
-      assert.deepEqual(bools, ["1", "1"], r.out);
-      const jiffies = jiffiesValues(r.out).filter((v) => v > 1000n);
-      assert.equal(jiffies.length, 3, r.out);
-      // The guest ran between the reads: a stale page would repeat the old value.
-      assert.ok(jiffies[0] < jiffies[1] && jiffies[1] < jiffies[2], r.out);
-    });
+    // Both links to QEMU's stub: the blocking socket (FFI, what -A gets) and the worker thread
+    // (what the server falls back to without FFI).
+    for (const link of ["blocking socket", "worker thread"]) {
+      await t.step(
+        `run control (${link}): breakpoint, continue, bt, stepi; nothing stale`,
+        async () => {
+          const env = link === "worker thread" ? "env KDUMP_QEMU_LINK=worker " : "";
+          const r = await runGdb([
+            "set sysroot /",
+            pipeTarget(liveArgs(g, ["--guest-ram", g.ramPath])).replace("| ", `| ${env}`),
+            "p jiffies",
+            "break do_nanosleep",
+            "continue",
+            "bt 8",
+            "info threads",
+            "p $pc == do_nanosleep",
+            "stepi",
+            "p $pc > do_nanosleep",
+            "delete",
+            "p jiffies",
+            "break do_nanosleep",
+            "continue",
+            "p jiffies",
+          ], { timeoutMs: 90_000 });
+          assert.match(r.out, new RegExp(`gdbstub link: +${link}$`, "m"), r.out);
+          assert.match(r.out, /hit Breakpoint 1, do_nanosleep \(/, r.out);
+          assert.match(r.out, /^#\d+ .*hrtimer_nanosleep/m, r.out);
+          assert.match(
+            r.out,
+            /\* \d+ +Thread \d+ "CPU \d: sleep \(pid \d+\)" +do_nanosleep/,
+            r.out,
+          );
+          const bools = [...r.out.matchAll(/^\$\d+ = (\d)$/gm)].map((m) => m[1]);
+          assert.deepEqual(bools, ["1", "1"], r.out);
+          const jiffies = jiffiesValues(r.out).filter((v) => v > 1000n);
+          assert.equal(jiffies.length, 3, r.out);
+          // The guest ran between the reads: a stale page would repeat the old value.
+          assert.ok(jiffies[0] < jiffies[1] && jiffies[1] < jiffies[2], r.out);
+        },
+      );
+    }
 
     await t.step("interrupt (^C) stops a running guest; the session goes on", async () => {
       const child = new Deno.Command("gdb", {
