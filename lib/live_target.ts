@@ -650,6 +650,7 @@ export class LiveTarget implements Target, RunControl {
     physical: boolean,
   ): string | undefined {
     if (this.options.readOnly) return "E.read-only (--read-only): memory writes are refused";
+    if (data.length === 0) return undefined;
     try {
       const stub = this.#live();
       if (!physical) {
@@ -681,20 +682,32 @@ export class LiveTarget implements Target, RunControl {
     }
   }
 
-  writeRegister(threadId: number, name: string, value: bigint): string | undefined {
+  writeRegisters(threadId: number, values: ReadonlyMap<string, bigint>): string | undefined {
     if (this.options.readOnly) return "E.read-only (--read-only): register writes are refused";
+    if (values.size === 0) return undefined;
     try {
-      const reg = this.#desc.byName.get(name);
-      if (!reg) return `E.QEMU has no register ${name}`;
       const cpu = this.#cpuOf(threadId);
       if (cpu === undefined) {
         return `E.thread ${threadId} is not on a CPU: its registers are saved state`;
       }
+      // Every name first: a register QEMU lacks fails the request before anything is written.
+      const packets: [string, string][] = [];
+      for (const [name, value] of values) {
+        const reg = this.#desc.byName.get(name);
+        if (!reg) return `E.QEMU has no register ${name}`;
+        packets.push([name, `P${reg.regnum.toString(16)}=${encodeRegisterValue(reg, value)}`]);
+      }
       const stub = this.#live();
       stub.selectThread(this.#vcpus[cpu]);
-      const r = stub.request(`P${reg.regnum.toString(16)}=${encodeRegisterValue(reg, value)}`);
-      this.#drop();
-      return r === "OK" ? undefined : `E.QEMU refused to write ${name} (${r})`;
+      try {
+        for (const [name, packet] of packets) {
+          const r = stub.request(packet);
+          if (r !== "OK") return `E.QEMU refused to write ${name} (${r})`;
+        }
+      } finally {
+        this.#drop();
+      }
+      return undefined;
     } catch (e) {
       return `E.${errorText(e)}`;
     }

@@ -19,9 +19,11 @@ import {
   hexDecode,
   hexEncodeText,
   InputCursor,
+  latin1Bytes,
   latin1String,
   PacketReader,
   ReplyWriter,
+  unescapeBinary,
   WireEvent,
 } from "./rsp_wire.ts";
 import type { ResumeAction, StopEvent, Target, ThreadInfo } from "./target.ts";
@@ -47,6 +49,8 @@ const LOG_PACKET_CHARS = 200;
 const ERR_MALFORMED = "E01";
 const ERR_MEMORY = "E14";
 const ERR_XFER = "E00";
+/** `}`: escapes the next byte of binary data (`X` requests). */
+const ESCAPE_BYTE = 0x7d;
 /** Reply to writes: `E.` errors are accepted by gdb, which shows the text for register writes. */
 const ERR_READ_ONLY = "E.target is a crash dump: memory and registers are read-only";
 const CANNOT_RUN = "Target is a crash dump: it cannot run or step.\n";
@@ -101,6 +105,32 @@ function parseAddressLength(text: string): { address: bigint; length: number } |
   const length = parseHex64(text.slice(comma + 1));
   if (address === undefined || length === undefined) return undefined;
   return { address, length: length > 0xffffffffn ? 0xffffffff : Number(length) };
+}
+
+/**
+ * `X ADDR,LEN:DATA` with binary-escaped data (`}` then byte ^ 0x20) as its address and bytes, or
+ * undefined when it is malformed: a bad header, an escape with no byte after it, or a length
+ * that is not the data's.
+ */
+function parseBinaryWrite(packet: string): { address: bigint; data: Uint8Array } | undefined {
+  const m = packet.match(/^X([0-9a-fA-F]{1,16}),([0-9a-fA-F]{1,8}):/);
+  if (!m) return undefined;
+  // The session's packet text is latin1: one char per byte of the payload, escapes in place.
+  const escaped = latin1Bytes(packet.slice(m[0].length));
+  // unescapeBinary drops a trailing lone `}`; in a request it makes the packet malformed.
+  let i = 0;
+  while (i < escaped.length) i += escaped[i] === ESCAPE_BYTE ? 2 : 1;
+  if (i !== escaped.length) return undefined;
+  const data = unescapeBinary(escaped);
+  if (data.length !== parseInt(m[2], 16)) return undefined;
+  return { address: BigInt("0x" + m[1]), data };
+}
+
+/** The value of a register's bytes as gdb sends them (target byte order: little-endian). */
+function littleEndian(bytes: Uint8Array): bigint {
+  let value = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
+  return value;
 }
 
 /** Thread id of an `H` / `T` / `qThreadExtraInfo` argument: -1 (all), 0 (any), or an id. */
@@ -519,33 +549,27 @@ export class RspSession {
         const m = packet.match(/^M([0-9a-fA-F]{1,16}),([0-9a-fA-F]{1,8}):([0-9a-fA-F]*)$/);
         const data = m ? hexDecode(m[3]) : undefined;
         if (!m || !data || data.length !== parseInt(m[2], 16)) return this.#reply(ERR_MALFORMED);
-        const err = run.writeMemory(
-          BigInt("0x" + m[1]),
-          data,
+        return this.#writeMemory(BigInt("0x" + m[1]), data);
+      }
+      case "X": {
+        const write = parseBinaryWrite(packet);
+        if (!write) return this.#reply(ERR_MALFORMED);
+        return this.#writeMemory(write.address, write.data);
+      }
+      case "P": {
+        const m = packet.match(/^P([0-9a-fA-F]{1,4})=([0-9a-fA-F]+)$/);
+        const def = m ? this.#layout.registers[parseInt(m[1], 16)] : undefined;
+        const bytes = m ? hexDecode(m[2]) : undefined;
+        if (!def || !bytes || bytes.length !== def.bits / 8) return this.#reply(ERR_MALFORMED);
+        const err = run.writeRegisters(
           this.#currentThread(),
-          this.#physical,
+          new Map([[def.name, littleEndian(bytes)]]),
         );
         this.#forgetTarget();
         return this.#reply(err ?? "OK");
       }
-      case "X":
-        // Binary writes: gdb falls back to `M` when this is not supported.
-        return this.#reply("");
-      case "P": {
-        const m = packet.match(/^P([0-9a-fA-F]+)=([0-9a-fA-F]+)$/);
-        const def = m ? this.#layout.registers[parseInt(m[1], 16)] : undefined;
-        const bytes = m ? hexDecode(m[2]) : undefined;
-        if (!def || !bytes) return this.#reply(ERR_MALFORMED);
-        let value = 0n;
-        for (let i = Math.min(bytes.length, 8) - 1; i >= 0; i--) {
-          value = (value << 8n) | BigInt(bytes[i]);
-        }
-        const err = run.writeRegister(this.#currentThread(), def.name, value);
-        this.#forgetTarget();
-        return this.#reply(err ?? "OK");
-      }
       case "G":
-        return this.#reply("E.write registers one at a time (P)");
+        return this.#writeRegisters(packet.slice(1));
       case "D":
         this.#detached = true;
         this.#reply("OK");
@@ -557,6 +581,50 @@ export class RspSession {
         return;
     }
     this.#dispatchDump(packet);
+  }
+
+  /** `M`/`X` on a live target. An empty write (gdb's `X` probe) only asks whether writes go. */
+  #writeMemory(address: bigint, data: Uint8Array): void {
+    if (address + BigInt(data.length) > 1n << 64n) return this.#reply(ERR_MEMORY);
+    const err = this.#target.run!.writeMemory(
+      address,
+      data,
+      this.#currentThread(),
+      this.#physical,
+    );
+    if (data.length > 0) this.#forgetTarget();
+    this.#reply(err ?? "OK");
+  }
+
+  /**
+   * `G HEX`: the registers of the current thread in `g` order, possibly only the first ones (up
+   * to a register boundary). Only the registers whose value differs from what `g` reads now are
+   * written, so a `G` that changes one register costs one write to the target. `x` digits (a
+   * register gdb has no value of) leave a register alone; so do zeros for a register the target
+   * has no value of, which is what gdb sends for one in a `G` it builds itself.
+   */
+  #writeRegisters(hex: string): void {
+    const layout = this.#layout;
+    const size = hex.length / 2;
+    const count = size === layout.gBytes ? layout.registers.length : layout.offsets.indexOf(size);
+    if (hex.length % 2 !== 0 || count <= 0) return this.#reply(ERR_MALFORMED);
+    const thread = this.#currentThread();
+    const current = this.#target.registers(thread);
+    const changes = new Map<string, bigint>();
+    for (let i = 0; i < count; i++) {
+      const def = layout.registers[i];
+      const digits = hex.slice(layout.offsets[i] * 2, layout.offsets[i] * 2 + def.bits / 4);
+      if (/^x+$/.test(digits)) continue;
+      const bytes = hexDecode(digits);
+      if (bytes === undefined) return this.#reply(ERR_MALFORMED);
+      const value = littleEndian(bytes);
+      const old = current.get(def.name);
+      if (old === undefined ? value === 0n : BigInt.asUintN(def.bits, old) === value) continue;
+      changes.set(def.name, value);
+    }
+    const err = this.#target.run!.writeRegisters(thread, changes);
+    if (changes.size > 0) this.#forgetTarget();
+    this.#reply(err ?? "OK");
   }
 
   #vCont(packet: string): void {

@@ -139,13 +139,21 @@ export interface RunControl {
   nextStop(): Promise<StopEvent>;
   /** `Z`/`z` TYPE,ADDR,KIND: the reply (`OK`, `E…`, or empty when unsupported). */
   breakpoint(insert: boolean, type: number, address: bigint, kind: number): string;
-  /** Write memory (virtual in `threadId`'s view, or physical); an error text, else undefined. */
+  /**
+   * Write memory (virtual in `threadId`'s view, or physical); an error text, else undefined.
+   * Empty `data` writes nothing and only says whether memory writes are allowed (gdb's `X`
+   * probe).
+   */
   writeMemory(
     address: bigint,
     data: Uint8Array,
     threadId: number,
     physical: boolean,
   ): string | undefined;
-  /** Write one register by gdb name; an error text, else undefined. */
-  writeRegister(threadId: number, name: string, value: bigint): string | undefined;
+  /**
+   * Write registers of one thread by gdb name, in order; the first failure's error text, else
+   * undefined. An empty map writes nothing and only says whether register writes are allowed
+   * (a `G` that changes nothing).
+   */
+  writeRegisters(threadId: number, values: ReadonlyMap<string, bigint>): string | undefined;
 }

@@ -46,6 +46,11 @@ function lastWord(text: string): bigint {
   return m.length ? BigInt(`0x${m[m.length - 1][1]}`) : 0n;
 }
 
+/** A regular expression's text matching `text` literally. */
+function literal(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 async function guestStatus(g: LiveGuest): Promise<string> {
   const r = await qmpCommand(g.qmpPort, "query-status") as { status: string };
   return r.status;
@@ -489,31 +494,137 @@ Deno.test({
       assert.match(out, /\$1 = "swapper\/0\\000/, out);
     });
 
-    await t.step("writes pass through (memory, registers); --read-only refuses them", async () => {
-      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
-        "set var init_task.comm[0] = 'S'",
-        "p init_task.comm",
-        "set $orig = $rax",
-        "set $rax = 0x1234abcd",
-        "flushregs",
-        "p/x $rax",
-        "set $rax = $orig",
-      ]);
-      assert.match(r.out, /\$1 = "Swapper\/0\\000/, r.out);
-      assert.match(r.out, /\$2 = 0x1234abcd/, r.out);
-      // A new session reads it back from the guest (not from our cache); then restore it.
-      const again = await liveGdb(g, ["--guest-ram", g.ramPath], [
-        "p init_task.comm",
-        "set var init_task.comm[0] = 's'",
-      ]);
-      assert.match(again.out, /\$1 = "Swapper\/0\\000/, again.out);
-      const ro = await liveGdb(g, ["--guest-ram", g.ramPath, "--read-only"], [
-        "set var init_task.comm[0] = 'X'",
-        "p init_task.comm",
-      ]);
-      assert.match(ro.out, /read-only/, ro.out);
-      assert.match(ro.out, /\$1 = "swapper\/0\\000/, ro.out);
-    });
+    await t.step(
+      "writes pass through (M/X memory, P/G registers); --read-only refuses them",
+      async () => {
+        const tmp = await Deno.makeTempDir();
+        try {
+          // Every byte value (#, $, } and * among them) over 12 KiB of a kernel function's text:
+          // the guest stays stopped while gdb is attached, and the text is put back before gdb
+          // detaches.
+          const pattern = Uint8Array.from({ length: 0x3000 }, (_, i) => (i * 7 + 0x23) & 0xff);
+          await Deno.writeFile(`${tmp}/pattern.bin`, pattern);
+          const text = "(char*)&__x64_sys_reboot";
+          /** gdb's `$NAME` = the physical address of EXPR, from our vtop. */
+          const physical = (name: string, expr: string) =>
+            `python import re; gdb.set_convenience_variable('${name}', int(re.search(r'physical (0x[0-9a-f]+)', gdb.execute('monitor vtop 0x%x' % int(gdb.parse_and_eval('(unsigned long)(${expr})')), to_string=True)).group(1), 16))`;
+          /** Keep gdb's `maint packet g` reply (the current thread's registers) in python's `b`. */
+          const saveG =
+            `python import re; b = re.search(r'received: "([0-9a-fx]+)"', gdb.execute('maint packet g', to_string=True)).group(1)`;
+          /** `maint packet G` of that block, with rbx (bytes 8..16) replaced when given. */
+          const gPacket = (rbx?: string) =>
+            `python gdb.execute('maint packet G' + ${rbx ? `b[:16] + '${rbx}' + b[32:]` : "b"})`;
+          const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+            // gdb 13 writes with X once the stub answers its empty X probe.
+            "set debug remote 1",
+            "set {int}&init_task.comm = 0x2a7d2423", // "#$}*": each one escaped
+            "set debug remote 0",
+            'printf "comm1=%s\\n", init_task.comm',
+            physical("pa", "&init_task.comm"),
+            // QEMU's own view of the guest's memory.
+            'eval "monitor qemu xp/4xb 0x%lx", $pa',
+            // The same bytes in physical mode (Qqemu.PhyMemMode), written at the physical address.
+            "maint packet Qqemu.PhyMemMode:1",
+            "set {int}$pa = 0x70617753", // "Swap"
+            "maint packet Qqemu.PhyMemMode:0",
+            'printf "comm2=%s\\n", init_task.comm',
+            // A large X (chunked into QEMU's M packets), read back through us and from the RAM file.
+            `dump binary memory ${tmp}/orig.bin ${text} ${text}+0x3000`,
+            "set debug remote 1",
+            `restore ${tmp}/pattern.bin binary ${text}`,
+            "set debug remote 0",
+            `dump binary memory ${tmp}/back.bin ${text} ${text}+0x3000`,
+            physical("pt", text),
+            // A 512 MiB guest has all its RAM below 4 GiB, at file offset = physical address.
+            `eval "shell dd if=${g.ramPath} of=${tmp}/ram.bin bs=4096 iflag=skip_bytes,count_bytes skip=%lu count=12288 status=none", $pt`,
+            `restore ${tmp}/orig.bin binary ${text}`,
+            `dump binary memory ${tmp}/restored.bin ${text} ${text}+0x3000`,
+            // P
+            "set $orig = $rax",
+            "set $rax = 0x1234abcd",
+            "maint flush register-cache",
+            'printf "rax=%#lx\\n", $rax',
+            "set $rax = $orig",
+            // G: the block as read with rbx changed, then the block as it was.
+            'printf "rbx0=%#lx\\n", $rbx',
+            saveG,
+            gPacket("efbeadde00000000"),
+            "maint flush register-cache",
+            'printf "rbx1=%#lx\\n", $rbx',
+            "monitor qemu info registers -a",
+            gPacket(),
+            "maint flush register-cache",
+            'printf "rbx2=%#lx\\n", $rbx',
+          ]);
+          assert.match(
+            r.out,
+            /Sending packet: \$X[0-9a-f]+,0:#[0-9a-f]{2}\n.*Packet received: OK\n/,
+            r.out,
+          );
+          assert.match(
+            r.out,
+            /Sending packet: \$X[0-9a-f]+,4:\}\\003\}\\004\}\]\}\\n#[0-9a-f]{2}\n.*Packet received: OK\n/,
+            r.out,
+          );
+          assert.match(r.out, /^comm1=#\$\}\*per\/0$/m, r.out);
+          assert.match(r.out, /^[0-9a-f]+: 0x23 0x24 0x7d 0x2a$/m, r.out);
+          assert.match(r.out, /^comm2=Swapper\/0$/m, r.out);
+          assert.match(r.out, /Sending packet: \$X[0-9a-f]+,3000:/, r.out);
+          const orig = await Deno.readFile(`${tmp}/orig.bin`);
+          assert.equal(orig.length, 0x3000, r.out);
+          assert.ok(orig.some((b, i) => b !== pattern[i]), "the text was the pattern already");
+          for (const name of ["back", "ram"]) {
+            const bytes = await Deno.readFile(`${tmp}/${name}.bin`);
+            assert.deepEqual(bytes, pattern, `${name}.bin: ${r.out}`);
+          }
+          assert.deepEqual(await Deno.readFile(`${tmp}/restored.bin`), orig);
+          assert.match(r.out, /^rax=0x1234abcd$/m, r.out);
+          const rbx0 = r.out.match(/^rbx0=(0x[0-9a-f]+|0)$/m)?.[1];
+          assert.ok(rbx0 !== undefined && rbx0 !== "0xdeadbeef", r.out);
+          assert.match(r.out, /^rbx1=0xdeadbeef$/m, r.out);
+          // QEMU's own registers: one vCPU's RBX is the new value.
+          assert.match(r.out, /RBX=00000000deadbeef/, r.out);
+          assert.match(r.out, new RegExp(`^rbx2=${rbx0}$`, "m"), r.out);
+          // A new session reads it back from the guest (not from our cache); then restore it.
+          const again = await liveGdb(g, ["--guest-ram", g.ramPath], [
+            "p init_task.comm",
+            "set var init_task.comm[0] = 's'",
+          ]);
+          assert.match(again.out, /\$1 = "Swapper\/0\\000/, again.out);
+          const ro = await liveGdb(g, ["--guest-ram", g.ramPath, "--read-only"], [
+            "set debug remote 1",
+            "set var init_task.comm[0] = 'X'",
+            "set debug remote 0",
+            "p init_task.comm",
+            "set $rax = 1",
+            saveG,
+            gPacket(),
+          ]);
+          // The refusals as regular expressions (their text has parentheses and dots).
+          const memory = literal("E.read-only (--read-only): memory writes are refused");
+          const registers = literal("E.read-only (--read-only): register writes are refused");
+          assert.match(
+            ro.out,
+            new RegExp(`X[0-9a-f]+,0:#..\n.*Packet received: ${memory}\n`),
+            ro.out,
+          );
+          assert.match(
+            ro.out,
+            new RegExp(`X[0-9a-f]+,1:X#..\n.*Packet received: ${memory}\n`),
+            ro.out,
+          );
+          assert.match(ro.out, /\$1 = "swapper\/0\\000/, ro.out);
+          assert.match(
+            ro.out,
+            new RegExp(`Could not write register "rax"; remote failure reply '${registers}'`),
+            ro.out,
+          );
+          assert.match(ro.out, new RegExp(`received: "${registers}"`), ro.out);
+        } finally {
+          await Deno.remove(tmp, { recursive: true });
+        }
+      },
+    );
 
     await t.step(
       "a guest resumed behind gdb's back (QEMU's monitor) is stopped again, nothing stale",

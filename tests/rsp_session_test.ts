@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { MAX_PACKET_SIZE, RspSession } from "../lib/rsp_session.ts";
-import { framePacket, hexEncodeText, latin1String } from "../lib/rsp_wire.ts";
+import { escapeBinary, framePacket, hexEncodeText, latin1String } from "../lib/rsp_wire.ts";
 import { serveChannel } from "../lib/transport.ts";
 import { X86_64_LAYOUT } from "../lib/regs_x86_64.ts";
 import { AARCH64_LAYOUT } from "../lib/regs_aarch64.ts";
@@ -28,11 +28,18 @@ function connected(options: FakeTargetOptions = {}): SessionClient {
   return c;
 }
 
+/** Little-endian hex of a value of `bytes` bytes. */
+function leHex(v: bigint, bytes: number): string {
+  let s = "";
+  for (let i = 0; i < bytes; i++) {
+    s += ((v >> (8n * BigInt(i))) & 0xffn).toString(16).padStart(2, "0");
+  }
+  return s;
+}
+
 /** Little-endian hex of a 64-bit value. */
 function le64(v: bigint): string {
-  let s = "";
-  for (let i = 0n; i < 8n; i++) s += ((v >> (8n * i)) & 0xffn).toString(16).padStart(2, "0");
-  return s;
+  return leHex(v, 8);
 }
 
 Deno.test("qSupported offers only what the target has", () => {
@@ -492,4 +499,150 @@ Deno.test("kdb go: a dump cannot run; with gdb attached a live target is continu
   assert.equal(monitor(c, "go"), "go: gdb is attached: continue from gdb (continue, or c)\n");
   assert.equal(resumed, 0);
   assert.equal(monitor(c, "go 1 2"), "diag: -2: Improper argument count, see usage.\n");
+});
+
+/** A fake live target: writes land in its memory and are recorded; `readOnly` refuses them. */
+function writableTarget(readOnly = false) {
+  const target = new FakeTarget();
+  const memoryWrites: { address: bigint; data: Uint8Array }[] = [];
+  const registerWrites: { thread: number; values: Map<string, bigint> }[] = [];
+  const run = {
+    writeMemory(address: bigint, data: Uint8Array): string | undefined {
+      if (readOnly) return "E.read-only: memory";
+      memoryWrites.push({ address, data: data.slice() });
+      target.memory.set(data, Number(address - FAKE_BASE));
+      return undefined;
+    },
+    writeRegisters(thread: number, values: ReadonlyMap<string, bigint>): string | undefined {
+      if (readOnly) return "E.read-only: registers";
+      registerWrites.push({ thread, values: new Map(values) });
+      return undefined;
+    },
+  };
+  const live = Object.assign(target, { run: run as unknown as RunControl });
+  const c = new SessionClient(new RspSession(live, { log: () => {} }));
+  c.handshake();
+  return { c, target, memoryWrites, registerWrites };
+}
+
+Deno.test("live X: binary writes with escapes, gdb's empty probe, malformed ones refused", () => {
+  const { c, target, memoryWrites } = writableTarget();
+  // gdb's probe: an empty write, answered OK without writing anything.
+  assert.equal(c.request(`X${BASE},0:`), "OK");
+  assert.deepEqual(memoryWrites.map((w) => w.data.length), [0]);
+  // Every byte value, the four that must be escaped among them, through one X.
+  const data = Uint8Array.from({ length: 512 }, (_, i) => (i * 7 + 0x23) & 0xff);
+  data.set([0x23, 0x24, 0x7d, 0x2a], 0); // # $ } *
+  const address = FAKE_BASE + 0x40n;
+  const escaped = latin1String(escapeBinary(data));
+  assert.ok(!/[#$*]/.test(escaped.replace(/}./g, "")));
+  assert.equal(c.request(`X${address.toString(16)},${data.length.toString(16)}:${escaped}`), "OK");
+  assert.equal(memoryWrites.length, 2);
+  assert.equal(memoryWrites[1].address, address);
+  assert.deepEqual(memoryWrites[1].data, data);
+  // Read back through the session: the write is what `m` sees now.
+  assert.equal(c.request(`m${address.toString(16)},4`), "23247d2a");
+  // Any byte may be escaped, not only the four.
+  assert.equal(c.request(`X${BASE},2:}\x41}\x10`), "OK");
+  assert.deepEqual(target.memory.subarray(0, 2), Uint8Array.of(0x61, 0x30));
+  // An escaped `}` followed by nothing else is complete.
+  assert.equal(c.request(`X${BASE},2:a}}`), "OK");
+  assert.deepEqual(target.memory.subarray(0, 2), Uint8Array.of(0x61, 0x5d));
+  // Malformed: lengths that are not the data's, an escape with nothing after it, bad headers.
+  for (
+    const bad of [
+      `X${BASE},3:ab`,
+      `X${BASE},1:ab`,
+      `X${BASE},2:a}`,
+      `X${BASE},1:}`,
+      `X${BASE},2:a}}}`, // a, an escaped `}`, then a lone escape
+      `X${BASE},1`,
+      `X${BASE}:a`,
+      "Xzz,1:a",
+      `X,1:a`,
+      `X${BASE},:`,
+      "X11111111111111111,1:a",
+      `X${BASE},111111111:a`,
+    ]
+  ) {
+    assert.equal(c.request(bad), "E01", JSON.stringify(bad));
+  }
+  // A write past the top of the address space.
+  assert.equal(c.request("Xffffffffffffffff,2:ab"), "E14");
+  assert.equal(memoryWrites.length, 4);
+});
+
+Deno.test("live G: only the registers that differ are written; bad blocks refused", () => {
+  const { c, registerWrites } = writableTarget();
+  const g = c.request("g");
+  assert.equal(g.length, X86_64_LAYOUT.gBytes * 2);
+  // The block as read: nothing to write, no register write reaches the target.
+  assert.equal(c.request(`G${g}`), "OK");
+  assert.deepEqual(registerWrites.map((w) => w.values.size), [0]);
+  // rbx changed: one write, of rbx, for the current thread (2, the stop thread).
+  const rbx = g.slice(0, 16) + le64(0x1234abcdn) + g.slice(32);
+  assert.equal(c.request(`G${rbx}`), "OK");
+  assert.deepEqual(registerWrites[1], { thread: 2, values: new Map([["rbx", 0x1234abcdn]]) });
+  // gdb's own G carries zeros for registers it has no value of (rcx here): left alone; a value
+  // there is written. st0 (80 bits) keeps all its bytes.
+  const zeros = g.replace(/x/g, "0");
+  assert.equal(c.request(`G${zeros}`), "OK");
+  assert.equal(registerWrites[2].values.size, 0);
+  const st0 = 0x4000c90fdaa22168c235n;
+  let withValues = g.slice(0, 32) + le64(7n) + g.slice(48);
+  const st0At = X86_64_LAYOUT.offsets[X86_64_LAYOUT.registers.findIndex((r) => r.name === "st0")];
+  withValues = withValues.slice(0, st0At * 2) + leHex(st0, 10) + withValues.slice(st0At * 2 + 20);
+  assert.equal(c.request(`G${withValues}`), "OK");
+  assert.deepEqual([...registerWrites[3].values], [["rcx", 7n], ["st0", st0]]);
+  // The first registers only (up to a register boundary): rax and rbx.
+  assert.equal(c.request(`G${le64(0x63n)}${le64(0x5555n)}`), "OK");
+  assert.deepEqual([...registerWrites[4].values], [["rbx", 0x5555n]]);
+  // Hg selects whose registers G writes.
+  assert.equal(c.request("Hg1"), "OK");
+  assert.equal(c.request(`G${le64(1n)}`), "OK");
+  assert.deepEqual(registerWrites[5], { thread: 1, values: new Map([["rax", 1n]]) });
+  const before = registerWrites.length;
+  for (
+    const bad of [
+      "G",
+      `G${g.slice(0, 10)}`, // inside rax
+      `G${g.slice(0, 17)}`, // odd length
+      `G${g}00`, // longer than the block
+      `G${g.slice(0, 16)}${"x".repeat(8)}00000000`, // x digits and hex in one register
+      `G${"zz".repeat(8)}`,
+    ]
+  ) {
+    assert.equal(c.request(bad), "E01", bad.slice(0, 40));
+  }
+  assert.equal(registerWrites.length, before);
+  // P takes a register's full size, nothing else.
+  assert.equal(c.request(`P18=${leHex(st0, 10)}`), "OK");
+  assert.deepEqual([...registerWrites[before].values], [["st0", st0]]);
+  assert.equal(c.request(`P0=${le64(1n).slice(0, 8)}`), "E01");
+  assert.equal(c.request(`P0=${le64(1n)}00`), "E01");
+});
+
+Deno.test("live writes refused by the target: X (probe too) and G (unchanged too) say so", () => {
+  const { c, memoryWrites, registerWrites } = writableTarget(true);
+  const g = c.request("g");
+  assert.equal(c.request(`X${BASE},0:`), "E.read-only: memory");
+  assert.equal(c.request(`X${BASE},1:a`), "E.read-only: memory");
+  assert.equal(c.request(`M${BASE},1:61`), "E.read-only: memory");
+  assert.equal(c.request(`G${g}`), "E.read-only: registers");
+  assert.equal(c.request(`P0=${le64(1n)}`), "E.read-only: registers");
+  assert.equal(memoryWrites.length + registerWrites.length, 0);
+});
+
+Deno.test("dump: X and G are refused as writes, with a log line naming them", () => {
+  const lines: string[] = [];
+  const c = client({}, (line) => lines.push(line));
+  c.handshake();
+  const g = c.request("g");
+  for (const p of [`X${BASE},0:`, `X${BASE},2:}\x03b`, `G${g}`]) {
+    assert.equal(c.request(p), "E.target is a crash dump: memory and registers are read-only", p);
+  }
+  assert.deepEqual(lines, [
+    `kdump-gdbserver: memory write at 0x${BASE} refused: target is a crash dump: memory and registers are read-only`,
+    "kdump-gdbserver: register write refused: target is a crash dump: memory and registers are read-only",
+  ]);
 });
