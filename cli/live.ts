@@ -54,7 +54,12 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
         (opts.readOnly ? ", read-only" : ", writes pass through to QEMU"),
     );
     if (!opts.vmlinux) {
-      log(`symbols:      file <vmlinux> -o 0x${target.kernel.kaslrOffset.toString(16)}`);
+      // No offset found is not offset 0: a `-o 0x0` hint would mislead.
+      log(
+        target.facts.kaslrOffset === undefined
+          ? "symbols:      file <vmlinux> -o OFFSET (the KASLR offset was not found, see above)"
+          : `symbols:      file <vmlinux> -o 0x${target.kernel.kaslrOffset.toString(16)}`,
+      );
     }
     const threads = target.threads();
     log(`threads: ${threads.length}`);

@@ -1,24 +1,38 @@
 /**
  * What a live guest does not hand over like a dump does: its KASLR offset and its VMCOREINFO,
- * found in its memory. Each source is tried and cross-checked:
+ * found in its memory and registers. Each source is tried and cross-checked.
  *
+ * x86_64:
  * - KASLR from the kernel image mapping: the first 2 MiB page mapped in
  *   ffffffff80000000–ffffffffc0000000 under the kernel's page tables (CR3) is `_text`;
  * - KASLR from the IDT: gate 0 at fffffe0000000000 (the CPU entry area's read-only IDT) points at
  *   `asm_exc_divide_error`, so gate 0 minus the vmlinux's symbol is the offset; a disagreement
- *   with the image mapping means the vmlinux is not the running kernel's;
- * - VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else from a
- *   scan of guest RAM for a page that starts with `OSRELEASE=` (the kernel allocates the text a
- *   page of its own).
+ *   with the image mapping means the vmlinux is not the running kernel's.
+ *
+ * aarch64:
+ * - KASLR from VBAR_EL1: the kernel points it at `vectors`, so VBAR_EL1 minus the vmlinux's symbol
+ *   is the offset. Only a vCPU in the kernel (EL1) outside its exception vectors counts: with KPTI
+ *   a CPU in user mode, or in the trampoline, has the trampoline's vectors and page tables. The
+ *   offset is confirmed by reading the vmlinux's `linux_banner` at its moved address through the
+ *   kernel's page tables (TTBR1_EL1 as TCR_EL1 sets them up): other bytes there mean the vmlinux
+ *   is not the running kernel's.
+ *
+ * Both: VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else from a
+ * scan of guest RAM for a page that starts with `OSRELEASE=` (the kernel allocates the text a page
+ * of its own); its KERNELOFFSET, when present, is the offset used.
  *
  * @module
  */
 
 import type { PhysicalMemory } from "./physical_memory.ts";
+import type { PageTableWalker } from "./paging.ts";
 import { START_KERNEL_MAP, X86_64Walker } from "./paging_x86_64.ts";
+import { Arm64Walker } from "./paging_aarch64.ts";
 import type { Vmlinux } from "./vmlinux.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
 import type { GuestRam } from "./guest_ram.ts";
+import type { LiveSource } from "./live_dump.ts";
+import { hexBytes } from "./rsp_client.ts";
 
 /** Where the kernel is linked to start without KASLR (`__START_KERNEL`, x86_64). */
 const START_KERNEL = 0xffffffff81000000n;
@@ -39,9 +53,34 @@ export interface LiveFacts {
   warnings: string[];
 }
 
+/** Where the VMCOREINFO text was at the last stop, and what it said. */
+export interface KnownVmcoreinfo {
+  paddr: number;
+  raw: Uint8Array;
+}
+
 /** x86_64 kernel page-table root from CR3 (PCID bits and PTI's user-half bit cleared). */
 export function kernelRootFromCr3(cr3: bigint): number {
   return Number(cr3 & 0x000ffffffffff000n & ~0x1000n);
+}
+
+/** `n` bytes at kernel virtual address `va` through `walker`, or undefined when unmapped. */
+function readVirtual(
+  phys: PhysicalMemory,
+  walker: PageTableWalker,
+  va: bigint,
+  n: number,
+): Uint8Array | undefined {
+  const out = new Uint8Array(n);
+  let done = 0;
+  while (done < n) {
+    const w = walker.walk(va + BigInt(done));
+    if (w.paddr < 0) return undefined;
+    const chunk = Math.min(n - done, 4096 - (w.paddr % 4096));
+    if (phys.read(w.paddr, out.subarray(done, done + chunk)).bytes !== chunk) return undefined;
+    done += chunk;
+  }
+  return out;
 }
 
 /** Find KASLR and VMCOREINFO of an x86_64 guest. */
@@ -51,25 +90,11 @@ export function discoverX86(
   cr4: bigint,
   vmlinux: Vmlinux | undefined,
   ram: GuestRam | undefined,
-  known?: { paddr: number; raw: Uint8Array },
+  known?: KnownVmcoreinfo,
 ): LiveFacts {
   const warnings: string[] = [];
   const levels = (cr4 & (1n << 12n)) !== 0n ? 5 : 4;
   const walker = new X86_64Walker(phys, kernelRootFromCr3(cr3), levels);
-  const readVirt = (va: bigint, n: number): Uint8Array | undefined => {
-    const out = new Uint8Array(n);
-    let done = 0;
-    while (done < n) {
-      const w = walker.walk(va + BigInt(done));
-      if (w.paddr < 0) return undefined;
-      const chunk = Math.min(n - done, 4096 - (w.paddr % 4096));
-      if (phys.read(w.paddr, out.subarray(done, done + chunk)).bytes !== chunk) return undefined;
-      done += chunk;
-    }
-    return out;
-  };
-  const u64 = (b: Uint8Array, at = 0) =>
-    new DataView(b.buffer, b.byteOffset).getBigUint64(at, true);
 
   // 1. The kernel image mapping.
   let fromMapping: bigint | undefined;
@@ -81,14 +106,14 @@ export function discoverX86(
   // 2. The IDT's first gate, against the vmlinux.
   let fromIdt: bigint | undefined;
   const handler = vmlinux?.symbol("asm_exc_divide_error");
-  const gate = handler !== undefined ? readVirt(IDT_ADDRESS, 16) : undefined;
+  const gate = handler !== undefined ? readVirtual(phys, walker, IDT_ADDRESS, 16) : undefined;
   if (gate && handler !== undefined) {
     const v = new DataView(gate.buffer);
     const target = BigInt(v.getUint16(0, true)) | (BigInt(v.getUint16(6, true)) << 16n) |
       (BigInt(v.getUint32(8, true)) << 32n);
     fromIdt = target - handler;
   }
-  let kaslrOffset = fromMapping ?? fromIdt;
+  const kaslrOffset = fromMapping ?? fromIdt;
   let kaslrSource = fromMapping !== undefined
     ? "the kernel image mapping under CR3"
     : fromIdt !== undefined
@@ -105,11 +130,221 @@ export function discoverX86(
       );
     }
   }
+  // 3. VMCOREINFO, whose KERNELOFFSET has the last word.
+  const found = findVmcoreinfo(
+    phys,
+    walker,
+    vmlinuxTrusted ? vmlinux : undefined,
+    kaslrOffset,
+    ram,
+    known,
+  );
+  return withKernelOffset(found, kaslrOffset, kaslrSource, warnings, "the page tables");
+}
 
-  // 3. VMCOREINFO: where it was last time, else vmcoreinfo_data, else a scan of RAM.
-  let vmcoreinfo: VmcoreInfo | undefined;
-  let vmcoreinfoPaddr: number | undefined;
-  let vmcoreinfoSource = "not found";
+/** One aarch64 vCPU's registers that locate the kernel (undefined: the stub does not show it). */
+export interface Aarch64Vcpu {
+  pc?: bigint;
+  cpsr?: bigint;
+  /** VBAR_EL1 (QEMU 7.2 names it VBAR: the AArch32 and AArch64 register are one). */
+  vbar?: bigint;
+  ttbr1?: bigint;
+  tcr?: bigint;
+}
+
+/** System registers by the names QEMU's system-registers.xml gives them (older ones first). */
+const SYSTEM_REGISTERS = {
+  vbar: ["VBAR_EL1", "VBAR"],
+  ttbr1: ["TTBR1_EL1"],
+  tcr: ["TCR_EL1"],
+} as const;
+
+/**
+ * vCPU `cpu`'s {@link Aarch64Vcpu}: pc and cpsr from its `g` registers, the system registers
+ * with one `p` each (QEMU leaves them out of `g`).
+ */
+export function readAarch64Vcpu(
+  src: LiveSource,
+  cpu: number,
+  registers: Map<string, bigint>,
+): Aarch64Vcpu {
+  const out: Aarch64Vcpu = { pc: registers.get("pc"), cpsr: registers.get("cpsr") };
+  for (const [key, names] of Object.entries(SYSTEM_REGISTERS)) {
+    const reg = names.map((n) => src.desc.byName.get(n)).find((r) => r !== undefined);
+    if (!reg || reg.bits > 64) continue;
+    src.stub.selectThread(src.vcpus[cpu]);
+    const reply = src.stub.request(`p${reg.regnum.toString(16)}`);
+    const bytes = hexBytes(reply);
+    if (!bytes || bytes.length !== Math.ceil(reg.bits / 8)) continue; // `E14`, `xx…`
+    let value = 0n;
+    for (let i = bytes.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
+    out[key as keyof typeof SYSTEM_REGISTERS] = value;
+  }
+  return out;
+}
+
+/**
+ * The kernel-half walker of TTBR1_EL1 as TCR_EL1 configures it (T1SZ, TG1, EPD1, IPS), or
+ * undefined when TTBR1 walks are disabled or the fields make no sense.
+ */
+export function ttbr1Walker(
+  phys: PhysicalMemory,
+  ttbr1: bigint,
+  tcr: bigint,
+): Arm64Walker | undefined {
+  const t1sz = Number((tcr >> 16n) & 0x3fn);
+  const tg1 = Number((tcr >> 30n) & 3n);
+  const granule = tg1 === 1 ? 16384 : tg1 === 2 ? 4096 : tg1 === 3 ? 65536 : 0;
+  if (((tcr >> 23n) & 1n) !== 0n || granule === 0 || t1sz < 12 || t1sz > 48) return undefined;
+  // BADDR is bits 47:1 (bit 0 is CnP, 63:48 the ASID); 52-bit physical addresses keep
+  // BADDR[51:48] in bits 5:2.
+  let root = ttbr1 & 0x0000fffffffffffen;
+  if (((tcr >> 32n) & 7n) === 6n) root = (root & ~0x3en) | (((ttbr1 >> 2n) & 0xfn) << 48n);
+  return new Arm64Walker(phys, Number(root), 64 - t1sz, granule);
+}
+
+/** Why a vCPU's VBAR_EL1 cannot locate the kernel, or undefined when it can. */
+function vbarUnusable(r: Aarch64Vcpu): string | undefined {
+  if (r.vbar === undefined || r.ttbr1 === undefined || r.tcr === undefined) {
+    return "QEMU's gdbstub shows no VBAR_EL1, TTBR1_EL1 or TCR_EL1";
+  }
+  if (r.cpsr === undefined || r.pc === undefined) return "no pc or cpsr";
+  // AArch32 state (M[4]) is always user mode here; else M[3:2] is the exception level.
+  const el = (r.cpsr & 0x10n) !== 0n ? 0n : (r.cpsr >> 2n) & 3n;
+  if (el === 0n) return "in user mode (with KPTI it has the trampoline's VBAR_EL1)";
+  // A VHE kernel's vectors are in VBAR_EL2; VBAR_EL1 then belongs to a KVM guest.
+  if (el !== 1n) return `at EL${el} (only EL1's VBAR_EL1 is the kernel's)`;
+  if (r.vbar >> 63n === 0n || (r.vbar & 0x7ffn) !== 0n) {
+    return `VBAR_EL1 0x${r.vbar.toString(16)} is no kernel vector table`;
+  }
+  if (r.pc >= r.vbar && r.pc - r.vbar < 0x10000n) {
+    return "in the exception vectors (maybe KPTI's trampoline)";
+  }
+  return undefined;
+}
+
+/** What VBAR_EL1 says. */
+interface VbarFinding {
+  offset?: bigint;
+  /** The kernel's page tables, from the vCPU whose VBAR_EL1 gave the offset. */
+  walker?: Arm64Walker;
+  source: string;
+  /** Why the vmlinux is not the running kernel's (one line). */
+  mismatch?: string;
+}
+
+/** The KASLR offset from the first usable vCPU's VBAR_EL1, confirmed by `linux_banner`. */
+function kaslrFromVbar(
+  phys: PhysicalMemory,
+  vcpuCount: number,
+  vcpu: (cpu: number) => Aarch64Vcpu,
+  vmlinux: Vmlinux,
+): VbarFinding {
+  const vectors = vmlinux.symbol("vectors");
+  const bannerAt = vmlinux.symbol("linux_banner");
+  const built = bannerAt !== undefined ? vmlinux.readAtAddress(bannerAt, 512) : undefined;
+  const end = built?.indexOf(0) ?? -1;
+  if (vectors === undefined || bannerAt === undefined || !built || end < 0) {
+    return { source: `not found (${vmlinux.path} has no vectors or no linux_banner)` };
+  }
+  const want = built.subarray(0, end + 1);
+  const skipped: string[] = [];
+  let mismatch: string | undefined;
+  // Every vCPU until one confirms: a disagreement of one only counts when none does.
+  for (let cpu = 0; cpu < vcpuCount; cpu++) {
+    const r = vcpu(cpu);
+    const why = vbarUnusable(r);
+    const walker = why ? undefined : ttbr1Walker(phys, r.ttbr1!, r.tcr!);
+    if (!walker) {
+      skipped.push(`CPU ${cpu} ${why ?? "has TTBR1_EL1 walks disabled (TCR_EL1)"}`);
+      continue;
+    }
+    const offset = r.vbar! - vectors;
+    const hex = (v: bigint) => `0x${v.toString(16)}`;
+    if (offset < 0n || offset % 4096n !== 0n) {
+      mismatch ??=
+        `CPU ${cpu}'s VBAR_EL1 ${hex(r.vbar!)} cannot be its vectors (${hex(vectors)}) ` +
+        "moved by KASLR";
+      continue;
+    }
+    const seen = readVirtual(phys, walker, bannerAt + offset, want.length);
+    if (seen && seen.every((b, i) => b === want[i])) {
+      return {
+        offset,
+        walker,
+        source: "VBAR_EL1 against the vmlinux's vectors, confirmed by its linux_banner",
+      };
+    }
+    const text = seen ? new TextDecoder().decode(seen) : "";
+    const other = text.startsWith("Linux version ")
+      ? `the running kernel's reads "${text.split("\n")[0].trim()}"`
+      : seen
+      ? "other bytes are there"
+      : "nothing is mapped there";
+    mismatch ??= `CPU ${cpu}'s VBAR_EL1 puts its vectors at KASLR offset ${hex(offset)}, but its ` +
+      `linux_banner is not at ${hex(bannerAt + offset)} (${other})`;
+  }
+  if (mismatch) {
+    return {
+      source: "not found (the vmlinux is not the running kernel's)",
+      mismatch: `${vmlinux.path} does not match the running kernel: ${mismatch}`,
+    };
+  }
+  return { source: `not found (no vCPU's VBAR_EL1 locates the kernel: ${skipped.join("; ")})` };
+}
+
+/**
+ * Find KASLR and VMCOREINFO of an aarch64 guest: VBAR_EL1 against the vmlinux's `vectors` (read
+ * from the vCPUs as needed, first usable one wins), VMCOREINFO through `vmcoreinfo_data` or a
+ * scan of the RAM file.
+ */
+export function discoverAarch64(
+  phys: PhysicalMemory,
+  vcpuCount: number,
+  vcpu: (cpu: number) => Aarch64Vcpu,
+  vmlinux: Vmlinux | undefined,
+  ram: GuestRam | undefined,
+  known?: KnownVmcoreinfo,
+): LiveFacts {
+  const warnings: string[] = [];
+  const vbar = vmlinux ? kaslrFromVbar(phys, vcpuCount, vcpu, vmlinux) : undefined;
+  if (vbar?.mismatch) warnings.push(vbar.mismatch);
+  const found = findVmcoreinfo(
+    phys,
+    vbar?.walker,
+    vbar?.offset !== undefined ? vmlinux : undefined,
+    vbar?.offset,
+    ram,
+    known,
+  );
+  const source = vbar?.source ??
+    (ram
+      ? "not found (no VMCOREINFO in the RAM file; --vmlinux would allow VBAR_EL1)"
+      : "not found (an aarch64 guest needs --vmlinux, for VBAR_EL1 against " +
+        "its vectors, or --guest-ram, for VMCOREINFO by a scan of RAM)");
+  return withKernelOffset(found, vbar?.offset, source, warnings, "VBAR_EL1");
+}
+
+/** VMCOREINFO found, and where. */
+interface VmcoreinfoFinding {
+  vmcoreinfo?: VmcoreInfo;
+  paddr?: number;
+  source: string;
+}
+
+/**
+ * VMCOREINFO: where it was at the last stop, else through the kernel's `vmcoreinfo_data` (a
+ * `vmlinux` trusted to be the running kernel's, the offset and the kernel's page tables), else
+ * by a scan of the RAM file.
+ */
+function findVmcoreinfo(
+  phys: PhysicalMemory,
+  walker: PageTableWalker | undefined,
+  vmlinux: Vmlinux | undefined,
+  kaslrOffset: bigint | undefined,
+  ram: GuestRam | undefined,
+  known: KnownVmcoreinfo | undefined,
+): VmcoreinfoFinding {
   const valid = (b: Uint8Array | undefined) =>
     b !== undefined && new TextDecoder().decode(b.subarray(0, 10)) === "OSRELEASE=";
   if (known) {
@@ -118,84 +353,72 @@ export function discoverX86(
       phys.read(known.paddr, again).bytes === again.length &&
       again.every((b, i) => b === known.raw[i])
     ) {
-      vmcoreinfo = new VmcoreInfo(readNoteText(phys, known.paddr));
-      vmcoreinfoPaddr = known.paddr;
-      vmcoreinfoSource = "guest memory (same place as at the last stop)";
+      return {
+        vmcoreinfo: new VmcoreInfo(readNoteText(phys, known.paddr)),
+        paddr: known.paddr,
+        source: "guest memory (same place as at the last stop)",
+      };
     }
   }
   const dataSym = vmlinux?.symbol("vmcoreinfo_data");
-  if (!vmcoreinfo && vmlinuxTrusted && dataSym !== undefined && kaslrOffset !== undefined) {
-    const ptr = readVirt(dataSym + kaslrOffset, 8);
-    const va = ptr ? u64(ptr) : undefined;
+  if (walker && dataSym !== undefined && kaslrOffset !== undefined) {
+    const ptr = readVirtual(phys, walker, dataSym + kaslrOffset, 8);
+    const va = ptr ? new DataView(ptr.buffer).getBigUint64(0, true) : undefined;
     const w = va !== undefined ? walker.walk(va) : undefined;
     if (w && w.paddr >= 0) {
       const text = readNoteText(phys, w.paddr);
       if (valid(text)) {
-        vmcoreinfo = new VmcoreInfo(text);
-        vmcoreinfoPaddr = w.paddr;
-        vmcoreinfoSource = "guest memory (the kernel's vmcoreinfo_data)";
+        return {
+          vmcoreinfo: new VmcoreInfo(text),
+          paddr: w.paddr,
+          source: "guest memory (the kernel's vmcoreinfo_data)",
+        };
       }
     }
   }
-  if (!vmcoreinfo && ram) {
-    const found = scanRamForVmcoreinfo(ram);
-    if (found !== undefined) {
-      vmcoreinfo = new VmcoreInfo(readNoteText(phys, found));
-      vmcoreinfoPaddr = found;
-      vmcoreinfoSource = "a scan of guest RAM";
+  if (ram) {
+    const at = scanRamForVmcoreinfo(ram);
+    if (at !== undefined) {
+      return {
+        vmcoreinfo: new VmcoreInfo(readNoteText(phys, at)),
+        paddr: at,
+        source: "a scan of guest RAM",
+      };
     }
   }
-  const noted = vmcoreinfo?.kernelOffset;
-  if (noted !== undefined) {
-    if (kaslrOffset !== undefined && noted !== kaslrOffset) {
-      warnings.push(
-        `VMCOREINFO's KERNELOFFSET 0x${noted.toString(16)} differs from the one found in the ` +
-          `page tables (0x${kaslrOffset.toString(16)}); using VMCOREINFO's`,
-      );
-    }
-    kaslrSource = `VMCOREINFO (${vmcoreinfoSource})` +
-      (kaslrOffset === noted ? `, agreeing with ${kaslrSource}` : "");
-    kaslrOffset = noted;
-  }
-  return { kaslrOffset, kaslrSource, vmcoreinfo, vmcoreinfoPaddr, vmcoreinfoSource, warnings };
+  return { source: "not found" };
 }
 
 /**
- * Find VMCOREINFO of a guest of another architecture (aarch64): where it was at the last stop,
- * else by a scan of the RAM file; the KASLR offset is VMCOREINFO's KERNELOFFSET.
+ * The facts, VMCOREINFO's KERNELOFFSET taking the place of the offset found otherwise (with a
+ * warning when they differ; `otherWay` names where the other came from).
  */
-export function discoverByScan(
-  phys: PhysicalMemory,
-  ram: GuestRam | undefined,
-  known?: { paddr: number; raw: Uint8Array },
+function withKernelOffset(
+  found: VmcoreinfoFinding,
+  kaslrOffset: bigint | undefined,
+  kaslrSource: string,
+  warnings: string[],
+  otherWay: string,
 ): LiveFacts {
-  let paddr: number | undefined;
-  let source = "not found";
-  if (known) {
-    const again = new Uint8Array(known.raw.length);
-    if (
-      phys.read(known.paddr, again).bytes === again.length &&
-      again.every((b, i) => b === known.raw[i])
-    ) {
-      paddr = known.paddr;
-      source = "guest memory (same place as at the last stop)";
+  const noted = found.vmcoreinfo?.kernelOffset;
+  if (noted !== undefined) {
+    if (kaslrOffset !== undefined && noted !== kaslrOffset) {
+      warnings.push(
+        `VMCOREINFO's KERNELOFFSET 0x${noted.toString(16)} differs from the one found in ` +
+          `${otherWay} (0x${kaslrOffset.toString(16)}); using VMCOREINFO's`,
+      );
     }
+    kaslrSource = `VMCOREINFO (${found.source})` +
+      (kaslrOffset === noted ? `, agreeing with ${kaslrSource}` : "");
+    kaslrOffset = noted;
   }
-  if (paddr === undefined && ram) {
-    paddr = scanRamForVmcoreinfo(ram);
-    if (paddr !== undefined) source = "a scan of guest RAM";
-  }
-  const vmcoreinfo = paddr === undefined ? undefined : new VmcoreInfo(readNoteText(phys, paddr));
-  const kaslrOffset = vmcoreinfo?.kernelOffset;
   return {
     kaslrOffset,
-    kaslrSource: kaslrOffset !== undefined
-      ? `VMCOREINFO (${source})`
-      : "not found (this architecture needs VMCOREINFO: give --guest-ram)",
-    vmcoreinfo,
-    vmcoreinfoPaddr: paddr,
-    vmcoreinfoSource: source,
-    warnings: [],
+    kaslrSource,
+    vmcoreinfo: found.vmcoreinfo,
+    vmcoreinfoPaddr: found.paddr,
+    vmcoreinfoSource: found.source,
+    warnings,
   };
 }
 

@@ -28,7 +28,7 @@ import { FIRST_PACKET, LiveError, QemuStub, type StubNotice } from "./qemu_stub.
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
 import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
 import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
-import { discoverByScan, discoverX86, type LiveFacts } from "./live_discovery.ts";
+import { discoverAarch64, discoverX86, type LiveFacts, readAarch64Vcpu } from "./live_discovery.ts";
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
 import { tasksTarget } from "./tasks_target.ts";
@@ -386,9 +386,12 @@ export class LiveTarget implements Target, RunControl {
         this.#ram,
         this.#knownVmcoreinfo,
       );
-    } else if (probe.arch !== "x86_64") {
-      facts = discoverByScan(
+    } else if (probe.arch === "aarch64") {
+      facts = discoverAarch64(
         new PhysicalMemory(probe, { cacheBytes: 1 << 20 }),
+        registers.length,
+        (cpu) => readAarch64Vcpu(src, cpu, registers[cpu]),
+        this.#opened?.vmlinux,
         this.#ram,
         this.#knownVmcoreinfo,
       );

@@ -1,15 +1,30 @@
 /**
  * A live aarch64 guest (the fixtures' Debian 6.1 arm64 kernel under qemu-system-aarch64 -M virt,
  * KASLR on) behind kdump-gdbserver --qemu, driven by gdb-multiarch: the same code as x86_64, with
- * registers named by QEMU's own target description and VMCOREINFO found by a scan of guest RAM.
+ * registers named by QEMU's own target description. The KASLR offset comes from VBAR_EL1 against
+ * the vmlinux's `vectors` (no RAM file needed), and must agree with VMCOREINFO found independently
+ * by a scan of the RAM file.
  */
 
 import assert from "node:assert/strict";
 import { runGdb, SERVER } from "./gdb_helpers.ts";
 import { bootGuest, liveGuestAvailable } from "./live_guest.ts";
+import { boot, hasBoot } from "./fixtures.ts";
 
 const available = liveGuestAvailable("aarch64");
 const LIVE_SERVER = ["deno", "run", "-A", ...SERVER.slice(4)];
+
+/** The server in pipe mode with stdin at EOF: its banner, then it ends (as gdb closing). */
+async function banner(args: string[]): Promise<{ code: number; err: string }> {
+  const o = await new Deno.Command(LIVE_SERVER[0], {
+    args: [...LIVE_SERVER.slice(1), "--stdio", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  return { code: o.code, err: new TextDecoder().decode(o.stderr) };
+}
 
 Deno.test({
   name: "live aarch64 guest: threads, relocation, breakpoint, ps; QEMU killed while running",
@@ -32,13 +47,66 @@ Deno.test({
       "monitor ps httpd",
     ], { gdb: "gdb-multiarch", timeoutMs: 120_000 });
     assert.match(r.out, /format: +live QEMU guest, RAM read from .*aarch64/, r.out);
-    assert.match(r.out, /KASLR found: +VMCOREINFO \(a scan of guest RAM\)/, r.out);
+    assert.match(
+      r.out,
+      /KASLR found: +VMCOREINFO \(guest memory \(the kernel's vmcoreinfo_data\)\), agreeing with VBAR_EL1 against the vmlinux's vectors, confirmed by its linux_banner/,
+      r.out,
+    );
     assert.match(r.out, /Thread 2 "CPU 1: [^"]+"/, r.out);
     assert.match(r.out, /\$1 = "swapper\/0\\000/, r.out);
     assert.match(r.out, /Thread \d "CPU \d: sleep \(pid \d+\)" hit Breakpoint 1/, r.out);
     assert.match(r.out, /^#1 .* in hrtimer_nanosleep /m, r.out);
     const httpd = g.pids.httpd;
     assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
+
+    const offset = r.out.match(/^KASLR: +kernel offset (0x[0-9a-f]+)$/m)?.[1];
+    assert.ok(offset && offset !== "0x0", r.out);
+
+    // Without the RAM file: the offset from VBAR_EL1, VMCOREINFO read through the gdbstub.
+    const bare = await runGdb([
+      "set sysroot /",
+      `target remote | ${[...server, "--vmlinux", vmlinux].join(" ")}`,
+      "p init_task.comm",
+      "info symbol $pc",
+      "bt 3",
+    ], { gdb: "gdb-multiarch", timeoutMs: 120_000 });
+    assert.match(bare.out, /format: +live QEMU guest, RAM read through the gdbstub/, bare.out);
+    assert.match(
+      bare.out,
+      /KASLR found: +VMCOREINFO \(guest memory \(the kernel's vmcoreinfo_data\)\), agreeing with VBAR_EL1 against the vmlinux's vectors, confirmed by its linux_banner/,
+      bare.out,
+    );
+    assert.match(bare.out, new RegExp(`^KASLR: +kernel offset ${offset}$`, "m"), bare.out);
+    assert.match(bare.out, /\$1 = "swapper\/0\\000/, bare.out);
+    assert.match(bare.out, /^\w+( \+ \d+)? in section \.text$/m, bare.out);
+    assert.match(bare.out, /^#1 +0x[0-9a-f]+ in \w+ /m, bare.out);
+
+    // Another arm64 kernel's vmlinux: one line says it is not the running kernel's.
+    if (hasBoot("aarch64-6.12")) {
+      const w = await banner([
+        "--qemu",
+        `127.0.0.1:${g.gdbPort}`,
+        "--vmlinux",
+        boot("aarch64-6.12").vmlinux,
+      ]);
+      assert.equal(w.code, 0, w.err);
+      const lines = w.err.match(/^warning: .*does not match the running kernel.*$/gm) ?? [];
+      assert.equal(lines.length, 1, w.err);
+      assert.match(
+        lines[0],
+        /^warning: +\S+aarch64-6\.12\/vmlinux does not match the running kernel: CPU \d's VBAR_EL1 puts its vectors at KASLR offset 0x[0-9a-f]+, but its linux_banner is not at 0x[0-9a-f]+ \(.*\)$/,
+      );
+      assert.match(w.err, /^KASLR found: +not found \(the vmlinux is not the running kernel's\)$/m);
+    }
+    // Neither --vmlinux nor --guest-ram: the banner says what is missing, and no `-o 0x0` hint.
+    const none = await banner(["--qemu", `127.0.0.1:${g.gdbPort}`]);
+    assert.equal(none.code, 0, none.err);
+    assert.match(
+      none.err,
+      /^KASLR found: +not found \(an aarch64 guest needs --vmlinux, for VBAR_EL1 against its vectors, or --guest-ram, for VMCOREINFO by a scan of RAM\)$/m,
+      none.err,
+    );
+    assert.match(none.err, /^symbols: +file <vmlinux> -o OFFSET /m, none.err);
 
     // QEMU killed while the guest runs under gdb's `continue`: one line, the server exits, gdb
     // sees the connection close; nothing hangs.
@@ -62,6 +130,9 @@ Deno.test({
         k.out,
       );
       const text = await Deno.readTextFile(err);
+      // No vmlinux here: VMCOREINFO by a scan of the RAM file, independent of VBAR_EL1, agrees.
+      assert.match(text, /^KASLR found: +VMCOREINFO \(a scan of guest RAM\)$/m, text);
+      assert.match(text, new RegExp(`^KASLR: +kernel offset ${offset}$`, "m"), text);
       assert.match(
         text,
         /^kdump-gdbserver: QEMU's gdbstub at 127\.0\.0\.1:\d+: QEMU closed the gdbstub connection$/m,
