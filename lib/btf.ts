@@ -224,12 +224,22 @@ export class Btf {
     return undefined;
   }
 
+  /** Decoded names by string-table offset: member lookups compare the same names again. */
+  #names = new Map<number, string>();
+
   #name(off: number): string {
-    let end = this.#strings.indexOf(0, off);
-    if (end < 0) end = this.#strings.length;
-    return new TextDecoder().decode(this.#strings.subarray(off, end));
+    let name = this.#names.get(off);
+    if (name === undefined) {
+      let end = this.#strings.indexOf(0, off);
+      if (end < 0) end = this.#strings.length;
+      name = UTF8.decode(this.#strings.subarray(off, end));
+      this.#names.set(off, name);
+    }
+    return name;
   }
 }
+
+const UTF8 = new TextDecoder();
 
 function extraSize(kind: number, vlen: number): number {
   switch (kind) {

@@ -78,6 +78,12 @@ export interface DumpReader {
   readonly qemuCpus: readonly QemuCpuState[];
   /** True when pages are compressed, so decoded pages are worth caching. */
   readonly compressed: boolean;
+  /**
+   * True for a running guest seen at a stop: its memory changes between stops, and it has
+   * usually not panicked, so what a dump finds once (the panic CPU from the log) is not looked
+   * for at every stop.
+   */
+  readonly live?: boolean;
   /** Things the user should know about the file (e.g. "the dump is incomplete"). */
   readonly warnings: readonly string[];
   /** Extra facts for the banner (dump level, CPU that saved the dump, …). */

@@ -41,6 +41,8 @@ export interface KernelOptions extends PhysicalMemoryOptions {
   opened?: { vmlinux: Vmlinux; btf?: Btf };
   /** KASLR offset to use when the dump has no VMCOREINFO KERNELOFFSET (found some other way). */
   kaslrOffset?: bigint;
+  /** Translation cache slots (a power of two; default 64 Ki). */
+  tlbEntries?: number;
 }
 
 /** What ran on one CPU when the dump was taken. */
@@ -173,7 +175,9 @@ export class Kernel {
         this.directMapBase = linear.find((r) => r.name === "linear map")?.start;
       }
     }
-    if (walker) this.memory = new VirtualMemory(this.phys, walker, linear);
+    if (walker) {
+      this.memory = new VirtualMemory(this.phys, walker, linear, options.tlbEntries);
+    }
     if (walker && !this.btf && !this.#symbolFile) this.#btfFromDump();
     if (walker && !this.#symbolFile && this.kallsyms() && this.symbol("init_task") === undefined) {
       this.#searchWithoutDataSymbols();
@@ -375,6 +379,8 @@ export class Kernel {
       const v = this.readU32(addr);
       if (v !== undefined && v < this.dump.cpus.length) return v;
     }
+    // A live guest: panic_cpu or nothing (the log is long, and read again at every stop).
+    if (this.dump.live) return undefined;
     const cur = (this.dump as { currentCpu?: number }).currentCpu;
     // makedumpfile records the CPU that saved the dump; QEMU's kdump writer leaves it 0.
     if (cur !== undefined && cur > 0 && cur < this.dump.cpus.length) return cur;

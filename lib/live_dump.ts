@@ -145,6 +145,7 @@ export class LiveDump implements DumpReader {
   }
   /** Pages from the gdbstub are slow to get: worth caching. The RAM file is read directly. */
   readonly compressed: boolean;
+  readonly live = true;
   readonly warnings: readonly string[];
   readonly details: Readonly<Record<string, string | number>>;
   readonly virtualMappings: readonly VirtualMapping[] = [];

@@ -415,6 +415,8 @@ export class LiveTarget implements Target, RunControl {
       // A cache lives for one stop: allocating the dump-sized default at every stop costs more
       // than a stop's reads need. Pages from the RAM file are cheap to read again.
       cacheBytes: Math.min(this.options.cacheBytes ?? 64 << 20, this.#ram ? 2 << 20 : 16 << 20),
+      // Likewise the translation cache: a stop translates a few hundred pages, not millions.
+      tlbEntries: 4096,
     });
     let inner: Target;
     const cpuThread = registers.map((_, cpu) => cpu + 1);

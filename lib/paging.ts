@@ -91,11 +91,12 @@ export class VirtualMemory {
   lastError = "";
   /** Walks done (cache misses), for benchmarks. */
   walks = 0;
-  // Direct-mapped translation cache: slot vpn & (TLB_ENTRIES - 1) holds the vpn (vaddr >> 12,
+  // Direct-mapped translation cache: slot vpn & #tlbMask holds the vpn (vaddr >> 12,
   // exact in a double) and its physical page address. A hit is two typed-array reads (a Map
   // keyed by vpns above 2^31 measured twice as slow: each key is a boxed number).
-  #tlbTag = new Float64Array(TLB_ENTRIES).fill(-1);
-  #tlbPage = new Float64Array(TLB_ENTRIES);
+  #tlbTag: Float64Array;
+  #tlbPage: Float64Array;
+  #tlbMask: number;
   /** A second view for addresses this one does not own (user view → kernel view). */
   #fallback?: { view: VirtualMemory; owns: (vaddr: bigint) => boolean };
 
@@ -103,10 +104,22 @@ export class VirtualMemory {
   #blocks: Uint8Array[];
   #bounds: LinearBounds[];
 
-  constructor(phys: PhysicalMemory, walker: PageTableWalker, linear: LinearRange[] = []) {
+  /**
+   * @param tlbEntries translation cache slots, a power of two (a live guest's view lives for one
+   *   stop: a smaller cache is cheaper to set up than the dump's 64 Ki slots)
+   */
+  constructor(
+    phys: PhysicalMemory,
+    walker: PageTableWalker,
+    linear: LinearRange[] = [],
+    tlbEntries = TLB_ENTRIES,
+  ) {
     this.phys = phys;
     this.walker = walker;
     this.linear = linear;
+    this.#tlbTag = new Float64Array(tlbEntries).fill(-1);
+    this.#tlbPage = new Float64Array(tlbEntries);
+    this.#tlbMask = tlbEntries - 1;
     this.#blocks = linear.map((r) =>
       new Uint8Array(Number((r.end - r.start + BigInt(BLOCK_SIZE) - 1n) >> BLOCK_SHIFT))
     );
@@ -153,7 +166,7 @@ export class VirtualMemory {
     // vpn = vaddr >> 12, exact in a double (< 2^52); its low bits pick the slot.
     const vpn = hi * 1048576 + (lo >>> 12);
     const offset = lo & 0xfff;
-    const slot = vpn & (TLB_ENTRIES - 1);
+    const slot = vpn & this.#tlbMask;
     if (this.#tlbTag[slot] === vpn) return this.#tlbPage[slot] + offset;
     return this.#walk(vaddr, vpn, offset);
   }
@@ -238,7 +251,7 @@ export class VirtualMemory {
       this.lastError = r.error ?? "not mapped";
       return -1;
     }
-    const slot = vpn & (TLB_ENTRIES - 1);
+    const slot = vpn & this.#tlbMask;
     this.#tlbTag[slot] = vpn;
     this.#tlbPage[slot] = r.paddr - offset;
     return r.paddr;
