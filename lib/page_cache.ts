@@ -129,7 +129,10 @@ export class PageCache {
     this.#slotOf = new PfnTable(this.capacity);
     this.#prev = new Int32Array(this.capacity);
     this.#next = new Int32Array(this.capacity);
-    this.#slabPages = Math.max(1, Math.floor(SLAB_BYTES / pageSize));
+    // Slabs of an eighth of the cache (at least 256 KiB, at most SLAB_BYTES): a small cache that
+    // lives for one stop of a live guest allocates only what that stop fills.
+    const slabBytes = Math.min(SLAB_BYTES, Math.max(256 * 1024, (this.capacity * pageSize) / 8));
+    this.#slabPages = Math.max(1, Math.floor(slabBytes / pageSize));
   }
 
   /** Slot of the cached page `pfn`, marked most recently used; -1 on a miss. */

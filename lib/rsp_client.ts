@@ -6,6 +6,8 @@
  * @module
  */
 
+import { hexDecode, hexEncode } from "./rsp_wire.ts";
+
 /** A frame `$TEXT#cs` for a packet whose payload is latin1 text (already escaped if needed). */
 export function framePacket(text: string): Uint8Array {
   const out = new Uint8Array(text.length + 4);
@@ -108,19 +110,10 @@ export function latin1(bytes: Uint8Array): string {
 }
 
 /** Bytes of a hex string; undefined when it is not hex of whole bytes. */
-export function hexBytes(text: string): Uint8Array | undefined {
-  if (text.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(text)) return undefined;
-  const out = new Uint8Array(text.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.substr(i * 2, 2), 16);
-  return out;
-}
+export const hexBytes: (text: string) => Uint8Array | undefined = hexDecode;
 
 /** Hex of bytes. */
-export function bytesHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += b.toString(16).padStart(2, "0");
-  return s;
-}
+export const bytesHex: (bytes: Uint8Array) => string = hexEncode;
 
 /** Whether a reply is a stop reply (`T`, `S`, `W`, `X`), rather than the answer to a query. */
 export function isStopReply(text: string): boolean {
