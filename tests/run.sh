@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-deno test --allow-read --allow-write --allow-run --allow-net --allow-env "$@" 2>&1 | tee "$log"
+deno test --allow-read --allow-write --allow-run --allow-net --allow-env --allow-ffi "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -n 1)

@@ -1,0 +1,126 @@
+/**
+ * A scripted stand-in for QEMU's gdbstub, run in a worker so that a blocking client in the test's
+ * main thread can talk to it. Edge cases only (a real guest is in tests/live_gdb_test.ts): it
+ * answers a few packets the way QEMU 7.2 does, and misbehaves on request.
+ *
+ * Posts `{ port }` once listening. Packets:
+ * - `qC` → `QCp01.01`; `g` → a register block that counts the `g`s received; `?` → a stop;
+ * - `vCont;s…`/`vCont;c…` → a stop reply after 5 ms (`c`: only after 0x03 arrives);
+ * - `mADDR,LEN` → LEN bytes, each the low byte of its address; addresses ≥ 0x10000 → `E14`;
+ * - `qUnsolicited` → a stop reply first, then `OK`;
+ * - `qNack` → `-` the first time (the client must send it again), then `OK`;
+ * - `qBadSum` → `OK` with a wrong checksum (the client must ask again with `-`), then right;
+ * - `qSilent` → nothing; `qClose` → the connection is closed;
+ * - `qLog` → hex of the JSON list of packets received so far, and the count of `+` acks.
+ */
+
+/// <reference lib="deno.worker" />
+
+const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+self.postMessage({ port: (listener.addr as Deno.NetAddr).port });
+
+function frame(text: string, badChecksum = false): Uint8Array {
+  let sum = 0;
+  for (let i = 0; i < text.length; i++) sum += text.charCodeAt(i);
+  const cs = ((sum + (badChecksum ? 1 : 0)) & 0xff).toString(16).padStart(2, "0");
+  return new TextEncoder().encode(`$${text}#${cs}`);
+}
+
+function hex(text: string): string {
+  return [...new TextEncoder().encode(text)].map((b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+}
+
+for await (const conn of listener) {
+  const received: string[] = [];
+  let acks = 0;
+  let gCount = 0;
+  let nacked = false;
+  let badSumSent = false;
+  let running: "no" | "step" | "continue" = "no";
+  let buf = "";
+  const send = (bytes: Uint8Array) => conn.write(bytes).catch(() => {});
+  const reply = (text: string) => send(frame(text));
+  const stopReply = "T05thread:p01.01;";
+  const data = new Uint8Array(65536);
+  try {
+    for (;;) {
+      const n = await conn.read(data);
+      if (n === null) break;
+      buf += String.fromCharCode(...data.subarray(0, n));
+      for (;;) {
+        if (buf[0] === "+") {
+          acks++;
+          buf = buf.slice(1);
+          continue;
+        }
+        if (buf[0] === "-") {
+          buf = buf.slice(1);
+          if (badSumSent) await reply("OK");
+          continue;
+        }
+        if (buf[0] === "\x03") {
+          buf = buf.slice(1);
+          if (running !== "no") {
+            running = "no";
+            await reply("T02thread:p01.01;");
+          }
+          continue;
+        }
+        const end = buf.indexOf("#");
+        if (buf[0] !== "$" || end < 0 || buf.length < end + 3) break;
+        const text = buf.slice(1, end);
+        buf = buf.slice(end + 3);
+        received.push(text);
+        if (text === "qNack" && !nacked) {
+          nacked = true;
+          await send(new TextEncoder().encode("-"));
+          continue;
+        }
+        await send(new TextEncoder().encode("+"));
+        if (text === "qC") await reply("QCp01.01");
+        else if (text === "g") await reply(`${(++gCount).toString(16).padStart(2, "0")}00ff00`);
+        else if (text === "?") await reply(stopReply);
+        else if (text.startsWith("vCont;s")) {
+          running = "step";
+          setTimeout(() => {
+            if (running === "step") {
+              running = "no";
+              reply(stopReply);
+            }
+          }, 5);
+        } else if (text.startsWith("vCont;c")) running = "continue";
+        else if (text.startsWith("m")) {
+          const [a, l] = text.slice(1).split(",").map((x) => parseInt(x, 16));
+          if (a >= 0x10000) await reply("E14");
+          else {
+            let out = "";
+            for (let i = 0; i < l; i++) out += ((a + i) & 0xff).toString(16).padStart(2, "0");
+            await reply(out);
+          }
+        } else if (text === "qUnsolicited") {
+          await reply("T02thread:p01.02;");
+          await reply("OK");
+        } else if (text === "qNack") await reply("OK");
+        else if (text === "qBadSum") {
+          badSumSent = true;
+          await send(frame("OK", true));
+        } else if (text === "qSilent") {
+          // nothing
+        } else if (text === "qClose") {
+          conn.close();
+          break;
+        } else if (text === "qLog") await reply(hex(JSON.stringify({ received, acks })));
+        else await reply("");
+      }
+    }
+  } catch {
+    // the client went away
+  }
+  try {
+    conn.close();
+  } catch {
+    // closed already
+  }
+}

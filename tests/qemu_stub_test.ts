@@ -1,0 +1,187 @@
+/**
+ * The two links to QEMU's gdbstub (the blocking socket on the main thread, and the worker
+ * thread) against a scripted stub (tests/fake_gdbstub_worker.ts): the same answers, stops and
+ * faults from both. Real QEMU is in tests/live_gdb_test.ts; this covers what QEMU does rarely
+ * or never (nacks, bad checksums) and pins down the prefetch of a stop's registers.
+ */
+
+import assert from "node:assert/strict";
+import { DirectStub } from "../lib/qemu_stub_direct.ts";
+import { ThreadedStub } from "../lib/qemu_stub_threaded.ts";
+import { LiveError, type QemuStub, type StubNotice } from "../lib/qemu_stub.ts";
+import { BlockingSocket } from "../lib/libc_socket.ts";
+import { hexBytes } from "../lib/rsp_client.ts";
+
+const LINKS: [string, (host: string, port: number) => QemuStub][] = [
+  ["blocking socket", DirectStub.connect],
+  ["worker thread", ThreadedStub.connect],
+];
+
+async function fakeStub(): Promise<{ port: number; stop: () => void }> {
+  const worker = new Worker(new URL("./fake_gdbstub_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  const port = await new Promise<number>((resolve) => {
+    worker.onmessage = (e) => resolve(e.data.port);
+  });
+  return { port, stop: () => worker.terminate() };
+}
+
+function log(stub: QemuStub): { received: string[]; acks: number } {
+  return JSON.parse(new TextDecoder().decode(hexBytes(stub.request("qLog"))));
+}
+
+function events(stub: QemuStub): StubNotice[] {
+  const seen: StubNotice[] = [];
+  stub.onEvent = (n) => seen.push(n);
+  return seen;
+}
+
+async function until(f: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const available = BlockingSocket.available("127.0.0.1");
+
+for (const [name, connect] of LINKS) {
+  Deno.test({
+    name: `QEMU stub link (${name}): replies, acks, nacks, bad checksums, unsolicited stops`,
+    ignore: name === "blocking socket" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+  }, async () => {
+    const fake = await fakeStub();
+    const stub = connect("127.0.0.1", fake.port);
+    try {
+      const seen = events(stub);
+      assert.equal(stub.request("qC"), "QCp01.01");
+      // A nack: the packet goes again; a bad checksum: we ask again.
+      assert.equal(stub.request("qNack"), "OK");
+      assert.equal(stub.request("qBadSum"), "OK");
+      // A stop before the answer is not the answer; it is told as unsolicited.
+      assert.equal(stub.request("qUnsolicited"), "OK");
+      await until(() => seen.length > 0);
+      assert.deepEqual(seen[0], { ev: "stop", text: "T02thread:p01.02;", unsolicited: true });
+      // Pages come as several `m` packets, pipelined; a refusal ends the read short.
+      const bytes = stub.readMemory(0xf000n, 0x1800);
+      assert.equal(bytes.length, 0x1000);
+      assert.ok(bytes.every((b, i) => b === ((0xf000 + i) & 0xff)));
+      const l = log(stub);
+      assert.equal(l.received.filter((p) => p === "qNack").length, 2, JSON.stringify(l));
+      assert.equal(l.received.filter((p) => p.startsWith("m")).length, 3, JSON.stringify(l));
+      // Every packet of the stub's was acked (the last, qLog's own, not yet).
+      assert.ok(l.acks >= l.received.length - 2, JSON.stringify(l));
+    } finally {
+      stub.close();
+      fake.stop();
+    }
+  });
+
+  Deno.test({
+    name: `QEMU stub link (${name}): a stop's registers asked for at the stop, taken or skipped`,
+    ignore: name === "blocking socket" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+  }, async () => {
+    const fake = await fakeStub();
+    const stub = connect("127.0.0.1", fake.port);
+    try {
+      const seen = events(stub);
+      stub.request("qC");
+      // Step; the stop reply arrives as an event, and the stub is asked for `g` right then.
+      stub.resume("vCont;s:p01.01");
+      await until(() => seen.some((n) => n.ev === "stop"));
+      assert.deepEqual(seen.at(-1), { ev: "stop", text: "T05thread:p01.01;" });
+      // The first request of the stop is `g`: the answer to the prefetch, no second `g`.
+      stub.selectThread("p01.01"); // the CPU that stopped: no Hg
+      assert.equal(stub.request("g"), "0100ff00");
+      assert.equal(log(stub).received.filter((p) => p === "g").length, 1);
+      // Another stop where the first request is not `g`: the prefetch's answer is skipped, not
+      // taken for that request's; a later `g` is asked for again (read after the request).
+      stub.resume("vCont;s:p01.01");
+      await until(() => seen.filter((n) => n.ev === "stop" && !n.unsolicited).length === 2);
+      assert.equal(stub.request("qC"), "QCp01.01");
+      assert.equal(stub.request("g"), "0300ff00");
+      // A resume right after a stop, before any request: the prefetch answer is skipped too.
+      stub.resume("vCont;s:p01.01");
+      await until(() => seen.filter((n) => n.ev === "stop" && !n.unsolicited).length === 3);
+      stub.resume("vCont;s:p01.01");
+      await until(() => seen.filter((n) => n.ev === "stop" && !n.unsolicited).length === 4);
+      assert.equal(stub.request("qC"), "QCp01.01");
+      const l = log(stub);
+      assert.equal(l.received.filter((p) => p === "g").length, 5, JSON.stringify(l));
+      // Continue, then ^C: the stop arrives as an event while the event loop stays free.
+      stub.resume("vCont;c");
+      await new Promise((r) => setTimeout(r, 30));
+      assert.equal(seen.filter((n) => n.ev === "stop" && !n.unsolicited).length, 4);
+      stub.interrupt();
+      await until(() => seen.filter((n) => n.ev === "stop" && !n.unsolicited).length === 5);
+      assert.deepEqual(seen.at(-1), { ev: "stop", text: "T02thread:p01.01;" });
+      assert.equal(stub.request("qC"), "QCp01.01");
+    } finally {
+      stub.close();
+      fake.stop();
+    }
+  });
+
+  Deno.test({
+    name: `QEMU stub link (${name}): nothing listening, no answer, the stub going away`,
+    ignore: name === "blocking socket" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+  }, async () => {
+    const fake = await fakeStub();
+    // A port nothing listens on: the fake's, once it is gone.
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const deadPort = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    assert.throws(
+      () => connect("127.0.0.1", deadPort),
+      (e: Error) =>
+        e instanceof LiveError &&
+        /^cannot reach QEMU's gdbstub at 127\.0\.0\.1:\d+: .*refused/i.test(e.message),
+    );
+    const stub = connect("127.0.0.1", fake.port);
+    try {
+      assert.throws(
+        () => stub.request("qSilent", 300),
+        (e: Error) => e instanceof LiveError && /did not answer within 0\.3 s$/.test(e.message),
+      );
+    } finally {
+      stub.close();
+    }
+    // The stub closes the connection while the guest is stopped and nothing is asked: the
+    // loss is told as an event, and the next request says why.
+    const again = connect("127.0.0.1", fake.port);
+    try {
+      const seen = events(again);
+      again.resume("vCont;s:p01.01");
+      await until(() => seen.some((n) => n.ev === "stop"));
+      try {
+        again.request("qClose", 1000);
+      } catch {
+        // the stub closed instead of answering
+      }
+      await until(() => seen.some((n) => n.ev === "lost"));
+      assert.deepEqual(seen.find((n) => n.ev === "lost"), {
+        ev: "lost",
+        reason: "QEMU closed the gdbstub connection",
+      });
+      assert.throws(
+        () => again.request("qC"),
+        (e: Error) =>
+          e instanceof LiveError &&
+          /^QEMU's gdbstub at 127\.0\.0\.1:\d+: QEMU closed the gdbstub connection$/.test(
+            e.message,
+          ),
+      );
+    } finally {
+      again.close();
+      fake.stop();
+    }
+  });
+}
