@@ -33,6 +33,9 @@ import {
   type StubNotice,
 } from "./qemu_stub.ts";
 
+/** How long a single step's stop reply is waited for on the spot. */
+const STEP_WAIT_MS = 3;
+
 /** How often the watch of a running guest looks at whether the link was closed meanwhile. */
 const WATCH_SLICE_MS = 250;
 
@@ -176,7 +179,18 @@ export class DirectStub implements QemuStub {
     }
     this.#running = true;
     this.#sendPacket(packet);
-    this.#watch().catch((e) => this.#linkLost(`the gdbstub connection failed: ${messageOf(e)}`));
+    if (/^(s|vCont(;[^;]*)*;s)/.test(packet)) {
+      // A single step takes QEMU well under a millisecond: wait for it here, sparing the stop
+      // reply the trip through the thread pool's poll. gdb's ^C waits this long at most.
+      const end = performance.now() + STEP_WAIT_MS;
+      for (let left = STEP_WAIT_MS; this.#running && left > 0;) {
+        if (this.#receive(Math.ceil(left)) <= 0) break;
+        left = end - performance.now();
+      }
+    }
+    if (this.#running) {
+      this.#watch().catch((e) => this.#linkLost(`the gdbstub connection failed: ${messageOf(e)}`));
+    }
   }
 
   interrupt(): void {
