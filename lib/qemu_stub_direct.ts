@@ -19,6 +19,7 @@ import {
   hexBytes,
   isStopReply,
   latin1,
+  PipelinedRead,
   StubDecoder,
   unescapeBinary,
 } from "./rsp_client.ts";
@@ -138,35 +139,13 @@ export class DirectStub implements QemuStub {
       this.#prefetching = false;
       this.#skip++;
     }
-    const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      // A few requests at once (QEMU answers them in order), then their replies.
-      const sizes: number[] = [];
-      const frames: Uint8Array[] = [];
-      for (let at = done; at < length && sizes.length < READ_PIPELINE; at += MAX_M) {
-        const n = Math.min(MAX_M, length - at);
-        sizes.push(n);
-        frames.push(framePacket(`m${(address + BigInt(at)).toString(16)},${n.toString(16)}`));
-      }
+    const read = new PipelinedRead(address, length, MAX_M, READ_PIPELINE);
+    for (let frames = read.nextBatch(); frames; frames = read.nextBatch()) {
       this.#lastFrame = undefined; // several packets cannot be resent as one
-      this.#send(concat(frames));
-      let short = false;
-      for (const n of sizes) {
-        const reply = this.#nextReply(REQUEST_TIMEOUT_MS, false, "m");
-        if (short) continue; // drain the rest of the batch
-        const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
-        if (!bytes || bytes.length === 0) {
-          short = true;
-          continue;
-        }
-        out.set(bytes.subarray(0, n), done);
-        done += Math.min(bytes.length, n);
-        if (bytes.length < n) short = true;
-      }
-      if (short) break;
+      this.#send(frames);
+      while (read.pending > 0) read.take(this.#nextReply(REQUEST_TIMEOUT_MS, false, "m"));
     }
-    return out.subarray(0, done);
+    return read.bytes;
   }
 
   resume(packet: string): void {

@@ -24,6 +24,7 @@ import {
   hexBytes,
   isStopReply,
   latin1,
+  PipelinedRead,
   StubDecoder,
   unescapeBinary,
 } from "./rsp_client.ts";
@@ -141,39 +142,13 @@ let lostPosted = false;
 
 /** `m` requests of at most 0x800 bytes until `length` bytes or the first error. */
 async function readMemory(address: bigint, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    // Send a few requests at once (QEMU answers them in order), then take the replies.
-    const batch: number[] = [];
-    let frames = new Uint8Array(0);
-    for (let at = done; at < length && batch.length < READ_PIPELINE; at += MAX_M) {
-      const n = Math.min(MAX_M, length - at);
-      batch.push(n);
-      const f = framePacket(`m${(address + BigInt(at)).toString(16)},${n.toString(16)}`);
-      const joined = new Uint8Array(frames.length + f.length);
-      joined.set(frames);
-      joined.set(f, frames.length);
-      frames = joined;
-    }
+  const read = new PipelinedRead(address, length, MAX_M, READ_PIPELINE);
+  for (let frames = read.nextBatch(); frames; frames = read.nextBatch()) {
     lastFrame = undefined; // a resend of several packets is not possible: they are replayed whole
     await send(frames);
-    let short = false;
-    for (const n of batch) {
-      const reply = await nextReply(false);
-      if (short) continue; // drain the rest of the batch
-      const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
-      if (!bytes || bytes.length === 0) {
-        short = true;
-        continue;
-      }
-      out.set(bytes.subarray(0, n), done);
-      done += Math.min(bytes.length, n);
-      if (bytes.length < n) short = true;
-    }
-    if (short) break;
+    while (read.pending > 0) read.take(await nextReply(false));
   }
-  return out.subarray(0, done);
+  return read.bytes;
 }
 
 /**

@@ -119,3 +119,74 @@ export const bytesHex: (bytes: Uint8Array) => string = hexEncode;
 export function isStopReply(text: string): boolean {
   return /^(T[0-9a-fA-F]{2}|S[0-9a-fA-F]{2}$|W[0-9a-fA-F]{2}|X[0-9a-fA-F]{2})/.test(text);
 }
+
+/**
+ * One read of a stub's memory as `m` packets of at most `maxPacket` bytes, sent `pipeline` at a
+ * time (the stub answers them in order, so a batch costs one round trip): frames to send, then
+ * each reply taken in order, until `length` bytes or the first error or short answer.
+ */
+export class PipelinedRead {
+  readonly #address: bigint;
+  readonly #out: Uint8Array;
+  readonly #maxPacket: number;
+  readonly #pipeline: number;
+  #done = 0;
+  #short = false;
+  #batch: number[] = [];
+  #taken = 0;
+
+  constructor(address: bigint, length: number, maxPacket: number, pipeline: number) {
+    this.#address = address;
+    this.#out = new Uint8Array(length);
+    this.#maxPacket = maxPacket;
+    this.#pipeline = pipeline;
+  }
+
+  /** The frames of the next batch, in one buffer; undefined when the read is over. */
+  nextBatch(): Uint8Array | undefined {
+    if (this.#short || this.#done >= this.#out.length) return undefined;
+    this.#batch = [];
+    this.#taken = 0;
+    const frames: Uint8Array[] = [];
+    for (
+      let at = this.#done;
+      at < this.#out.length && this.#batch.length < this.#pipeline;
+      at += this.#maxPacket
+    ) {
+      const n = Math.min(this.#maxPacket, this.#out.length - at);
+      this.#batch.push(n);
+      frames.push(framePacket(`m${(this.#address + BigInt(at)).toString(16)},${n.toString(16)}`));
+    }
+    const joined = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let off = 0;
+    for (const f of frames) {
+      joined.set(f, off);
+      off += f.length;
+    }
+    return joined;
+  }
+
+  /** Replies the current batch still waits for. */
+  get pending(): number {
+    return this.#batch.length - this.#taken;
+  }
+
+  /** Take the next reply of the batch (the rest of a batch after a short one is drained). */
+  take(reply: string): void {
+    const n = this.#batch[this.#taken++];
+    if (this.#short) return;
+    const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
+    if (!bytes || bytes.length === 0) {
+      this.#short = true;
+      return;
+    }
+    this.#out.set(bytes.subarray(0, n), this.#done);
+    this.#done += Math.min(bytes.length, n);
+    if (bytes.length < n) this.#short = true;
+  }
+
+  /** The bytes read: the readable prefix. */
+  get bytes(): Uint8Array {
+    return this.#out.subarray(0, this.#done);
+  }
+}
