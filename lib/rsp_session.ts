@@ -453,7 +453,30 @@ export class RspSession {
     }
     // gdb takes the stopped thread as the stub's general thread from now on (no `Hg` follows).
     this.#generalThread = 0;
-    this.#reply(event.reply);
+    this.#replyStop(event.reply);
+  }
+
+  /**
+   * A live stop reply with every register of the stopped thread that has a value (`nn:hex;`):
+   * gdb fills its register cache from it and asks no `g` for the stop, one round trip fewer per
+   * step or breakpoint hit. The registers are this stop's (read after QEMU's stop reply).
+   */
+  #replyStop(reply: string): void {
+    const m = /^T[0-9a-fA-F]{2}thread:([0-9a-fA-F]+);/.exec(reply);
+    const values = m ? this.#target.registers(parseInt(m[1], 16)) : undefined;
+    const w = this.#writer;
+    w.startPacket();
+    w.text(reply);
+    if (values && values.size > 0) {
+      const defs = this.#layout.registers;
+      for (let regno = 0; regno < defs.length; regno++) {
+        if (values.get(defs[regno].name) === undefined) continue;
+        w.text(`${regno.toString(16)}:`);
+        encodeRegister(this.#layout, regno, values, w);
+        w.text(";");
+      }
+    }
+    w.endPacket();
   }
 
   /** The client is gone (or detached): give the target back. */
