@@ -291,11 +291,7 @@ export class LiveTarget implements Target, RunControl {
     this.#running = false;
     this.#resumedByUs = false;
     this.#drop();
-    const reply = this.#rewriteStop(n.text);
-    // gdb reads memory and the thread list at every stop: build the stop's view now, while QEMU
-    // answers the stopped CPU's `g` (asked for by the stub as the stop arrived).
-    this.#guard(() => this.#state(), undefined);
-    this.#deliver({ kind: "stopped", reply });
+    this.#deliver({ kind: "stopped", reply: this.#rewriteStop(n.text) });
   }
 
   #deliver(e: StopEvent): void {
