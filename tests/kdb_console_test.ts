@@ -207,7 +207,7 @@ Deno.test({
       "monitor log 1",
       "monitor bt",
       "monitor ps A",
-      "monitor pid 98",
+      `monitor pid ${e.console.listener}`,
       "monitor frobnicate",
       "monitor help",
       "monitor quit",
@@ -221,7 +221,7 @@ Deno.test({
     assert.ok(r.out.includes(console.slice(-2).join("\n") + "\n" + console.at(-1) + "\n"), r.out);
     assert.ok(r.out.includes(`Stack traceback for pid ${e.console.crasher}\n`), r.out);
     assert.match(r.out, /^Task Addr {16}Pid {3}Parent \[\*\] cpu State Thread {13}Command$/m);
-    assert.ok(r.out.includes("KDB current process is nc(pid=98)"), r.out);
+    assert.ok(r.out.includes(`KDB current process is nc(pid=${e.console.listener})`), r.out);
     assert.ok(r.out.includes("Unknown kdb command: 'frobnicate'"), r.out);
     // help is one table: the server's and target's commands have their arguments in the Usage
     // column too, and quit (the text console's) says where it works instead of being unknown.
@@ -233,7 +233,7 @@ Deno.test({
     const banner = BigInt(e.system_map.linux_banner) + BigInt(e.kaslr_offset);
     assert.ok(r.out.includes(`virtual  0x${banner.toString(16)}\nwalk:    physical`), r.out);
     assert.ok(r.out.includes(`virtual  0x${(banner + 16n).toString(16)}\n`), r.out);
-    // monitor keeps kdb's state (README): gdb's thread 1 leaves bt on the task `monitor pid 98`
+    // monitor keeps kdb's state (README): gdb's thread 1 leaves bt on the task `monitor pid N`
     // chose (after the panic CPU's at first), until monitor cpu 0 moves it to CPU 0's task.
     const traces = [...r.out.matchAll(/^Stack traceback for pid (\d+)$/gm)].map((m) =>
       Number(m[1])
