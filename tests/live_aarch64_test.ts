@@ -7,24 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { runGdb, SERVER } from "./gdb_helpers.ts";
-import { bootGuest, liveGuestAvailable } from "./live_guest.ts";
+import { runGdb } from "./gdb_helpers.ts";
+import { bootGuest, LIVE_SERVER, liveGuestAvailable, runLiveServer } from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
 
 const available = liveGuestAvailable("aarch64");
-const LIVE_SERVER = ["deno", "run", "-A", ...SERVER.slice(4)];
-
-/** The server in pipe mode with stdin at EOF: its banner, then it ends (as gdb closing). */
-async function banner(args: string[]): Promise<{ code: number; err: string }> {
-  const o = await new Deno.Command(LIVE_SERVER[0], {
-    args: [...LIVE_SERVER.slice(1), "--stdio", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  return { code: o.code, err: new TextDecoder().decode(o.stderr) };
-}
+const banner = runLiveServer;
 
 Deno.test({
   name: "live aarch64 guest: threads, relocation, breakpoint, ps; QEMU killed while running",

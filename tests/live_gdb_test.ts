@@ -6,17 +6,19 @@
  */
 
 import assert from "node:assert/strict";
-import { runGdb, SERVER, startServer as startServerWith } from "./gdb_helpers.ts";
-import { bootGuest, type LiveGuest, liveGuestAvailable, qmpCommand, shm } from "./live_guest.ts";
+import { runGdb, startServer as startServerWith } from "./gdb_helpers.ts";
+import {
+  bootGuest,
+  LIVE_SERVER,
+  type LiveGuest,
+  liveGuestAvailable,
+  qmpCommand,
+  runLiveServer,
+  shm,
+} from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
 
 const available = liveGuestAvailable();
-
-/**
- * The server as the live mode runs it: Deno grants files under /dev/ (the RAM file in /dev/shm)
- * only with --allow-all (see README.md).
- */
-const LIVE_SERVER = ["deno", "run", "-A", ...SERVER.slice(4)];
 
 function pipeTarget(args: string[]): string {
   return `target remote | ${[...LIVE_SERVER, "--stdio", ...args].join(" ")}`;
@@ -379,16 +381,7 @@ Deno.test({
     });
 
     await t.step("faults: one clear line each", async () => {
-      const run = async (args: string[]) => {
-        const o = await new Deno.Command(LIVE_SERVER[0], {
-          args: [...LIVE_SERVER.slice(1), "--stdio", ...args],
-          stdin: "null",
-          stdout: "null",
-          stderr: "piped",
-          signal: AbortSignal.timeout(60_000),
-        }).output();
-        return { code: o.code, err: new TextDecoder().decode(o.stderr) };
-      };
+      const run = runLiveServer;
       const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const freePort = (l.addr as Deno.NetAddr).port;
       l.close();

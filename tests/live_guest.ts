@@ -7,6 +7,7 @@
  */
 
 import { FIXTURES } from "./fixtures.ts";
+import { SERVER } from "./gdb_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -279,4 +280,22 @@ export async function qmpCommand(
   } finally {
     conn.close();
   }
+}
+
+/**
+ * The server as the live mode runs it: Deno grants files under /dev/ (the RAM file in /dev/shm)
+ * only with --allow-all (see README.md), which also grants the FFI of the blocking link.
+ */
+export const LIVE_SERVER: readonly string[] = ["deno", "run", "-A", ...SERVER.slice(4)];
+
+/** The live server in pipe mode with stdin at EOF (as gdb closing): its exit code and stderr. */
+export async function runLiveServer(args: string[]): Promise<{ code: number; err: string }> {
+  const o = await new Deno.Command(LIVE_SERVER[0], {
+    args: [...LIVE_SERVER.slice(1), "--stdio", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  return { code: o.code, err: new TextDecoder().decode(o.stderr) };
 }
