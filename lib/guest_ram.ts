@@ -9,6 +9,7 @@
  */
 
 import { LiveError } from "./qemu_stub.ts";
+import { PreadFile } from "./libc_file.ts";
 
 /** One range of guest-physical RAM backed by the file. */
 export interface RamRange {
@@ -83,6 +84,8 @@ export class GuestRam {
   /** One past the highest guest-physical RAM address. */
   readonly top: number;
   #file: Deno.FsFile;
+  /** The same file read by `pread` (one call per read), when FFI is granted. */
+  #pread: PreadFile | undefined;
 
   /**
    * @param path the backend's mem-path
@@ -115,6 +118,7 @@ export class GuestRam {
     }
     this.top = Math.max(...this.ranges.map((r) => r.end));
     this.#file = file;
+    this.#pread = PreadFile.open(path);
   }
 
   static #check(path: string, size: number, memdev: string, mtree: string): RamRange[] {
@@ -152,7 +156,9 @@ export class GuestRam {
   read(paddr: number, out: Uint8Array): boolean {
     const r = this.#range(paddr);
     if (!r || paddr + out.length > r.end) return false;
-    this.#file.seekSync(r.fileOffset + (paddr - r.start), Deno.SeekMode.Start);
+    const at = r.fileOffset + (paddr - r.start);
+    if (this.#pread) return this.#pread.read(at, out) === out.length;
+    this.#file.seekSync(at, Deno.SeekMode.Start);
     let done = 0;
     while (done < out.length) {
       const n = this.#file.readSync(out.subarray(done));
@@ -163,6 +169,7 @@ export class GuestRam {
   }
 
   close(): void {
+    this.#pread?.close();
     try {
       this.#file.close();
     } catch {

@@ -190,6 +190,21 @@ export class Kernel {
   }
 
   /**
+   * A live guest has resumed and stopped again: drop everything read from its memory so far
+   * (cached pages and translations, the per-CPU tasks, the panic CPU). Kept: what is fixed for
+   * the whole boot of this kernel, found once: the page-table root and linear ranges, the
+   * direct-map base (`page_offset_base`, written once early in boot), kallsyms, BTF and the
+   * symbols found by search. The caller keeps a view only while the guest's VMCOREINFO is
+   * unchanged (the same kernel, still running).
+   */
+  forgetMemory(): void {
+    this.phys.forget();
+    this.memory?.forget();
+    this.#cpuTasks = undefined;
+    this.#panicCpu = null;
+  }
+
+  /**
    * The kernel's page size (VMCOREINFO PAGESIZE), which can differ from the dump's: QEMU writes
    * arm64 kdump files in 64 KiB pages whatever the kernel uses.
    */

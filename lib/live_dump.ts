@@ -5,7 +5,8 @@
  * QEMU's own target description; VMCOREINFO as found in guest memory. The kernel view, the
  * kernel/tasks targets and the monitor commands then work on it unchanged.
  *
- * A snapshot is valid for one stop only: the live target builds a new one after every resume.
+ * A snapshot describes one stop: after a resume the live target points it at the next stop's
+ * registers ({@link LiveDump.nextStop}), or builds a new one when the kernel may have changed.
  *
  * @module
  */
@@ -123,6 +124,10 @@ function controlRegisters(regs: Map<string, bigint>): QemuCpuState | undefined {
   };
 }
 
+function vcpuStates(registers: Map<string, bigint>[]): CpuState[] {
+  return registers.map((r, cpu) => ({ cpu, pid: cpu + 1, registers: r }));
+}
+
 /** One stop of a live guest, read as a dump. */
 export class LiveDump implements DumpReader {
   readonly format: string;
@@ -132,8 +137,13 @@ export class LiveDump implements DumpReader {
   readonly maxPfn: number;
   readonly notes: readonly ElfNote[] = [];
   readonly vmcoreinfo?: VmcoreInfo;
-  readonly cpus: readonly CpuState[];
+  #cpus: CpuState[];
   #registers: Map<string, bigint>[];
+
+  /** Every vCPU, with this stop's registers. */
+  get cpus(): readonly CpuState[] {
+    return this.#cpus;
+  }
   #qemuCpus: QemuCpuState[] | undefined;
 
   /** Control registers of each vCPU (read when first asked: only without VMCOREINFO). */
@@ -174,7 +184,7 @@ export class LiveDump implements DumpReader {
       : "live QEMU guest, RAM read through the gdbstub";
     const top = Math.max(0, ...src.ramRanges.map((r) => r.end));
     this.maxPfn = Math.ceil(top / PAGE_SIZE);
-    this.cpus = registers.map((r, cpu) => ({ cpu, pid: cpu + 1, registers: r }));
+    this.#cpus = vcpuStates(registers);
     this.#registers = registers;
     this.vmcoreinfo = facts.vmcoreinfo;
     this.warnings = facts.warnings ?? [];
@@ -185,6 +195,17 @@ export class LiveDump implements DumpReader {
       this.readDirect = (paddr, out) =>
         ram.read(paddr, out) ? PageStatus.Present : PageStatus.Absent;
     }
+  }
+
+  /**
+   * The guest stopped again: this stop's registers, and the link to QEMU it was seen on. The
+   * vCPUs, RAM and VMCOREINFO stay those of the same running kernel.
+   */
+  nextStop(src: LiveSource, registers: Map<string, bigint>[]): void {
+    this.#src = src;
+    this.#registers = registers;
+    this.#cpus = vcpuStates(registers);
+    this.#qemuCpus = undefined;
   }
 
   #isRam(paddr: number): boolean {

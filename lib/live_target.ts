@@ -368,13 +368,51 @@ export class LiveTarget implements Target, RunControl {
     }
     const src = this.#src();
     const registers = this.#stopRegisters ??= lazyVcpuRegisters(src);
+    const { kernel, facts } = this.#kernelView(src, registers);
+    let inner: Target;
+    const cpuThread = registers.map((_, cpu) => cpu + 1);
+    if (this.options.tasks) {
+      const t = tasksTarget(kernel);
+      inner = t;
+      for (const [cpu, task] of kernel.cpuTasks.entries()) {
+        if (task.task === undefined) continue;
+        const mark = `task 0x${task.task.toString(16)}`;
+        const th = t.threads().find((x) => x.extra?.endsWith(mark));
+        if (th) cpuThread[cpu] = th.id;
+      }
+    } else inner = new KernelTarget(kernel);
+    this.#snapshot = { kernel, inner, facts, cpuThread };
+    return this.#snapshot;
+  }
+
+  #lastFacts: LiveFacts | undefined;
+  /** The kernel view of the last stops, while its VMCOREINFO is unchanged (see #kernelView). */
+  #kept: { facts: LiveFacts; dump: LiveDump; kernel: Kernel } | undefined;
+
+  /**
+   * The kernel view of this stop. After a resume of the same kernel, the last stop's view with
+   * this stop's registers and everything read from memory dropped; else a new one, with the
+   * KASLR offset and VMCOREINFO found again.
+   */
+  #kernelView(
+    src: LiveSource,
+    registers: Map<string, bigint>[],
+  ): { kernel: Kernel; facts: LiveFacts } {
+    const again = this.#factsAgain(src, registers);
+    const kept = this.#kept;
+    if (again && kept?.facts === again) {
+      // The same kernel, still running: its boot-time facts stand, nothing read before does.
+      kept.dump.nextStop(src, registers);
+      kept.kernel.forgetMemory();
+      return kept;
+    }
+    this.#kept = undefined;
     const probe = new LiveDump(src, registers);
     let facts: LiveFacts = {
       kaslrSource: "not found",
       vmcoreinfoSource: "not found",
       warnings: [],
     };
-    const again = this.#factsAgain(probe);
     if (again) facts = again;
     else if (probe.arch === "x86_64" && probe.qemuCpus.length > 0) {
       const cpu = probe.qemuCpus[0];
@@ -412,48 +450,43 @@ export class LiveTarget implements Target, RunControl {
     const kernel = new Kernel(dump, {
       opened: this.#opened,
       kaslrOffset: facts.kaslrOffset,
-      // A cache lives for one stop: allocating the dump-sized default at every stop costs more
-      // than a stop's reads need. Pages from the RAM file are cheap to read again.
+      // A stop reads a few hundred pages, and the cache is emptied at every resume: the
+      // dump-sized default would be memory held for nothing. RAM-file pages are cheap to read.
       cacheBytes: Math.min(this.options.cacheBytes ?? 64 << 20, this.#ram ? 2 << 20 : 16 << 20),
       // Likewise the translation cache: a stop translates a few hundred pages, not millions.
       tlbEntries: 4096,
     });
-    let inner: Target;
-    const cpuThread = registers.map((_, cpu) => cpu + 1);
-    if (this.options.tasks) {
-      const t = tasksTarget(kernel);
-      inner = t;
-      for (const [cpu, task] of kernel.cpuTasks.entries()) {
-        if (task.task === undefined) continue;
-        const mark = `task 0x${task.task.toString(16)}`;
-        const th = t.threads().find((x) => x.extra?.endsWith(mark));
-        if (th) cpuThread[cpu] = th.id;
-      }
-    } else inner = new KernelTarget(kernel);
-    this.#snapshot = { kernel, inner, facts, cpuThread };
-    return this.#snapshot;
+    // Kept for the next stops only when VMCOREINFO tells them it is the same kernel (and names
+    // the page-table root: CR3 alone may be a process's tables, freed once the guest runs).
+    if (facts === this.#lastFacts) this.#kept = { facts, dump, kernel };
+    return { kernel, facts };
   }
-
-  #lastFacts: LiveFacts | undefined;
 
   /**
    * The facts of the last stop, when the guest's VMCOREINFO text is still where it was (one
    * page read): the kernel has not been replaced, so its KASLR offset stands.
    */
-  #factsAgain(probe: LiveDump): LiveFacts | undefined {
+  #factsAgain(src: LiveSource, registers: Map<string, bigint>[]): LiveFacts | undefined {
     const known = this.#knownVmcoreinfo;
     const last = this.#lastFacts;
     if (!known || !last) return undefined;
-    const now = new Uint8Array(known.raw.length);
+    const now = this.#vmcoreinfoNow.length === known.raw.length
+      ? this.#vmcoreinfoNow
+      : (this.#vmcoreinfoNow = new Uint8Array(known.raw.length));
     // With the RAM file one read, without a page cache to set up; else through the stub.
     if (this.#ram) {
       if (!this.#ram.read(known.paddr, now)) return undefined;
     } else {
-      const phys = new PhysicalMemory(probe, { cacheBytes: 1 << 16 });
+      const phys = new PhysicalMemory(new LiveDump(src, registers), { cacheBytes: 1 << 16 });
       if (phys.read(known.paddr, now).bytes !== now.length) return undefined;
     }
-    return now.every((b, i) => b === known.raw[i]) ? last : undefined;
+    const raw = known.raw;
+    for (let i = 0; i < raw.length; i++) if (now[i] !== raw[i]) return undefined;
+    return last;
   }
+
+  /** The buffer VMCOREINFO is read into at every stop, to compare. */
+  #vmcoreinfoNow = new Uint8Array(0);
 
   /** The CPU a thread of ours runs on, or undefined (a sleeping task). */
   #cpuOf(thread: number): number | undefined {

@@ -68,6 +68,13 @@ class PfnTable {
     this.size++;
   }
 
+  /** Forget every mapping (the table keeps its size). */
+  clear(): void {
+    if (this.size === 0) return;
+    this.#keys.fill(EMPTY);
+    this.size = 0;
+  }
+
   delete(pfn: number): void {
     const keys = this.#keys;
     const mask = this.#mask;
@@ -189,6 +196,19 @@ export class PageCache {
     this.#pfnOf[slot] = pfn;
     this.#slotOf.set(pfn, slot);
     this.#pushFront(slot);
+  }
+
+  /**
+   * Drop every cached page, keeping the memory that held them for the pages read next (a live
+   * guest's cache is emptied at every resume, hundreds of times a second when stepping).
+   */
+  clear(): void {
+    this.#slotOf.clear();
+    this.#head = NONE;
+    this.#tail = NONE;
+    this.#fresh = 0;
+    this.#free = [];
+    this.#reserved = NONE;
   }
 
   /** The slab holding `slot`. */

@@ -137,6 +137,16 @@ export class VirtualMemory {
     this.#fallback = { view, owns };
   }
 
+  /**
+   * Drop every cached translation, and what is known of the linear ranges' blocks (a live guest
+   * has resumed: its page tables may have changed). The caches keep their memory.
+   */
+  forget(): void {
+    this.#tlbTag.fill(-1);
+    for (const b of this.#blocks) b.fill(BLOCK_UNKNOWN);
+    this.lastError = "";
+  }
+
   /** Physical address of `vaddr`, or -1 (reason in `lastError`). */
   translate(vaddr: bigint): number {
     split64[0] = vaddr;

@@ -49,6 +49,11 @@ export class PhysicalMemory {
     this.zeroExcluded = options.zeroExcluded ?? false;
   }
 
+  /** Drop every cached page (a live guest has resumed: what was read may have changed). */
+  forget(): void {
+    this.cache.clear();
+  }
+
   /**
    * Read `out.length` bytes at `paddr`, page by page, stopping at the first page that cannot be
    * read. Returns the count read and the reason it stopped.

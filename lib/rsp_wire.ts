@@ -49,7 +49,7 @@ export function checksum(bytes: Uint8Array, start = 0, end = bytes.length): numb
 }
 
 /** Value of one hex digit's char code, or -1. */
-function hexDigit(code: number): number {
+export function hexDigit(code: number): number {
   return code < 256 && HEX_VALUE[code] !== 255 ? HEX_VALUE[code] : -1;
 }
 

@@ -8,7 +8,7 @@
  */
 
 import type { ArchName } from "./target.ts";
-import { hexBytes } from "./rsp_client.ts";
+import { hexDigit } from "./rsp_wire.ts";
 
 /** One register of a stub's description. */
 export interface StubRegister {
@@ -98,15 +98,33 @@ export function decodeRegisters(desc: StubDescription, reply: string): Map<strin
   for (const r of desc.registers) {
     const size = Math.ceil(r.bits / 8);
     if (r.bits > 64) continue;
-    const hex = reply.substr(r.offset * 2, size * 2);
-    if (hex.length < size * 2) break;
-    const bytes = hexBytes(hex);
-    if (!bytes) continue;
-    let v = 0n;
-    for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
-    out.set(r.name, v);
+    const at = r.offset * 2;
+    if (at + size * 2 > reply.length) break;
+    // Little-endian bytes as two 32-bit halves, straight from the text (a step decodes
+    // every register of a `g` at every stop).
+    const low = littleEndianHex(reply, at, Math.min(size, 4));
+    if (low < 0) continue;
+    if (size <= 4) {
+      out.set(r.name, BigInt(low));
+      continue;
+    }
+    const high = littleEndianHex(reply, at + 8, size - 4);
+    if (high < 0) continue;
+    out.set(r.name, (BigInt(high) << 32n) | BigInt(low));
   }
   return out;
+}
+
+/** The value of `count` (≤ 4) little-endian hex bytes of `text` from `at`; -1 if not hex. */
+function littleEndianHex(text: string, at: number, count: number): number {
+  let v = 0;
+  for (let i = count - 1; i >= 0; i--) {
+    const hi = hexDigit(text.charCodeAt(at + 2 * i));
+    const lo = hexDigit(text.charCodeAt(at + 2 * i + 1));
+    if (hi < 0 || lo < 0) return -1;
+    v = v * 256 + hi * 16 + lo;
+  }
+  return v;
 }
 
 /** Little-endian hex of a register value, for `P`. */

@@ -119,3 +119,21 @@ Deno.test("page cache: 64 KiB pages and a cache smaller than four pages", () => 
   assert.equal(content(cache, 1), undefined);
   assert.equal(cache.view(cache.lookup(5)).length, 65536);
 });
+
+Deno.test("page cache: clear() drops every page and reuses the slots it had", () => {
+  const cache = new PageCache(4096, 4 * 4096);
+  const first = [1, 2, 3, 4].map((pfn) => put(cache, pfn));
+  const slabs = new Set(first.map((s) => cache.slab(s)));
+  cache.clear();
+  assert.equal(cache.size, 0);
+  for (let pfn = 1; pfn <= 4; pfn++) assert.equal(cache.lookup(pfn), -1, `pfn ${pfn} gone`);
+  // New pages land in the same memory, and the cache fills and evicts as a new one would.
+  const again = [11, 12, 13, 14].map((pfn) => put(cache, pfn, 0x5a));
+  assert.deepEqual(again.sort(), first.sort());
+  for (const s of again) assert.ok(slabs.has(cache.slab(s)), "no new slab");
+  put(cache, 15);
+  assert.equal(content(cache, 11), undefined);
+  for (const pfn of [12, 13, 14]) assert.equal(content(cache, pfn), 0x5a);
+  assert.equal(content(cache, 15), tag(15));
+  assert.equal(cache.size, 4);
+});

@@ -112,3 +112,34 @@ for (const c of cases) {
     },
   });
 }
+
+// A live guest keeps its kernel view from stop to stop and calls forgetMemory() at each resume:
+// everything read must be read again, and reads must still be right.
+Deno.test("real x86_64-6.1: forgetMemory() drops pages, translations and the per-CPU tasks", () => {
+  const { b, k } = open({ boot: "x86_64-6.1", file: "dump.elf" });
+  try {
+    const e = b.expected;
+    const mem = k.memory!;
+    const cpu = e.cpus[0];
+    const sp = k.dump.cpus[cpu.cpu].registers.get("rsp")!;
+    const before = mem.readU64(sp);
+    const tasks = k.cpuTasks;
+    const walks = mem.walks;
+    mem.readU64(sp);
+    assert.equal(mem.walks, walks, "the second read is a cached translation");
+    const pages = k.phys.cache.size;
+    assert.ok(pages > 0);
+
+    k.forgetMemory();
+    assert.equal(k.phys.cache.size, 0, "no page kept");
+    assert.equal(mem.readU64(sp), before, "the same value, read again");
+    assert.ok(mem.walks > walks, "translated again by a walk");
+    assert.notEqual(k.cpuTasks, tasks, "the per-CPU tasks are read again");
+    assert.equal(k.cpuTasks[cpu.cpu].pid, cpu.pid);
+    assert.equal(k.cpuTasks[cpu.cpu].comm, cpu.comm);
+    // Boot facts stay: the direct map base needs no new read.
+    if (e.page_offset_base) assert.equal(k.directMapBase, big(e.page_offset_base));
+  } finally {
+    k.close();
+  }
+});
