@@ -556,6 +556,15 @@ export class LiveTarget implements Target, RunControl {
     }, new Map());
   }
 
+  afterStop(threadId: number): void {
+    if (this.#running || this.#lost) return;
+    const s = this.#state();
+    // gdb's next request is a read at the stack pointer (the frame's unwinding): its page
+    // and translation are then in the caches.
+    const sp = s.inner.registers(threadId).get(s.kernel.dump.arch === "x86_64" ? "rsp" : "sp");
+    if (sp !== undefined) s.inner.readMemory(sp, 64, threadId);
+  }
+
   readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
     try {
       return this.#state().inner.readMemory(address, length, threadId);

@@ -218,7 +218,7 @@ export class RspSession {
    * transport writes each output, then calls `produce()` again while this is false.
    */
   get inputDrained(): boolean {
-    return (this.#input.drained && !this.#readAheadDue) || this.#closed;
+    return (this.#input.drained && !this.#readAheadDue && !this.#afterStopDue) || this.#closed;
   }
 
   /** Whether the channel is in text console mode rather than RSP. */
@@ -244,6 +244,8 @@ export class RspSession {
   produce(): Uint8Array {
     const input = this.#input;
     if (input.drained && this.#readAheadDue && !this.#closed) this.#readAhead();
+    // Not before the stop reply itself has been taken by the transport.
+    if (input.drained && this.#afterStopDue && this.#writer.pendingBytes === 0) this.#afterStop();
     while (!input.drained && !this.#closed && this.#writer.pendingBytes < OUTPUT_HIGH_WATER) {
       if (this.#consoleMode) this.#consumeConsole();
       else this.#consumeRsp();
@@ -454,6 +456,28 @@ export class RspSession {
     // gdb takes the stopped thread as the stub's general thread from now on (no `Hg` follows).
     this.#generalThread = 0;
     this.#replyStop(event.reply);
+    this.#afterStopDue = true;
+  }
+
+  /**
+   * A live stop reply went out: gdb, on its own core, decodes it and works out the new frame,
+   * then reads the stopped thread's stack and the thread list (at every step). Both are built
+   * meanwhile, from `produce()` once the reply has been handed to the transport (as a bulk
+   * read's next reply is, see `inputDrained`). Any packet first, and the work waits for it.
+   */
+  #afterStopDue = false;
+
+  #afterStop(): void {
+    this.#afterStopDue = false;
+    const run = this.#target.run;
+    if (!run?.afterStop || this.#running || this.#closed) return;
+    try {
+      run.afterStop(this.#target.stopThread());
+      this.#threadsXml();
+    } catch {
+      // The requests that need these will say what is wrong.
+      this.#forgetTarget();
+    }
   }
 
   /**

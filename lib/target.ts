@@ -156,4 +156,10 @@ export interface RunControl {
    * (a `G` that changes nothing).
    */
   writeRegisters(threadId: number, values: ReadonlyMap<string, bigint>): string | undefined;
+  /**
+   * Work for the stop just reported, done while gdb digests the stop reply (it then asks for
+   * memory at the stopped thread's stack and for the thread list): build what those answers
+   * need. Optional; errors are kept for the requests themselves.
+   */
+  afterStop?(threadId: number): void;
 }

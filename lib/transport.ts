@@ -112,8 +112,10 @@ export async function serveChannel(
         const r = await Promise.race([reading.then((n) => ({ n })), stop.then((e) => ({ e }))]);
         if ("e" in r) {
           session.stopped(r.e);
-          const out = session.produce();
-          if (out.length > 0) await writeAll(channel, out);
+          do {
+            const out = session.produce();
+            if (out.length > 0) await writeAll(channel, out);
+          } while (!session.inputDrained);
           continue;
         }
         n = r.n;

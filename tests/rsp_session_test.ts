@@ -646,3 +646,36 @@ Deno.test("dump: X and G are refused as writes, with a log line naming them", ()
     "kdump-gdbserver: register write refused: target is a crash dump: memory and registers are read-only",
   ]);
 });
+
+Deno.test("live stop: the thread list and the stopped thread's reads are built after the stop reply is out", async () => {
+  const target = new FakeTarget();
+  const log: string[] = [];
+  const threads = target.threads.bind(target);
+  target.threads = () => {
+    log.push("threads");
+    return threads();
+  };
+  const run = {
+    resume: () => void log.push("resume"),
+    nextStop: () => Promise.resolve({ kind: "stopped", reply: "T05thread:2;" }),
+    afterStop: (thread: number) => void log.push(`afterStop ${thread}`),
+  };
+  const live = Object.assign(target, { run: run as unknown as RunControl });
+  const session = new RspSession(live, { log: () => {} });
+  const c = new SessionClient(session);
+  c.handshake();
+  assert.deepEqual(c.packets("vCont;c"), []);
+  log.length = 0;
+  session.stopped(await session.pendingStop!);
+  // First the stop reply, with nothing else done yet; the transport writes it, then calls again.
+  const reply = new TextDecoder().decode(session.produce());
+  assert.match(reply, /^\$T05thread:2;/);
+  assert.deepEqual(log, []);
+  assert.equal(session.inputDrained, false);
+  assert.equal(session.produce().length, 0);
+  assert.deepEqual(log, ["afterStop 2", "threads"]);
+  assert.equal(session.inputDrained, true);
+  // gdb's thread list is the one built then.
+  assert.match(c.request("qXfer:threads:read::0,1000"), /<thread id="2"/);
+  assert.deepEqual(log, ["afterStop 2", "threads"]);
+});
