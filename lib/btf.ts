@@ -94,6 +94,18 @@ export class Btf {
    * anonymous structs and unions as C does.
    */
   member(structName: string, path: string): MemberInfo | undefined {
+    // Types never change: a lookup (a scan of the struct, into its anonymous members: task_struct
+    // has hundreds) is done once per name. A live guest asks the same ones at every stop.
+    const key = `${structName}\0${path}`;
+    if (this.#members.has(key)) return this.#members.get(key);
+    const found = this.#member(structName, path);
+    this.#members.set(key, found);
+    return found;
+  }
+
+  #members = new Map<string, MemberInfo | undefined>();
+
+  #member(structName: string, path: string): MemberInfo | undefined {
     let id = this.structId(structName);
     if (id === undefined) return undefined;
     let offset = 0;

@@ -456,14 +456,18 @@ export class RspSession {
     // gdb takes the stopped thread as the stub's general thread from now on (no `Hg` follows).
     this.#generalThread = 0;
     this.#replyStop(event.reply);
-    this.#afterStopDue = true;
+    this.#afterStopDue = !this.#loneStep;
   }
+
+  /** The last resume stepped one thread and left the others stopped. */
+  #loneStep = false;
 
   /**
    * A live stop reply went out: gdb, on its own core, decodes it and works out the new frame,
    * then reads the stopped thread's stack and the thread list (at every step). Both are built
    * meanwhile, from `produce()` once the reply has been handed to the transport (as a bulk
-   * read's next reply is, see `inputDrained`). Any packet first, and the work waits for it.
+   * read's next reply is, see `inputDrained`). Not after gdb's step off a breakpoint: its next
+   * packets (put the breakpoint back, continue) need none of it, and would wait for it.
    */
   #afterStopDue = false;
 
@@ -689,6 +693,10 @@ export class RspSession {
   #resume(actions: ResumeAction[]): void {
     const run = this.#target.run!;
     this.#forgetTarget();
+    // One thread stepped while the others stay stopped: how gdb steps off a breakpoint before
+    // it puts the breakpoint back and continues (it reads nothing at that stop).
+    this.#loneStep = actions.length === 1 && actions[0].action === "s" &&
+      actions[0].thread !== undefined && actions[0].thread > 0;
     const err = run.resume(actions);
     if (err) return this.#reply(err);
     this.#running = true;

@@ -678,4 +678,13 @@ Deno.test("live stop: the thread list and the stopped thread's reads are built a
   // gdb's thread list is the one built then.
   assert.match(c.request("qXfer:threads:read::0,1000"), /<thread id="2"/);
   assert.deepEqual(log, ["afterStop 2", "threads"]);
+  // A user's stepi (the other threads run on) is worked after too; gdb's step off a breakpoint
+  // (one thread, the others stopped) is not: it puts the breakpoint back at once.
+  for (const [packet, after] of [["vCont;s:2;c", true], ["vCont;s:2", false]] as const) {
+    assert.deepEqual(c.packets(packet), []);
+    log.length = 0;
+    session.stopped(await session.pendingStop!);
+    while (session.produce().length > 0 || !session.inputDrained) { /* write it out */ }
+    assert.deepEqual(log, after ? ["afterStop 2", "threads"] : [], packet);
+  }
 });
