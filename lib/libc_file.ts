@@ -9,6 +9,8 @@
  * @module
  */
 
+import { errnoOf, lazyLibc } from "./libc.ts";
+
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
 const EINTR = 4;
@@ -21,21 +23,7 @@ const SYMBOLS = {
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-let libc: Libc | undefined | null;
-
-function load(): Libc | undefined {
-  if (libc === undefined) {
-    try {
-      libc = Deno.build.os === "linux" &&
-          Deno.permissions.querySync({ name: "ffi" }).state === "granted"
-        ? Deno.dlopen("libc.so.6", SYMBOLS).symbols
-        : null;
-    } catch {
-      libc = null;
-    }
-  }
-  return libc ?? undefined;
-}
+const load: () => Libc | undefined = lazyLibc(SYMBOLS);
 
 /** A read-only file descriptor read by offset. */
 export class PreadFile {
@@ -68,7 +56,7 @@ export class PreadFile {
         done += n;
         continue;
       }
-      if (n < 0 && this.#errno() === EINTR) continue;
+      if (n < 0 && errnoOf(this.#c.__errno_location) === EINTR) continue;
       break;
     }
     return done;
@@ -79,10 +67,5 @@ export class PreadFile {
     if (this.#fd < 0) return;
     this.#c.close(this.#fd);
     this.#fd = -1;
-  }
-
-  #errno(): number {
-    const p = this.#c.__errno_location();
-    return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
   }
 }

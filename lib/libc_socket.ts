@@ -11,6 +11,8 @@
  * @module
  */
 
+import { errnoOf, lazyLibc } from "./libc.ts";
+
 const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
@@ -46,25 +48,10 @@ const SYMBOLS = {
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-let libc: Libc | undefined | null;
-
-function load(): Libc | undefined {
-  if (libc === undefined) {
-    try {
-      libc = Deno.build.os === "linux" &&
-          Deno.permissions.querySync({ name: "ffi" }).state === "granted"
-        ? Deno.dlopen("libc.so.6", SYMBOLS).symbols
-        : null;
-    } catch {
-      libc = null;
-    }
-  }
-  return libc ?? undefined;
-}
+const load: () => Libc | undefined = lazyLibc(SYMBOLS);
 
 function errno(c: Libc): number {
-  const p = c.__errno_location();
-  return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
+  return errnoOf(c.__errno_location);
 }
 
 function errorMessage(c: Libc, code: number): string {
