@@ -333,9 +333,17 @@ export class RspSession {
       text = checksumOk ? latin1String(payload) : undefined;
       const resend = !this.#answered && text !== undefined && text === this.#unsentReplyTo &&
         this.#writer.pendingBytes > 0;
+      // The same resend arriving after the first reply went out (the server was just past gdb's
+      // timeout): gdb never asks qSupported twice in a row, so the second copy is that resend.
+      const lateResend = text !== undefined && this.#packetsHandled === 1 &&
+        text === this.#unsentReplyTo && text.startsWith("qSupported");
       this.#writer.ack(checksumOk);
-      if (!checksumOk || resend) return;
+      if (!checksumOk || resend || lateResend) {
+        if (lateResend) this.#packetsHandled++;
+        return;
+      }
       this.#unsentReplyTo = text;
+      this.#packetsHandled++;
     } else if (!checksumOk) {
       // No-ack mode has no way to ask again: handle it, as gdbserver does.
       this.#log(`[${this.#label}] bad checksum in no-ack mode; handling the packet anyway`);
@@ -361,6 +369,8 @@ export class RspSession {
 
   /** The last packet handled in ack mode, while its reply may still be unsent. */
   #unsentReplyTo: string | undefined;
+  /** Packets handled in ack mode (the opening one's late resend is looked for as the second). */
+  #packetsHandled = 0;
   /** Whether a reply has gone out to the client (after that, resends are not looked for). */
   #answered = false;
 

@@ -84,6 +84,19 @@ Deno.test("ack mode: gdb's resend of a packet not yet answered is acked, not ans
   assert.deepEqual(c.send(framePacket("qAttached")), ["+", "1"]);
 });
 
+Deno.test("ack mode: gdb's resend of qSupported arriving after its answer went out is not answered", () => {
+  // The server answered just after gdb's 2 s timeout: gdb resent qSupported, took the first
+  // answer, and asks vMustReplyEmpty; a second qSupported answer would be taken for its reply.
+  const c = client();
+  const q = framePacket("qSupported:xmlRegisters=i386");
+  const first = c.send(q);
+  assert.equal(first.filter((r) => r !== "+").length, 1);
+  assert.deepEqual(c.send(q), ["+"]);
+  assert.deepEqual(c.send(framePacket("vMustReplyEmpty")), ["+", ""]);
+  // Only the opening packet, only right after itself.
+  assert.equal(c.send(q).filter((r) => r !== "+").length, 1);
+});
+
 Deno.test("target.xml is served in chunks that reassemble to the layout's description", () => {
   for (const arch of ["x86_64", "aarch64"] as const) {
     const c = connected({ arch });
