@@ -82,3 +82,22 @@ export function randomGenerator(seed = 0x9e3779b9): () => number {
     return x;
   };
 }
+
+/**
+ * Wait for a server started with `--port 0` (stderr piped) to print its "listening on" line:
+ * its port (0 if it did not within 30 s), its stderr so far, and the end of that stream.
+ */
+export async function listeningPort(
+  child: Deno.ChildProcess,
+): Promise<{ port: number; stderr: () => string; drained: Promise<void> }> {
+  let text = "";
+  const drained = (async () => {
+    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) text += c;
+  })().catch(() => {});
+  let port = 0;
+  for (let i = 0; i < 600 && !port; i++) {
+    port = Number(text.match(/listening on [^\s]+:(\d+)/)?.[1] ?? 0);
+    if (!port) await new Promise((r) => setTimeout(r, 50));
+  }
+  return { port, stderr: () => text, drained };
+}

@@ -45,7 +45,7 @@
 import { parseArgs } from "node:util";
 import { encodeRuns } from "../lib/rsp_wire.ts";
 import { Vmlinux } from "../lib/vmlinux.ts";
-import { fixture, openKernel, UNFILTERED, VMLINUX } from "./common.ts";
+import { fixture, listeningPort, openKernel, UNFILTERED, VMLINUX } from "./common.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const LENGTH = 16 * 1024 * 1024;
@@ -399,19 +399,11 @@ async function startServer(root: string) {
     stderr: "piped",
   }).spawn();
   children.add(child);
-  let text = "";
-  const pump = (async () => {
-    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) text += c;
-  })();
-  let port = 0;
-  for (let i = 0; i < 600 && !port; i++) {
-    port = Number(text.match(/listening on [^\s]+:(\d+)/)?.[1] ?? 0);
-    if (!port) await new Promise((r) => setTimeout(r, 50));
-  }
+  const { port, stderr, drained } = await listeningPort(child);
   if (!port) {
     child.kill("SIGKILL");
     children.delete(child);
-    throw new Error(`kdump-gdbserver in ${root} did not start: ${text}`);
+    throw new Error(`kdump-gdbserver in ${root} did not start: ${stderr()}`);
   }
   return {
     port,
@@ -422,7 +414,7 @@ async function startServer(root: string) {
       } catch { /* gone */ }
       await child.status;
       children.delete(child);
-      await pump.catch(() => {});
+      await drained;
     },
   };
 }

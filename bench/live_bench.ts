@@ -14,6 +14,7 @@
 
 import { parseArgs } from "node:util";
 import { bootGuest, qmpCommand } from "../tests/live_guest.ts";
+import { listeningPort } from "./common.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SERVER = `deno run -A --v8-flags=--max-semi-space-size=1 ${ROOT}cli/main.ts`;
@@ -165,22 +166,17 @@ async function startServer(args: string[], root = ROOT, env: Record<string, stri
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  let text = "";
-  const pump = (async () => {
-    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) text += c;
-  })();
-  let port = 0;
-  for (let i = 0; i < 600 && !port; i++) {
-    port = Number(text.match(/listening on [^\s]+:(\d+)/)?.[1] ?? 0);
-    await new Promise((r) => setTimeout(r, 100));
+  const { port, stderr, drained } = await listeningPort(child);
+  if (!port) {
+    child.kill("SIGKILL");
+    throw new Error(`server did not start: ${stderr()}`);
   }
-  if (!port) throw new Error(`server did not start: ${text}`);
   return {
     port,
     async stop() {
       child.kill("SIGTERM");
       await child.status;
-      await pump.catch(() => {});
+      await drained;
     },
   };
 }

@@ -338,12 +338,10 @@ export class RspSession {
       const lateResend = text !== undefined && this.#packetsHandled === 1 &&
         text === this.#unsentReplyTo && text.startsWith("qSupported");
       this.#writer.ack(checksumOk);
-      if (!checksumOk || resend || lateResend) {
-        if (lateResend) this.#packetsHandled++;
-        return;
-      }
-      this.#unsentReplyTo = text;
+      if (!checksumOk || resend) return;
       this.#packetsHandled++;
+      if (lateResend) return;
+      this.#unsentReplyTo = text;
     } else if (!checksumOk) {
       // No-ack mode has no way to ask again: handle it, as gdbserver does.
       this.#log(`[${this.#label}] bad checksum in no-ack mode; handling the packet anyway`);
