@@ -10,6 +10,8 @@ import { LiveError } from "../lib/qemu_stub.ts";
 import { Qmp } from "../lib/qmp.ts";
 import { systemSummary } from "../lib/kernel_target.ts";
 import { serveStdio, serveTcp } from "../lib/transport.ts";
+import { bindPolling } from "../lib/listen.ts";
+import { GDB_SPIN_MS } from "../lib/socket_channel.ts";
 import { DumpError } from "../lib/errors.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
@@ -106,19 +108,19 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
   log(`guest:        ${wasRunning ? "running (stopped when gdb attaches)" : "paused"}`);
   let server;
   try {
+    // A step is a chain of round trips through us: gdb's next packet is waited for by polling
+    // a short while before sleeping (lib/socket_channel.ts).
     server = await serveTcp(target, {
       host: opts.host,
       port: opts.port,
       once: opts.once,
       debug: opts.debug,
       log,
+      listener: bindPolling(opts.host, opts.port),
+      spinMs: GDB_SPIN_MS,
     });
   } catch (e) {
-    log(
-      `kdump-gdbserver: cannot listen on ${opts.host}:${opts.port}: ${
-        e instanceof Error ? e.message : e
-      }`,
-    );
+    log(`kdump-gdbserver: ${e instanceof Error ? e.message : e}`);
     target.close();
     qmp?.close();
     return 1;

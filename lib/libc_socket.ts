@@ -1,9 +1,14 @@
 /**
- * A blocking TCP client socket on the C library, through Deno's FFI. Deno's own sockets are
+ * Blocking TCP sockets on the C library, through Deno's FFI. Deno's own sockets are
  * asynchronous only; the live target's stack reads guest memory synchronously (the page cache,
  * page-table walks and the kernel view are shared with the dump path), so without this every
  * packet to QEMU's gdbstub would cross a worker thread (lib/qemu_stub_threaded.ts). A blocking
  * `send`/`recv` on the main thread costs a system call each and no thread hop.
+ *
+ * A socket may also wait for its next bytes by polling without sleeping for a short while
+ * ({@link BlockingSocket.spinMs}): on a virtual machine, waking a sleeping process costs tens of
+ * microseconds, and a live single step is a chain of such round trips (gdb, us, QEMU). The
+ * listening side ({@link SocketListener}) serves gdb on such sockets.
  *
  * Needs `--allow-ffi` (granted by `-A`) and Linux's C library; {@link BlockingSocket.available}
  * tells whether both are there. IPv4 only: QEMU's gdbstub is reached on loopback.
@@ -16,6 +21,13 @@ import { errnoOf, lazyLibc } from "./libc.ts";
 const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const SO_REUSEADDR = 2;
+const SHUT_RDWR = 2;
+const POLLOUT = 4;
+const EADDRINUSE = 98;
+const EADDRNOTAVAIL = 99;
+const EACCES = 13;
 const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const SOL_SOCKET = 1;
@@ -30,6 +42,11 @@ const EAGAIN = 11;
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
@@ -73,12 +90,18 @@ export class SocketError extends Error {}
 
 /** A connected, blocking TCP socket. */
 export class BlockingSocket {
+  /**
+   * How long a wait for incoming bytes polls without sleeping before it sleeps (milliseconds;
+   * 0, the default, sleeps at once). Each such wait costs up to this much CPU.
+   */
+  spinMs = 0;
   #c: Libc;
   #fd: number;
   #pollfd = new Uint8Array(8);
   #pollfdView = new DataView(this.#pollfd.buffer);
 
-  private constructor(c: Libc, fd: number) {
+  /** @internal an accepted or connected descriptor; use {@link BlockingSocket.connect}. */
+  constructor(c: Libc, fd: number) {
     this.#c = c;
     this.#fd = fd;
     this.#pollfdView.setInt32(0, fd, true);
@@ -116,9 +139,7 @@ export class BlockingSocket {
       throw new SocketError(code === EAGAIN ? "connection timed out" : errorMessage(c, code));
     }
     sock.#setTimeval(SO_SNDTIMEO, 0);
-    const one = new Uint8Array(4);
-    new DataView(one.buffer).setInt32(0, 1, true);
-    c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
+    setIntOption(c, fd, IPPROTO_TCP, TCP_NODELAY, 1);
     return sock;
   }
 
@@ -163,7 +184,39 @@ export class BlockingSocket {
     }
   }
 
+  /**
+   * Send what the socket takes of `bytes` now, without waiting: the byte count, 0 when its
+   * buffer is full (see {@link writable}).
+   * @throws SocketError when the connection is gone
+   */
+  trySend(bytes: Uint8Array): number {
+    for (;;) {
+      const n = Number(
+        this.#c.send(this.#fd, bytes, BigInt(bytes.length), MSG_NOSIGNAL | MSG_DONTWAIT),
+      );
+      if (n >= 0) return n;
+      const code = errno(this.#c);
+      if (code === EINTR) continue;
+      if (code === EAGAIN) return 0;
+      throw new SocketError(errorMessage(this.#c, code));
+    }
+  }
+
+  /**
+   * Poll, without sleeping, for at most {@link spinMs}: whether bytes (or the end of the
+   * connection) arrived meanwhile.
+   */
+  spinUntilReadable(): boolean {
+    if (this.spinMs <= 0 || this.#fd < 0) return false;
+    const end = performance.now() + this.spinMs;
+    do {
+      if (this.#c.poll(this.#pollfd, 1n, 0) !== 0) return true;
+    } while (performance.now() < end);
+    return false;
+  }
+
   #pollSync(timeoutMs: number): boolean {
+    if (timeoutMs > this.spinMs && this.spinUntilReadable()) return true;
     for (;;) {
       const r = this.#c.poll(this.#pollfd, 1n, timeoutMs);
       if (r > 0) return true;
@@ -178,6 +231,14 @@ export class BlockingSocket {
    */
   readable(timeoutMs: number): Promise<boolean> {
     return this.#pollAsync(POLLIN, timeoutMs);
+  }
+
+  /**
+   * Resolve with whether the socket can take more bytes within `timeoutMs`, without blocking the
+   * event loop.
+   */
+  writable(timeoutMs: number): Promise<boolean> {
+    return this.#pollAsync(POLLOUT, timeoutMs);
   }
 
   /**
@@ -197,10 +258,116 @@ export class BlockingSocket {
     return await this.#c.pollAsync(pollfd, 1n, timeoutMs) > 0;
   }
 
-  /** Close the socket (idempotent). */
+  /**
+   * Close the socket (idempotent). It is shut down first, which wakes a `poll` of it waiting on
+   * the thread pool (closing alone does not).
+   */
   close(): void {
     if (this.#fd < 0) return;
+    this.#c.shutdown(this.#fd, SHUT_RDWR);
     this.#c.close(this.#fd);
     this.#fd = -1;
   }
 }
+
+function setIntOption(c: Libc, fd: number, level: number, option: number, value: number): void {
+  const v = new Uint8Array(4);
+  new DataView(v.buffer).setInt32(0, value, true);
+  c.setsockopt(fd, level, option, v, 4);
+}
+
+/** A listening TCP socket (IPv4) whose connections are {@link BlockingSocket}s. */
+export class SocketListener {
+  /** The port listened on (the real one when 0 was asked). */
+  readonly port: number;
+  #c: Libc;
+  #fd: number;
+  #closed = false;
+
+  private constructor(c: Libc, fd: number, port: number) {
+    this.#c = c;
+    this.#fd = fd;
+    this.port = port;
+  }
+
+  /**
+   * Listen on `host:port` (a numeric IPv4 address or `localhost`).
+   * @throws ListenSocketError with the reason ("in use", "permission denied", …)
+   */
+  static listen(host: string, port: number): SocketListener {
+    const c = load();
+    const ip = ipv4Bytes(host);
+    if (!c || !ip) throw new ListenSocketError("blocking sockets are not available here");
+    const fd = c.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) throw new ListenSocketError(errorMessage(c, errno(c)));
+    // As Deno's own listener: a port left in TIME_WAIT by the last server can be taken again.
+    setIntOption(c, fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    const addr = new Uint8Array(16);
+    const view = new DataView(addr.buffer);
+    view.setUint16(0, AF_INET, true);
+    view.setUint16(2, port, false);
+    addr.set(ip, 4);
+    if (c.bind(fd, addr, addr.length) < 0 || c.listen(fd, 16) < 0) {
+      const code = errno(c);
+      c.close(fd);
+      throw new ListenSocketError(
+        code === EADDRINUSE
+          ? "in use"
+          : code === EACCES
+          ? "permission denied"
+          : code === EADDRNOTAVAIL
+          ? "no such address"
+          : errorMessage(c, code),
+      );
+    }
+    const len = Uint32Array.of(16);
+    c.getsockname(fd, addr, new Uint8Array(len.buffer));
+    return new SocketListener(c, fd, view.getUint16(2, false));
+  }
+
+  /** Whether listening sockets of this kind can be had here (Linux, FFI permitted) for `host`. */
+  static available(host: string): boolean {
+    return ipv4Bytes(host) !== undefined && load() !== undefined;
+  }
+
+  /**
+   * The next connection, with its peer as `address:port`, or undefined once closed. Waits on
+   * the thread pool, so the event loop stays free.
+   */
+  async accept(): Promise<{ socket: BlockingSocket; peer: string } | undefined> {
+    const pollfd = new Uint8Array(8);
+    const view = new DataView(pollfd.buffer);
+    view.setInt32(0, this.#fd, true);
+    view.setInt16(4, POLLIN, true);
+    const addr = new Uint8Array(16);
+    const len = new Uint32Array(1);
+    while (!this.#closed) {
+      len[0] = 16;
+      const fd = this.#c.accept4(this.#fd, addr, new Uint8Array(len.buffer), SOCK_CLOEXEC);
+      if (fd >= 0) {
+        setIntOption(this.#c, fd, IPPROTO_TCP, TCP_NODELAY, 1);
+        const a = new DataView(addr.buffer);
+        const peer = `${addr[4]}.${addr[5]}.${addr[6]}.${addr[7]}:${a.getUint16(2, false)}`;
+        return { socket: new BlockingSocket(this.#c, fd), peer };
+      }
+      const code = errno(this.#c);
+      if (code !== EAGAIN && code !== EINTR) {
+        if (this.#closed) break;
+        throw new ListenSocketError(errorMessage(this.#c, code));
+      }
+      await this.#c.pollAsync(pollfd, 1n, 1000);
+    }
+    return undefined;
+  }
+
+  /** Stop listening (idempotent); a pending {@link accept} resolves with undefined. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#c.shutdown(this.#fd, SHUT_RDWR);
+    this.#c.close(this.#fd);
+  }
+}
+
+/** A listening socket that could not be made; the message is the reason alone. */
+export class ListenSocketError extends Error {}

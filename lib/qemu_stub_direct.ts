@@ -37,6 +37,13 @@ import {
 /** How long a single step's stop reply is waited for on the spot. */
 const STEP_WAIT_MS = 3;
 
+/**
+ * How long a wait for QEMU's reply polls before it sleeps (milliseconds): QEMU answers most
+ * requests, and a single step, within about this, and a process woken from sleep costs tens of
+ * microseconds more on a virtual machine (see lib/socket_channel.ts).
+ */
+const SPIN_MS = 0.15;
+
 /** How often the watch of a running guest looks at whether the link was closed meanwhile. */
 const WATCH_SLICE_MS = 250;
 
@@ -72,6 +79,7 @@ export class DirectStub implements QemuStub {
   private constructor(address: string, sock: BlockingSocket) {
     this.address = address;
     this.#sock = sock;
+    sock.spinMs = SPIN_MS;
     this.#watchForLoss();
   }
 

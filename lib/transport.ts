@@ -7,7 +7,9 @@
  * @module
  */
 
+import { SocketListener } from "./libc_socket.ts";
 import { RspSession } from "./rsp_session.ts";
+import { SocketChannel } from "./socket_channel.ts";
 import type { Target } from "./target.ts";
 
 /** Options of {@link serveTcp} and {@link serveStdio}. */
@@ -22,8 +24,14 @@ export interface ServeOptions {
   debug?: boolean;
   /** Writes one line of diagnostics. Default: stderr. */
   log?: (line: string) => void;
-  /** A listener bound beforehand (lib/listen.ts `bindTcp`); `host`/`port` then only label it. */
-  listener?: Deno.TcpListener;
+  /**
+   * A listener bound beforehand (lib/listen.ts `bindTcp` or `bindPolling`); `host`/`port` then
+   * only label it. A {@link SocketListener}'s connections wait for each next packet by polling
+   * for {@link ServeOptions.spinMs} before they sleep.
+   */
+  listener?: Deno.TcpListener | SocketListener;
+  /** With a {@link SocketListener}: how long a connection polls for gdb's next packet. */
+  spinMs?: number;
 }
 
 /** A running TCP server. */
@@ -46,6 +54,64 @@ export interface ByteChannel {
   read(buffer: Uint8Array): Promise<number | null>;
   /** Write some of `data`; the number of bytes written. */
   write(data: Uint8Array): Promise<number>;
+  /**
+   * {@link read} for when no packet is expected soon (a live guest runs, gdb waits for its
+   * stop): a channel that polls for the next packet before sleeping does not poll here.
+   */
+  readIdle?(buffer: Uint8Array): Promise<number | null>;
+}
+
+/** An accepted connection, as the TCP server's loop sees it. */
+interface Connection extends ByteChannel {
+  /** `address:port` of the client. */
+  readonly peer: string;
+  close(): void;
+}
+
+/** Hands out the connections of a listening socket. */
+interface Acceptor {
+  readonly port: number;
+  /** The next connection; undefined once the listener is closed. */
+  accept(): Promise<Connection | undefined>;
+  close(): void;
+}
+
+/** Deno's own listener, its connections with Nagle off. */
+function denoAcceptor(listener: Deno.TcpListener): Acceptor {
+  return {
+    port: listener.addr.port,
+    async accept() {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (e instanceof Deno.errors.BadResource) return undefined;
+        throw e;
+      }
+      conn.setNoDelay(true); // Nagle would hold back the end of split replies (~40 ms each)
+      return {
+        peer: `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`,
+        read: (buffer) => conn.read(buffer),
+        write: (data) => conn.write(data),
+        close: () => conn.close(),
+      };
+    },
+    close: () => listener.close(),
+  };
+}
+
+/** Connections on blocking sockets that poll `spinMs` for each next packet. */
+function socketAcceptor(listener: SocketListener, spinMs: number): Acceptor {
+  return {
+    port: listener.port,
+    async accept() {
+      const accepted = await listener.accept();
+      if (!accepted) return undefined;
+      accepted.socket.spinMs = spinMs;
+      return new SocketChannel(accepted.socket, accepted.peer);
+    },
+    close: () => listener.close(),
+  };
 }
 
 const READ_BUFFER_SIZE = 65536;
@@ -103,9 +169,10 @@ export async function serveChannel(
   try {
     let first: Promise<number | null> | undefined = firstRead(channel, buffer, session);
     while (!session.closed) {
-      reading ??= first ?? channel.read(buffer);
-      first = undefined;
       const stop = session.pendingStop;
+      reading ??= first ??
+        (stop && channel.readIdle ? channel.readIdle(buffer) : channel.read(buffer));
+      first = undefined;
       let n: number | null;
       if (stop) {
         // A live target runs: wait for gdb (its interrupt) and for the stop, whichever first.
@@ -174,16 +241,19 @@ export function serveTcp(target: Target, options: ServeOptions = {}): Promise<Rs
 function listenTcp(target: Target, options: ServeOptions): RspServer {
   const log = options.log ?? stderrLog;
   const hostname = options.host ?? "127.0.0.1";
-  const listener = options.listener ??
+  const given = options.listener ??
     Deno.listen({ hostname, port: options.port ?? 1234, transport: "tcp" });
-  const port = listener.addr.port;
+  const listener = given instanceof SocketListener
+    ? socketAcceptor(given, options.spinMs ?? 0)
+    : denoAcceptor(given);
+  const port = listener.port;
   if (!isLoopback(hostname)) {
     log(
       `warning: listening on ${hostname}:${port}, not a loopback address: anyone who can reach ` +
         `it can read the target's memory`,
     );
   }
-  const conns = new Set<Deno.TcpConn>();
+  const conns = new Set<Connection>();
   const sessions = new Set<Promise<void>>();
   let stopping = false;
 
@@ -195,11 +265,10 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
     }
   };
 
-  const runConnection = async (conn: Deno.TcpConn) => {
-    const peer = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+  const runConnection = async (conn: Connection) => {
+    const peer = conn.peer;
     conns.add(conn);
     try {
-      conn.setNoDelay(true); // Nagle would hold back the end of split replies (~40 ms each)
       log(`[${peer}] connected`);
       await serveChannel(target, conn, { ...options, log, label: peer });
     } finally {
@@ -215,14 +284,15 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
 
   const acceptLoop = async () => {
     while (!stopping) {
-      let conn: Deno.TcpConn;
+      let conn: Connection | undefined;
       try {
         conn = await listener.accept();
       } catch (e) {
-        if (stopping || e instanceof Deno.errors.BadResource) break;
+        if (stopping) break;
         log(`accept failed: ${e}`);
         continue;
       }
+      if (!conn) break;
       if (options.once) {
         stopping = true;
         stopListening();

@@ -1,0 +1,139 @@
+// The polling listener (lib/libc_socket.ts SocketListener, lib/socket_channel.ts): the channel
+// live sessions use so that gdb's next packet is caught without a wake-up. Real gdb on a real
+// dump through it must see what it sees through Deno's own listener; closing, dropped and
+// stalled clients and a port in use behave as with Deno's listener.
+import assert from "node:assert/strict";
+import { bindPolling, ListenError } from "../lib/listen.ts";
+import { SocketListener } from "../lib/libc_socket.ts";
+import { serveTcp } from "../lib/transport.ts";
+import { openDump } from "../lib/open_dump.ts";
+import { Kernel } from "../lib/kernel.ts";
+import { KernelTarget } from "../lib/kernel_target.ts";
+import { boot } from "./fixtures.ts";
+import { runGdb } from "./gdb_helpers.ts";
+import { framePacket } from "../lib/rsp_wire.ts";
+
+const B = boot("x86_64-6.1");
+const DUMP = B.path("dump.zlib-d31.kdump");
+const available = SocketListener.available("127.0.0.1");
+const opts = { ignore: !available, sanitizeResources: false, sanitizeOps: false };
+
+function kernelTarget(): KernelTarget {
+  return new KernelTarget(new Kernel(openDump([DUMP]), { vmlinux: B.vmlinux }));
+}
+
+const SESSION = [
+  "info threads",
+  "bt 6",
+  "p init_task.comm",
+  "x/8gx &init_task",
+  "info registers rip rsp",
+];
+
+/** gdb's output with the lines that name the server's port taken out. */
+async function session(port: number): Promise<string> {
+  const r = await runGdb([
+    `file ${B.vmlinux}`,
+    `target remote 127.0.0.1:${port}`,
+    ...SESSION,
+    "detach",
+  ]);
+  return r.out.split("\n").filter((l) => !l.includes(`:${port}`)).join("\n");
+}
+
+Deno.test(
+  "polling listener: real gdb on a real dump sees what it sees through Deno's",
+  opts,
+  async () => {
+    const target = kernelTarget();
+    const polling = await serveTcp(target, {
+      listener: bindPolling("127.0.0.1", 0),
+      spinMs: 0.1,
+      log: () => {},
+    });
+    const plain = await serveTcp(target, { port: 0, log: () => {} });
+    try {
+      const a = await session(polling.port);
+      const b = await session(plain.port);
+      assert.match(a, /swapper\/0/, a);
+      assert.match(a, /in panic \(/, a);
+      assert.match(a, /rip +0x[0-9a-f]+/, a);
+      assert.equal(a, b);
+    } finally {
+      await polling.close();
+      await plain.close();
+    }
+  },
+);
+
+Deno.test(
+  "polling listener: close() ends an idle connection and the listener at once",
+  opts,
+  async () => {
+    const lines: string[] = [];
+    const server = await serveTcp(kernelTarget(), {
+      listener: bindPolling("127.0.0.1", 0),
+      spinMs: 0.1,
+      log: (l) => lines.push(l),
+    });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await conn.write(new TextEncoder().encode("$qSupported#37"));
+    const buf = new Uint8Array(4096);
+    assert.ok((await conn.read(buf)) ?? 0 > 0);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(server.activeSessions, 1);
+    const t0 = performance.now();
+    await server.close();
+    const took = performance.now() - t0;
+    assert.ok(took < 500, `close took ${took} ms`);
+    assert.equal(await conn.read(buf), null, "the client sees the end of the connection");
+    conn.close();
+    assert.ok(lines.some((l) => l.endsWith("disconnected")), lines.join("\n"));
+  },
+);
+
+Deno.test(
+  "polling listener: a dropped client lets the next one in; a stalled one blocks nobody",
+  opts,
+  async () => {
+    const server = await serveTcp(kernelTarget(), {
+      listener: bindPolling("127.0.0.1", 0),
+      spinMs: 0.1,
+      log: () => {},
+    });
+    try {
+      // Dropped in the middle of a packet.
+      const dropped = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      await dropped.write(new TextEncoder().encode("$qSupp"));
+      dropped.close();
+      // Stalled: asks for 8 MiB of kernel text (16 MiB of replies) and never reads them.
+      const stalled = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      const text = (0xffffffff81000000n + BigInt(B.expected.kaslr_offset)).toString(16);
+      for (let i = 0; i < 256; i++) {
+        await stalled.write(framePacket(`m${text},8000`));
+      }
+      // Meanwhile a real gdb gets a whole session.
+      const out = await session(server.port);
+      assert.match(out, /swapper\/0/, out);
+      stalled.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+Deno.test("polling listener: a port in use is one line naming the address", opts, () => {
+  const first = SocketListener.listen("127.0.0.1", 0);
+  try {
+    assert.throws(
+      () => bindPolling("127.0.0.1", first.port),
+      (e: unknown) =>
+        e instanceof ListenError &&
+        e.message === `cannot listen on 127.0.0.1:${first.port}: the port is in use (another ` +
+            `kdump-gdbserver or gdbserver?); choose another with --port N, or --port 0 for a ` +
+            `free one`,
+    );
+  } finally {
+    first.close();
+  }
+});
