@@ -11,7 +11,7 @@ import { Qmp } from "../lib/qmp.ts";
 import { systemSummary } from "../lib/kernel_target.ts";
 import { serveStdio, serveTcp } from "../lib/transport.ts";
 import { bindPolling } from "../lib/listen.ts";
-import { GDB_SPIN_MS } from "../lib/socket_channel.ts";
+import { GDB_SPIN_MS } from "../lib/polling_channel.ts";
 import { DumpError } from "../lib/errors.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
@@ -98,7 +98,10 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
 
   if (opts.stdio) {
     // gdb is already waiting on the pipe: keep the guest stopped for it.
-    await Promise.race([serveStdio(target, { debug: opts.debug, log }), lost]);
+    await Promise.race([
+      serveStdio(target, { debug: opts.debug, log, spinMs: GDB_SPIN_MS }),
+      lost,
+    ]);
     target.close();
     qmp?.close();
     return exitCode;
@@ -109,7 +112,7 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
   let server;
   try {
     // A step is a chain of round trips through us: gdb's next packet is waited for by polling
-    // a short while before sleeping (lib/socket_channel.ts).
+    // a short while before sleeping (lib/polling_channel.ts).
     server = await serveTcp(target, {
       host: opts.host,
       port: opts.port,

@@ -1,10 +1,15 @@
 /**
- * A file read with the C library's `pread`, through Deno's FFI: one call per read, where Deno's
- * `FsFile` needs a seek and a read (two operations, about twice the time for a 4 KiB page). The
- * live target reads its guest's RAM file this way, a few dozen pages at every stop.
+ * Files read through the C library, by Deno's FFI.
  *
- * Needs `--allow-ffi` (granted by `-A`) and Linux's C library; {@link PreadFile.open} returns
- * undefined without them, and the caller reads through Deno instead.
+ * - {@link PreadFile}: a file read with `pread`, one call per read, where Deno's `FsFile` needs a
+ *   seek and a read (two operations, about twice the time for a 4 KiB page). The live target
+ *   reads its guest's RAM file this way, a few dozen pages at every stop.
+ * - {@link PolledInput}: an inherited descriptor (standard input) read when `poll` says it is
+ *   ready, with a wait that polls without sleeping for a short while (as lib/libc_socket.ts's
+ *   sockets): gdb's pipe (`target remote | …`) for a live guest.
+ *
+ * Needs `--allow-ffi` (granted by `-A`) and Linux's C library; {@link PreadFile.open} and
+ * {@link PolledInput.open} return undefined without them, and the caller reads through Deno.
  *
  * @module
  */
@@ -14,11 +19,22 @@ import { errnoOf, lazyLibc } from "./libc.ts";
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
 const EINTR = 4;
+const EAGAIN = 11;
+const POLLIN = 1;
 
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // The same poll on Deno's blocking thread pool: a long wait must not block the event loop.
+  pollAsync: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -67,5 +83,57 @@ export class PreadFile {
     if (this.#fd < 0) return;
     this.#c.close(this.#fd);
     this.#fd = -1;
+  }
+}
+
+/** An inherited, already open descriptor read when it has input. */
+export class PolledInput {
+  #c: Libc;
+  #fd: number;
+  #pollfd = new Uint8Array(8);
+
+  private constructor(c: Libc, fd: number) {
+    this.#c = c;
+    this.#fd = fd;
+    const view = new DataView(this.#pollfd.buffer);
+    view.setInt32(0, fd, true);
+    view.setInt16(4, POLLIN, true);
+  }
+
+  /** Descriptor `fd` (standard input: 0); undefined when FFI is not granted. */
+  static open(fd: number): PolledInput | undefined {
+    const c = load();
+    return c ? new PolledInput(c, fd) : undefined;
+  }
+
+  /** Poll, without sleeping, for at most `spinMs`: whether input (or its end) is there. */
+  spinUntilReadable(spinMs: number): boolean {
+    const end = performance.now() + spinMs;
+    do {
+      if (this.#c.poll(this.#pollfd, 1n, 0) !== 0) return true;
+    } while (performance.now() < end);
+    return false;
+  }
+
+  /**
+   * Read what is there into `buffer` without waiting: the byte count, null at the end of the
+   * input (or on an error), undefined when nothing is there yet.
+   */
+  tryRead(buffer: Uint8Array): number | null | undefined {
+    for (;;) {
+      if (this.#c.poll(this.#pollfd, 1n, 0) === 0) return undefined;
+      const n = Number(this.#c.read(this.#fd, buffer, BigInt(buffer.length)));
+      if (n > 0) return n;
+      if (n === 0) return null;
+      const code = errnoOf(this.#c.__errno_location);
+      if (code === EINTR) continue;
+      return code === EAGAIN ? undefined : null;
+    }
+  }
+
+  /** Resolve once input (or its end) is there, or after `timeoutMs`, without blocking. */
+  async readable(timeoutMs: number): Promise<void> {
+    const pollfd = this.#pollfd.slice();
+    await this.#c.pollAsync(pollfd, 1n, timeoutMs);
   }
 }

@@ -37,7 +37,7 @@ export function bindTcp(host: string, port: number): Deno.TcpListener {
 
 /**
  * {@link bindTcp} on a blocking socket whose connections poll for each next packet before they
- * sleep (lib/socket_channel.ts), where one can be had (Linux, FFI permitted, an IPv4 address);
+ * sleep (lib/polling_channel.ts), where one can be had (Linux, FFI permitted, an IPv4 address);
  * Deno's own listener elsewhere.
  * @throws ListenError as {@link bindTcp}
  */

@@ -40,7 +40,7 @@ const STEP_WAIT_MS = 3;
 /**
  * How long a wait for QEMU's reply polls before it sleeps (milliseconds): QEMU answers most
  * requests, and a single step, within about this, and a process woken from sleep costs tens of
- * microseconds more on a virtual machine (see lib/socket_channel.ts).
+ * microseconds more on a virtual machine (see lib/polling_channel.ts).
  */
 const SPIN_MS = 0.15;
 

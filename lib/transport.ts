@@ -9,7 +9,7 @@
 
 import { SocketListener } from "./libc_socket.ts";
 import { RspSession } from "./rsp_session.ts";
-import { SocketChannel } from "./socket_channel.ts";
+import { SocketChannel, StdinChannel } from "./polling_channel.ts";
 import type { Target } from "./target.ts";
 
 /** Options of {@link serveTcp} and {@link serveStdio}. */
@@ -30,7 +30,10 @@ export interface ServeOptions {
    * for {@link ServeOptions.spinMs} before they sleep.
    */
   listener?: Deno.TcpListener | SocketListener;
-  /** With a {@link SocketListener}: how long a connection polls for gdb's next packet. */
+  /**
+   * How long a connection polls for gdb's next packet before it sleeps (milliseconds): for TCP,
+   * with a {@link SocketListener}; for {@link serveStdio}, when FFI is granted. Default 0.
+   */
   spinMs?: number;
 }
 
@@ -332,7 +335,8 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
  * the client detaches. Diagnostics go to stderr (gdb shows them), never to stdout.
  */
 export async function serveStdio(target: Target, options: ServeOptions = {}): Promise<void> {
-  const channel: ByteChannel = {
+  // With spinMs, standard input is polled for gdb's next packet before each sleep (FFI).
+  const channel: ByteChannel = (options.spinMs && StdinChannel.open(options.spinMs)) || {
     read: (buffer) => Deno.stdin.read(buffer),
     write: (data) => Deno.stdout.write(data),
   };

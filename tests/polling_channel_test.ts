@@ -1,4 +1,4 @@
-// The polling listener (lib/libc_socket.ts SocketListener, lib/socket_channel.ts): the channel
+// The polling listener (lib/libc_socket.ts SocketListener, lib/polling_channel.ts): the channel
 // live sessions use so that gdb's next packet is caught without a wake-up. Real gdb on a real
 // dump through it must see what it sees through Deno's own listener; closing, dropped and
 // stalled clients and a port in use behave as with Deno's listener.

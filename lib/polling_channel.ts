@@ -1,6 +1,7 @@
 /**
- * A gdb connection on a {@link BlockingSocket}: a {@link ByteChannel} that waits for gdb's next
- * packet by polling without sleeping for a short while, then on the thread pool.
+ * gdb connections that wait for gdb's next packet by polling without sleeping for a short while,
+ * then on the thread pool: {@link SocketChannel} on a {@link BlockingSocket} (TCP), and
+ * {@link StdinChannel} on standard input (gdb's `target remote | …`).
  *
  * Why: on a live guest every `stepi` is a chain of round trips (gdb to us, us to QEMU and back,
  * us to gdb), and on a virtual machine each wake-up of a sleeping process costs tens of
@@ -14,6 +15,7 @@
  */
 
 import { type BlockingSocket, SocketError } from "./libc_socket.ts";
+import { PolledInput } from "./libc_file.ts";
 import type { ByteChannel } from "./transport.ts";
 
 /**
@@ -106,5 +108,54 @@ export class SocketChannel implements ByteChannel {
     }
     if (n === 0) return null;
     return n < 0 ? undefined : n;
+  }
+}
+
+/** gdb on standard input (its replies go to standard output through Deno). */
+export class StdinChannel implements ByteChannel {
+  #input: PolledInput;
+  #spinMs: number;
+  #lastTurn = performance.now();
+
+  private constructor(input: PolledInput, spinMs: number) {
+    this.#input = input;
+    this.#spinMs = spinMs;
+  }
+
+  /** Standard input polled for `spinMs` before each sleep; undefined without FFI. */
+  static open(spinMs: number): StdinChannel | undefined {
+    const input = PolledInput.open(0);
+    return input ? new StdinChannel(input, spinMs) : undefined;
+  }
+
+  /** Read, polling for a short while first: gdb's next packet is expected soon. */
+  read(buffer: Uint8Array): Promise<number | null> {
+    if (performance.now() - this.#lastTurn >= EVENT_LOOP_TURN_MS) {
+      return this.#readAfterTurn(buffer);
+    }
+    this.#input.spinUntilReadable(this.#spinMs);
+    const n = this.#input.tryRead(buffer);
+    return n !== undefined ? Promise.resolve(n) : this.readIdle(buffer);
+  }
+
+  /** Read without polling first (nothing is expected soon, e.g. while the guest runs). */
+  async readIdle(buffer: Uint8Array): Promise<number | null> {
+    for (;;) {
+      const n = this.#input.tryRead(buffer);
+      if (n !== undefined) return n;
+      await this.#input.readable(WAIT_SLICE_MS);
+      this.#lastTurn = performance.now();
+    }
+  }
+
+  /** Write through Deno's standard output. */
+  write(data: Uint8Array): Promise<number> {
+    return Deno.stdout.write(data);
+  }
+
+  async #readAfterTurn(buffer: Uint8Array): Promise<number | null> {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    this.#lastTurn = performance.now();
+    return this.readIdle(buffer);
   }
 }
