@@ -495,6 +495,30 @@ export class KdbShell {
     }
   }
 
+  /**
+   * gdb's user selected thread `threadId` (`thread N`): kdb's current CPU and task follow it,
+   * as `cpu N` (a thread that was on a CPU) or `pid N` (a task that was switched out) would,
+   * without their messages. A thread the shell cannot place leaves both as they were.
+   */
+  followThread(threadId: number): void {
+    const thread = this.target.threads().find((t) => t.id === threadId);
+    const kernel = this.kernel;
+    if (!thread || !kernel) return;
+    if (thread.onCpu && thread.core !== undefined && thread.core < kernel.dump.cpus.length) {
+      this.#cpu = thread.core;
+      this.#task = undefined;
+      return;
+    }
+    if (thread.task === undefined) return;
+    let task: TaskInfo | undefined;
+    try {
+      task = this.#taskList().byAddress(thread.task);
+    } catch {
+      return; // no task list (the dump lacks the types): kdb stays where it was
+    }
+    if (task) this.#task = task;
+  }
+
   /** kdb's current task: the one `pid` chose, else the current CPU's. */
   #currentTask(): TaskInfo | undefined {
     return this.#task ?? this.#cpuTask(this.#cpu);

@@ -53,6 +53,7 @@ export class KernelTarget implements Target {
       id: c.cpu + 1,
       name: cpuThreadName(kernel, c.cpu),
       core: c.cpu,
+      onCpu: true,
     }));
   }
 
