@@ -213,7 +213,7 @@ const COMMANDS: Command[] = [
   {
     name: "dmesg",
     usage: "[lines]",
-    help: "Display syslog buffer (also: log)",
+    help: "Display syslog buffer",
     run: (sh, _a, args, out) => sh.dmesg(args, out),
   },
   {
@@ -235,7 +235,10 @@ const COMMANDS: Command[] = [
   },
 ];
 
-/** Commands of ours that are not kdb's, listed after kdb's in `help`. */
+/**
+ * Commands of ours that are not kdb's, listed after kdb's in `help`. An alias has its own row
+ * (as kdb's `?` has), not a mention in its command's description too.
+ */
 const OWN_COMMANDS: readonly [string, string, string][] = [
   ["log", "[lines]", "Same as dmesg"],
   ["vmcoreinfo", "", "Print the VMCOREINFO note of the dump"],
