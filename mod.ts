@@ -18,10 +18,11 @@ export { type DumpReader, PageStatus, pageStatusText, type VirtualMapping } from
 export { DumpError } from "./lib/errors.ts";
 export { type ByteSource, FileSource, MemorySource } from "./lib/file_source.ts";
 export { VmcoreInfo } from "./lib/vmcoreinfo.ts";
+export type { ElfHeader, ElfNote, ProgramHeader, SectionHeader } from "./lib/elf.ts";
 export { type CpuState, parsePrstatus, type QemuCpuState } from "./lib/cpu_notes.ts";
 export { ElfDumpReader } from "./lib/dump_elf.ts";
 export { KdumpReader } from "./lib/dump_kdump.ts";
-export { FlattenedSource } from "./lib/flattened.ts";
+export { FlattenedSource, type ProgressFn } from "./lib/flattened.ts";
 export { SplitDumpReader } from "./lib/dump_split.ts";
 export { CodecError, codecFromFlags, decompressPage, type PageCodec } from "./lib/codecs.ts";
 export { PageCache } from "./lib/page_cache.ts";
@@ -38,8 +39,13 @@ export {
   VirtualMemory,
   type WalkResult,
 } from "./lib/paging.ts";
-export { findDirectMapBase, X86_64Walker, x86PagingInfo } from "./lib/paging_x86_64.ts";
-export { arm64PagingInfo, Arm64Walker } from "./lib/paging_aarch64.ts";
+export {
+  findDirectMapBase,
+  X86_64Walker,
+  type X86PagingInfo,
+  x86PagingInfo,
+} from "./lib/paging_x86_64.ts";
+export { type Arm64PagingInfo, arm64PagingInfo, Arm64Walker } from "./lib/paging_aarch64.ts";
 export { Vmlinux } from "./lib/vmlinux.ts";
 export { Btf, type MemberInfo } from "./lib/btf.ts";
 export { KallsymsTable } from "./lib/kallsyms.ts";
@@ -57,9 +63,11 @@ export type {
   ThreadInfo,
 } from "./lib/target.ts";
 export { type LiveOptions, LiveTarget } from "./lib/live_target.ts";
-export { LiveError, QemuStub } from "./lib/qemu_stub.ts";
-export { Qmp } from "./lib/qmp.ts";
-export { serveStdio, serveTcp } from "./lib/transport.ts";
+export type { LiveFacts } from "./lib/live_discovery.ts";
+export { LiveError, QemuStub, type StubNotice } from "./lib/qemu_stub.ts";
+export { Qmp, type QmpEvent } from "./lib/qmp.ts";
+export { type RspServer, type ServeOptions, serveStdio, serveTcp } from "./lib/transport.ts";
+export type { BlockingSocket, SocketListener } from "./lib/libc_socket.ts";
 export {
   type Backtrace,
   type BacktraceFrame,
@@ -70,7 +78,7 @@ export {
   kernelBacktrace,
 } from "./lib/backtrace.ts";
 export { type OrcEntry, OrcTable, type OrcType } from "./lib/orc.ts";
-export { type KdbAction, type KdbCapable, KdbShell, type Line } from "./lib/kdb.ts";
+export { type KdbAction, type KdbCapable, type KdbHooks, KdbShell, type Line } from "./lib/kdb.ts";
 export { type KernelLog, logLines, type LogRecord, readKernelLog } from "./lib/dmesg.ts";
 export { type SystemFacts, systemFacts } from "./lib/summary.ts";
 export { type ModuleInfo, readModules } from "./lib/lsmod.ts";

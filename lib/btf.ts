@@ -27,6 +27,7 @@ const KIND_ENUM64 = 19;
 
 /** A member found by path: its byte offset from the start of the outer struct, and its type. */
 export interface MemberInfo {
+  /** Byte offset of the member from the start of the outer struct. */
   offset: number;
   /** Type id of the member. */
   type: number;
@@ -43,6 +44,10 @@ export class Btf {
   #structsByName = new Map<string, number>();
   #datasecs = new Map<string, number>();
 
+  /**
+   * Parse raw BTF (a vmlinux's `.BTF` section, or the kernel's copy in the dump); throws an Error
+   * for data that is not BTF.
+   */
   constructor(section: Uint8Array) {
     const v = new DataView(section.buffer, section.byteOffset, section.byteLength);
     if (section.length < 24 || v.getUint16(0, true) !== BTF_MAGIC) {

@@ -54,6 +54,7 @@ export function codecFromFlags(flags: number): PageCodec | undefined {
 
 /** Thrown when compressed data is damaged or does not decode to exactly out.length bytes. */
 export class CodecError extends Error {
+  /** The error's name in messages and stack traces. */
   override name = "CodecError";
 }
 

@@ -57,12 +57,19 @@ export function parsePrstatus(arch: ArchName, cpu: number, desc: Uint8Array): Cp
 
 /** Control registers and segment bases from QEMU's x86_64 "QEMU" note (QEMUCPUState). */
 export interface QemuCpuState {
+  /** CR0. */
   cr0: bigint;
+  /** CR2: the last page-fault address. */
   cr2: bigint;
+  /** CR3: physical address of the top page table, with its flag bits. */
   cr3: bigint;
+  /** CR4. */
   cr4: bigint;
+  /** FS segment base (a user thread's TLS). */
   fsBase: bigint;
+  /** GS segment base (the per-CPU area while in the kernel). */
   gsBase: bigint;
+  /** The KERNEL_GS_BASE MSR (the swapped-out GS base), in newer QEMU's notes only. */
   kernelGsBase?: bigint;
 }
 

@@ -51,8 +51,11 @@ export function pageStatusText(status: PageStatus): string {
 
 /** A kernel virtual range the dump itself maps to physical memory (ELF PT_LOAD p_vaddr). */
 export interface VirtualMapping {
+  /** Kernel virtual address of the range's start. */
   vaddr: bigint;
+  /** Physical address of its start. */
   paddr: number;
+  /** Length in bytes. */
   size: number;
 }
 

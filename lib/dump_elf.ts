@@ -64,6 +64,12 @@ export class ElfDumpReader implements DumpReader {
   /** RAM ranges whose bytes are not in the file, sorted. */
   #missing: Extent[];
 
+  /**
+   * Read an ELF vmcore's program headers and notes; throws DumpError naming the file on a
+   * damaged one.
+   * @param src the ELF bytes (a file, or a reassembled flattened stream)
+   * @param formatName how `format` names it (`flattened ELF` for a reassembled stream)
+   */
   constructor(src: ByteSource, formatName = "ELF") {
     this.#src = src;
     this.files = [src.name];

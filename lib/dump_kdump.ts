@@ -155,6 +155,7 @@ export class KdumpReader implements DumpReader {
   readonly virtualMappings: readonly VirtualMapping[] = [];
   /** First pfn this file holds (split sets), and one past the last. */
   readonly startPfn: number;
+  /** One past the last pfn this file holds. */
   readonly endPfn: number;
   /** True when this file is one part of a `--split` set. */
   readonly isSplit: boolean;
@@ -180,6 +181,12 @@ export class KdumpReader implements DumpReader {
   #compressedBuf: Uint8Array;
   #descBatches = new Map<number, DataView>();
 
+  /**
+   * Read a compressed kdump's headers and notes (its bitmaps are read as pages are asked for);
+   * throws DumpError naming the file on a damaged one.
+   * @param src the kdump bytes (a file, or a reassembled flattened stream)
+   * @param formatPrefix put before `kdump (codec)` in `format`, e.g. `flattened `
+   */
   constructor(src: ByteSource, formatPrefix = "") {
     this.#src = src;
     this.files = [src.name];

@@ -14,12 +14,18 @@ import type { KdumpReader } from "./dump_kdump.ts";
 
 /** Presents the parts of a split set as one dump. Metadata comes from the first part. */
 export class SplitDumpReader implements DumpReader {
+  /** The parts, sorted by the first pfn each holds. */
   readonly parts: readonly KdumpReader[];
   readonly format: string;
   readonly files: readonly string[];
   lastError = "";
   #first: KdumpReader;
 
+  /**
+   * One dump from the files of a `makedumpfile --split` set, in any order.
+   * @throws DumpError for a file that is not part of a split set, parts of different dumps, or
+   *   overlapping parts
+   */
   constructor(parts: KdumpReader[]) {
     const sorted = [...parts].sort((a, b) => a.startPfn - b.startPfn);
     for (const p of sorted) {

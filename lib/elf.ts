@@ -20,33 +20,53 @@ export const PT_NOTE = 4;
 
 /** The parts of the ELF file header we use. */
 export interface ElfHeader {
+  /** `e_type`: 2 an executable (vmlinux), 4 a core file (vmcore). */
   type: number;
+  /** `e_machine`: {@link EM_X86_64} or {@link EM_AARCH64} for the files we read. */
   machine: number;
+  /** `e_entry`: the entry point address. */
   entry: bigint;
+  /** `e_phoff`: file offset of the program header table. */
   phoff: number;
+  /** `e_phentsize`: bytes per program header. */
   phentsize: number;
+  /** `e_phnum`: program headers (0xffff: the count is in section header 0). */
   phnum: number;
+  /** `e_shoff`: file offset of the section header table (0: none). */
   shoff: number;
+  /** `e_shentsize`: bytes per section header. */
   shentsize: number;
+  /** `e_shnum`: section headers. */
   shnum: number;
+  /** `e_shstrndx`: index of the section holding the section names. */
   shstrndx: number;
 }
 
 /** One program header. Addresses stay bigint: kernel virtual addresses exceed 2^53. */
 export interface ProgramHeader {
+  /** `p_type`: {@link PT_LOAD}, {@link PT_NOTE}, … */
   type: number;
+  /** `p_flags`: 1 executable, 2 writable, 4 readable. */
   flags: number;
+  /** `p_offset`: file offset of the segment's bytes. */
   offset: number;
+  /** `p_vaddr`: virtual address of the segment. */
   vaddr: bigint;
+  /** `p_paddr`: physical address of the segment. */
   paddr: bigint;
+  /** `p_filesz`: bytes of the segment in the file. */
   filesz: number;
+  /** `p_memsz`: bytes of the segment in memory (past `filesz`, zeros). */
   memsz: number;
 }
 
 /** One ELF note. */
 export interface ElfNote {
+  /** Owner name without its NUL, e.g. `CORE`, `VMCOREINFO`, `QEMU`. */
   name: string;
+  /** Note type, e.g. 1 (NT_PRSTATUS) for `CORE`. */
   type: number;
+  /** The note's payload (a view of the segment's bytes). */
   desc: Uint8Array;
 }
 
@@ -172,13 +192,21 @@ export function safeNumber(src: ByteSource, structure: string, v: bigint): numbe
 
 /** One section header. */
 export interface SectionHeader {
+  /** Name from the section name table, e.g. `.BTF`. */
   name: string;
+  /** `sh_type`. */
   type: number;
+  /** `sh_flags`. */
   flags: bigint;
+  /** `sh_addr`: address of the section in memory (0 when not loaded). */
   addr: bigint;
+  /** `sh_offset`: file offset of its bytes. */
   offset: number;
+  /** `sh_size`: bytes. */
   size: number;
+  /** `sh_link`: index of an associated section (a symbol table's string table). */
   link: number;
+  /** `sh_entsize`: bytes per entry of a table section. */
   entsize: number;
 }
 

@@ -11,6 +11,12 @@ export class DumpError extends Error {
   /** Which structure was being read, e.g. "ELF program headers" or "kdump sub-header". */
   readonly structure: string;
 
+  /**
+   * An error whose message reads `FILE: STRUCTURE: PROBLEM`.
+   * @param file the file the problem is in
+   * @param structure which structure was being read
+   * @param problem what is wrong with it (made one line)
+   */
   constructor(file: string, structure: string, problem: string) {
     // One line, always: a problem may quote bytes of a damaged file.
     super(`${file}: ${structure}: ${oneLine(problem)}`);
@@ -22,6 +28,10 @@ export class DumpError extends Error {
 
 /** A fault of the link to a live guest (QEMU's gdbstub or QMP), with a one-line message. */
 export class LiveError extends Error {
+  /**
+   * A live-link error.
+   * @param message what went wrong (made one line)
+   */
   constructor(message: string) {
     super(oneLine(message));
     this.name = "LiveError";

@@ -40,6 +40,7 @@ export class FileSource implements ByteSource {
   readonly size: number;
   #fd: number;
 
+  /** Open `path` read-only; throws DumpError when it cannot be opened or is not a regular file. */
   constructor(path: string) {
     this.name = path;
     try {
@@ -79,6 +80,11 @@ export class MemorySource implements ByteSource {
   readonly size: number;
   #bytes: Uint8Array;
 
+  /**
+   * A source over bytes already in memory.
+   * @param name what messages call these bytes
+   * @param bytes the content (kept, not copied)
+   */
   constructor(name: string, bytes: Uint8Array) {
     this.name = name;
     this.#bytes = bytes;

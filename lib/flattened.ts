@@ -40,6 +40,11 @@ export class FlattenedSource implements ByteSource {
   #ends: Float64Array;
   #fileOffsets: Float64Array;
 
+  /**
+   * Index the records of a flattened (`makedumpfile -F`) stream; throws DumpError on a bad
+   * signature.
+   * @param progress called from time to time with the bytes scanned and the file size
+   */
   constructor(src: ByteSource, progress?: ProgressFn) {
     this.#src = src;
     this.name = src.name;

@@ -102,10 +102,13 @@ export class GuestRam {
       file = Deno.openSync(path, { read: true });
     } catch (e) {
       if (e instanceof Deno.errors.NotCapable) {
-        // Deno grants paths under /dev/ only by name or with --allow-all.
+        // Deno (2.9) grants paths under /dev/, but for /dev/null and a few others, only with
+        // --allow-all: naming them in --allow-read is not enough ("Requires all access").
         throw new LiveError(
-          `${path}: Deno refuses to read files under /dev/ without --allow-all (run with -A, or ` +
-            `--allow-read=${path.slice(0, path.lastIndexOf("/"))} alone)`,
+          path.startsWith("/dev/")
+            ? `${path}: Deno reads files under /dev/ only with --allow-all: run with -A, or ` +
+              `give QEMU a mem-path outside /dev/`
+            : `${path}: not readable with this run's permissions: run with --allow-read`,
         );
       }
       throw new LiveError(`${path}: ${e instanceof Error ? e.message : e}`);

@@ -213,7 +213,7 @@ const COMMANDS: Command[] = [
   {
     name: "dmesg",
     usage: "[lines]",
-    help: "Display syslog buffer (also: log)",
+    help: "Display syslog buffer",
     run: (sh, _a, args, out) => sh.dmesg(args, out),
   },
   {
@@ -235,7 +235,10 @@ const COMMANDS: Command[] = [
   },
 ];
 
-/** Commands of ours that are not kdb's, listed after kdb's in `help`. */
+/**
+ * Commands of ours that are not kdb's, listed after kdb's in `help`. An alias has its own row
+ * (as kdb's `?` has), not a mention in its command's description too.
+ */
 const OWN_COMMANDS: readonly [string, string, string][] = [
   ["log", "[lines]", "Same as dmesg"],
   ["vmcoreinfo", "", "Print the VMCOREINFO note of the dump"],
@@ -493,6 +496,30 @@ export class KdbShell {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * gdb's user selected thread `threadId` (`thread N`): kdb's current CPU and task follow it,
+   * as `cpu N` (a thread that was on a CPU) or `pid N` (a task that was switched out) would,
+   * without their messages. A thread the shell cannot place leaves both as they were.
+   */
+  followThread(threadId: number): void {
+    const thread = this.target.threads().find((t) => t.id === threadId);
+    const kernel = this.kernel;
+    if (!thread || !kernel) return;
+    if (thread.onCpu && thread.core !== undefined && thread.core < kernel.dump.cpus.length) {
+      this.#cpu = thread.core;
+      this.#task = undefined;
+      return;
+    }
+    if (thread.task === undefined) return;
+    let task: TaskInfo | undefined;
+    try {
+      task = this.#taskList().byAddress(thread.task);
+    } catch {
+      return; // no task list (the dump lacks the types): kdb stays where it was
+    }
+    if (task) this.#task = task;
   }
 
   /** kdb's current task: the one `pid` chose, else the current CPU's. */

@@ -47,10 +47,13 @@ export interface KernelOptions extends PhysicalMemoryOptions {
 
 /** What ran on one CPU when the dump was taken. */
 export interface CpuTask {
+  /** CPU number (index into the dump's CPUs). */
   cpu: number;
   /** Address of the task_struct, when known. */
   task?: bigint;
+  /** pid of the task, when known. */
   pid?: number;
+  /** Its command name (`task->comm`), when known. */
   comm?: string;
 }
 
@@ -61,16 +64,24 @@ const KERNEL_SPACE = 0xff00000000000000n;
 
 /** The dumped kernel. */
 export class Kernel {
+  /** The dump (or a live guest's memory) the kernel is read from. */
   readonly dump: DumpReader;
+  /** Physical memory of the dump, through the page cache. */
   readonly phys: PhysicalMemory;
   /** Kernel virtual memory (undefined when the dump lacks what translation needs). */
   readonly memory?: VirtualMemory;
+  /** The symbol file given in the options, if any. */
   readonly vmlinux?: Vmlinux;
+  /** Kernel type information (the vmlinux's or the dump's BTF), when found. */
   btf?: Btf;
   /** KASLR offset of kernel text (VMCOREINFO KERNELOFFSET), 0 when not randomized. */
   readonly kaslrOffset: bigint;
   /** Where type information came from, for the banner. */
   typeSource: string;
+  /**
+   * What the user should know about this kernel view (a vmlinux of another build, a type source
+   * that failed), one line each.
+   */
   readonly warnings: string[] = [];
   /**
    * What was found by searching the dump because kallsyms lacks data symbols (and no vmlinux was
@@ -94,6 +105,12 @@ export class Kernel {
   /** Direct map base (x86_64 page_offset_base) or linear map start (arm64). */
   readonly directMapBase?: bigint;
 
+  /**
+   * Find what reading the kernel needs: the KASLR offset, the page tables, symbols and types.
+   * @param dump the dump to read
+   * @param options the vmlinux, page cache and translation cache settings
+   * @throws DumpError for a vmlinux that cannot be read or is of another architecture
+   */
   constructor(dump: DumpReader, options: KernelOptions = {}) {
     this.dump = dump;
     this.phys = new PhysicalMemory(dump, options);
@@ -306,6 +323,7 @@ export class Kernel {
     return this.vmlinux ? this.vmlinux.firstLoadAddress + this.kaslrOffset : undefined;
   }
 
+  /** Close the vmlinux and the dump. */
   close(): void {
     this.vmlinux?.close();
     this.dump.close();

@@ -32,11 +32,16 @@ const SIGTRAP = 5;
 
 /** Serves a dumped kernel with one thread per CPU. */
 export class KernelTarget implements Target {
+  /** The dumped kernel served. */
   readonly kernel: Kernel;
   #threads: ThreadInfo[] | undefined;
   #scratch = new Uint8Array(0);
   #view = this.#scratch;
 
+  /**
+   * A target over a dumped kernel.
+   * @param kernel the dumped kernel to serve, one thread per CPU
+   */
   constructor(kernel: Kernel) {
     this.kernel = kernel;
   }
@@ -53,6 +58,7 @@ export class KernelTarget implements Target {
       id: c.cpu + 1,
       name: cpuThreadName(kernel, c.cpu),
       core: c.cpu,
+      onCpu: true,
     }));
   }
 

@@ -43,13 +43,17 @@ const TWO_MIB = 0x200000n;
 
 /** What was found, and how. */
 export interface LiveFacts {
+  /** KASLR offset of kernel text, when found. */
   kaslrOffset?: bigint;
   /** How the offset was found, for the banner. */
   kaslrSource: string;
+  /** The guest's VMCOREINFO, when found. */
   vmcoreinfo?: VmcoreInfo;
   /** Physical address of the VMCOREINFO text (re-read at each stop to notice a reboot). */
   vmcoreinfoPaddr?: number;
+  /** Where VMCOREINFO was found (or why not), for the banner. */
   vmcoreinfoSource: string;
+  /** What the user should know, one line each. */
   warnings: string[];
 }
 

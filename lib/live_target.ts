@@ -45,9 +45,11 @@ import { resolve } from "node:path";
 export interface LiveOptions {
   /** QEMU's gdbstub, `HOST:PORT`. */
   host: string;
+  /** Its TCP port. */
   port: number;
   /** The guest's shared RAM file. */
   guestRam?: string;
+  /** The guest kernel's vmlinux: symbols and types for the server, the symbol file for gdb. */
   vmlinux?: string;
   /** Every task a thread (rebuilt at every stop). */
   tasks?: boolean;
@@ -55,6 +57,10 @@ export interface LiveOptions {
   readOnly?: boolean;
   /** A QMP connection, for the guest's run state and its STOP/RESUME events. */
   qmp?: Qmp;
+  /**
+   * Page cache bound in bytes; a stop's cache lives for that stop only and holds at most 2 MiB
+   * with the guest RAM file, 16 MiB without.
+   */
   cacheBytes?: number;
   /** One line of diagnostics. */
   log?: (line: string) => void;
@@ -77,6 +83,7 @@ function qemuThreadNumber(text: string): number | undefined {
 
 /** A live guest behind QEMU's gdbstub. */
 export class LiveTarget implements Target, RunControl {
+  /** The options the target was made with. */
   readonly options: LiveOptions;
   readonly run: RunControl = this;
   #stub: QemuStub | undefined;
@@ -96,6 +103,10 @@ export class LiveTarget implements Target, RunControl {
   /** Called once when the guest is gone (QEMU killed): the server should say so and stop. */
   onLost: (message: string) => void = () => {};
 
+  /**
+   * A target for the guest behind `options.host:port`; {@link connect} connects to it. Opens
+   * the vmlinux now (a DumpError names it when it cannot be read).
+   */
   constructor(options: LiveOptions) {
     this.options = options;
     if (options.vmlinux) {

@@ -104,11 +104,13 @@ class PfnTable {
 
 /** LRU cache of pages keyed by page frame number. */
 export class PageCache {
+  /** Bytes per page. */
   readonly pageSize: number;
   /** Most pages held at once. */
   readonly capacity: number;
-  /** Lookups answered from the cache, and lookups that missed. */
+  /** Lookups answered from the cache. */
   hits = 0;
+  /** Lookups that missed. */
   misses = 0;
 
   /** pfn → slot. */
@@ -129,6 +131,11 @@ export class PageCache {
   /** Slot handed out by `reserve()` and not yet stored. */
   #reserved = NONE;
 
+  /**
+   * An empty cache; its slabs are allocated when first needed.
+   * @param pageSize bytes per page
+   * @param bytes memory bound: the cache holds bytes / pageSize pages (at least 4)
+   */
   constructor(pageSize: number, bytes: number) {
     this.pageSize = pageSize;
     this.capacity = Math.max(4, Math.floor(bytes / pageSize));

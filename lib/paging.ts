@@ -36,9 +36,13 @@ export interface PageTableWalker {
  * pages split to 4 KiB), and a translation must never succeed where the walk would fail.
  */
 export interface LinearRange {
+  /** What the range is, for messages: `kernel image`, `direct map`, `linear map`. */
   name: string;
+  /** First virtual address of the range. */
   start: bigint;
+  /** One past its last virtual address. */
   end: bigint;
+  /** Physical address of `start`. */
   physStart: number;
 }
 
@@ -84,8 +88,11 @@ interface LinearBounds {
  * Lookup order on the hot path: linear fast ranges, the translation cache, then the walk.
  */
 export class VirtualMemory {
+  /** Physical memory under the view. */
   readonly phys: PhysicalMemory;
+  /** The page table walker (architecture and root table). */
   readonly walker: PageTableWalker;
+  /** Ranges translated by arithmetic before any walk (see {@link LinearRange}). */
   readonly linear: LinearRange[];
   /** The last translation failure's reason. */
   lastError = "";
@@ -105,6 +112,8 @@ export class VirtualMemory {
   #bounds: LinearBounds[];
 
   /**
+   * A view of virtual memory through `walker`'s tables over `phys`; addresses in `linear`
+   * ranges are translated by arithmetic where the tables agree.
    * @param tlbEntries translation cache slots, a power of two (a live guest's view lives for one
    *   stop: a smaller cache is cheaper to set up than the dump's 64 Ki slots)
    */

@@ -60,6 +60,11 @@ export class Arm64Walker implements PageTableWalker {
   #kernelHalf: boolean;
 
   /**
+   * A walker of one translation table.
+   * @param phys physical memory holding the tables
+   * @param root physical address of the top table
+   * @param vaBits virtual address bits this table translates (64 - TCR_EL1.TxSZ)
+   * @param granule translation granule in bytes (4, 16 or 64 KiB)
    * @param kernelHalf true for TTBR1 (addresses with the top bits set), false for TTBR0.
    */
   constructor(

@@ -49,6 +49,13 @@ export class X86_64Walker implements PageTableWalker {
   #levels: number;
   #addrMask: bigint;
 
+  /**
+   * A walker of one set of tables.
+   * @param phys physical memory holding the tables
+   * @param root physical address of the top table (CR3 without its flag bits)
+   * @param levels 4, or 5 with LA57
+   * @param smeMask AMD SME's encryption bit, cleared from every entry's address
+   */
   constructor(phys: PhysicalMemory, root: number, levels: 4 | 5, smeMask = 0n) {
     this.#phys = phys;
     this.#root = root;

@@ -17,6 +17,7 @@ export interface PhysicalMemoryOptions {
 
 /** Result of a physical read: how many bytes were read, and why it stopped if short. */
 export interface PhysRead {
+  /** Bytes read from the start address. */
   bytes: number;
   /** Status of the page that stopped the read (Present when the read is complete). */
   status: PageStatus;
@@ -33,14 +34,23 @@ export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Reads physical memory from a dump. */
 export class PhysicalMemory {
+  /** The dump read from. */
   readonly dump: DumpReader;
+  /** Bytes per page of the dump. */
   readonly pageSize: number;
+  /** Decoded pages, shared by every read. */
   readonly cache: PageCache;
+  /** Pages the dump level excluded read as zeros instead of failing. */
   readonly zeroExcluded: boolean;
   #pageShift: number;
   #scratch8 = new Uint8Array(8);
   #scratch8View = new DataView(this.#scratch8.buffer);
 
+  /**
+   * Physical memory of a dump, with its own page cache.
+   * @param dump the dump whose pages are read
+   * @param options page cache size, and whether excluded pages read as zeros
+   */
   constructor(dump: DumpReader, options: PhysicalMemoryOptions = {}) {
     this.dump = dump;
     this.pageSize = dump.pageSize;

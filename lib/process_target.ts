@@ -218,6 +218,8 @@ export function processTarget(
           : `${t.pid} ${t.comm} (CPU ${t.runningOn})`,
         extra: `${t.state}, task 0x${t.address.toString(16)}`,
         core: t.runningOn ?? t.cpu,
+        onCpu: t.runningOn !== undefined,
+        task: t.address,
       },
       registers: () => tasks.userRegisters(t) ?? new Map(),
     };

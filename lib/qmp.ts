@@ -10,12 +10,15 @@ import { LiveError } from "./qemu_stub.ts";
 
 /** An asynchronous QMP event. */
 export interface QmpEvent {
+  /** Event name, e.g. `STOP` or `RESUME`. */
   event: string;
+  /** The event's `data` member, when it has one. */
   data?: Record<string, unknown>;
 }
 
 /** A connected QMP monitor. */
 export class Qmp {
+  /** `HOST:PORT` of the QMP socket. */
   readonly address: string;
   #conn: Deno.TcpConn;
   #pending: { resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
@@ -122,6 +125,7 @@ export class Qmp {
     return r.running === true;
   }
 
+  /** Close the connection (later calls do nothing). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

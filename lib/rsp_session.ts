@@ -181,6 +181,18 @@ export class RspSession {
   #physical = false;
   /** Thread for `g`/`p`/`qC`, set by `Hg` (0 = the target's stop thread). */
   #generalThread = 0;
+  /**
+   * The thread gdb's user selected, which `monitor` commands run in: the last one gdb checked
+   * with `T` (`thread N`, `thread apply`, MI's -thread-select all send it), 0 = the stop thread.
+   * Not `Hg`: gdb sends that to read registers it has not cached (`info threads` reads every
+   * thread's, then goes back to the selected thread silently), and none for a thread it has.
+   */
+  #selectedThread = 0;
+  /**
+   * gdb's user selected a thread (or the target stopped) since kdb's current CPU and task last
+   * followed the selection: kdb moves only then, so `monitor cpu N` holds until the next one.
+   */
+  #selectionChanged = true;
   /** Next index for `qsThreadInfo`. */
   #threadCursor = 0;
   #threads: ThreadInfo[] | undefined;
@@ -461,8 +473,11 @@ export class RspSession {
       this.#closed = true;
       return;
     }
-    // gdb takes the stopped thread as the stub's general thread from now on (no `Hg` follows).
+    // gdb takes the stopped thread as the stub's general thread from now on (no `Hg` follows),
+    // and selects it for its user.
     this.#generalThread = 0;
+    this.#selectedThread = 0;
+    this.#selectionChanged = true;
     this.#replyStop(event.reply);
     this.#afterStopDue = !this.#loneStep;
   }
@@ -815,7 +830,14 @@ export class RspSession {
     let output = "";
     if (tokenize(command)[0] === "kgdb") {
       output = "kgdb: gdb is already attached (the line speaks the remote protocol)\n";
-    } else this.#kdb.run(command, (text) => output += text);
+    } else {
+      // `thread 3` then `monitor bt`: kdb's current CPU and task are gdb's selected thread's.
+      if (this.#selectionChanged) {
+        this.#selectionChanged = false;
+        this.#kdb.followThread(this.#selectedThread || this.#target.stopThread());
+      }
+      this.#kdb.run(command, (text) => output += text);
+    }
     const data = new TextEncoder().encode(output);
     const chunk = (MAX_PACKET_SIZE - 2) >> 1;
     const w = this.#writer;
@@ -945,7 +967,13 @@ export class RspSession {
 
   #threadAlive(packet: string): void {
     const id = parseThreadId(packet.slice(1));
-    this.#reply(id !== undefined && id > 0 && this.#threadExists(id) ? "OK" : ERR_MALFORMED);
+    const alive = id !== undefined && id > 0 && this.#threadExists(id);
+    // gdb asks before it switches its user to a thread: the thread `monitor` commands run in.
+    if (alive) {
+      this.#selectedThread = id;
+      this.#selectionChanged = true;
+    }
+    this.#reply(alive ? "OK" : ERR_MALFORMED);
   }
 
   // --- registers and memory ------------------------------------------------------------------
@@ -1074,6 +1102,8 @@ export class RspSession {
     const target = this.#target;
     const thread = target.stopThread();
     this.#generalThread = 0;
+    this.#selectedThread = 0;
+    this.#selectionChanged = true;
     const signal = (target.stopSignal() & 0xff).toString(16).padStart(2, "0");
     this.#reply(`T${signal}thread:${thread.toString(16)};`);
   }

@@ -22,6 +22,13 @@ export interface ThreadInfo {
   extra?: string;
   /** CPU the thread ran on, when known. */
   core?: number;
+  /**
+   * The thread was on `core` when it stopped (a CPU in kernel mode, a task that was running):
+   * kdb's current CPU follows it. Absent for a task that was switched out.
+   */
+  onCpu?: boolean;
+  /** Address of the thread's `task_struct`, when known: kdb's current task follows it. */
+  task?: bigint;
 }
 
 /**

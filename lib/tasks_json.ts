@@ -264,6 +264,8 @@ export function targetFromTasksJson(kernel: Kernel, path: string): TasksTarget {
           ? undefined
           : `${t.state ?? "?"}, task 0x${t.task.toString(16)}`,
         core: cpu,
+        onCpu: cpu !== undefined,
+        task: t.task,
       },
       registers: () => regs,
       ps: psRow(t, ids[i], cpu),
@@ -293,7 +295,13 @@ export function targetFromProcessJson(
   }
   const ids = assignThreadIds(json.threads.map((t) => t.tid));
   const threads = json.threads.map((t, i): ProcessThread => ({
-    info: { id: ids[i], name: `${t.tid} ${t.comm}`, core: t.cpu },
+    info: {
+      id: ids[i],
+      name: `${t.tid} ${t.comm}`,
+      core: t.cpu,
+      onCpu: t.cpu !== undefined,
+      task: t.task,
+    },
     registers: () => t.registers,
   }));
   const panicCpu = kernel.panicCpu ?? 0;

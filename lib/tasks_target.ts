@@ -187,6 +187,8 @@ export function tasksTarget(kernel: Kernel, tasks = new KernelTasks(kernel)): Ta
         name,
         extra: `${t.state}, task 0x${t.address.toString(16)}`,
         core: t.runningOn ?? t.cpu,
+        onCpu: t.runningOn !== undefined,
+        task: t.address,
       },
       registers: () => tasks.kernelRegisters(t),
       ps: taskPsRow(tasks, t, id),

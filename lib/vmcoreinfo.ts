@@ -11,6 +11,10 @@ export class VmcoreInfo {
   /** Every key in order of appearance (later duplicates win in `get`). */
   readonly entries: ReadonlyMap<string, string>;
 
+  /**
+   * Parse the note's `KEY=value` lines.
+   * @param raw the note's bytes (NUL padding after the text is dropped)
+   */
   constructor(raw: Uint8Array) {
     // The note is NUL-padded; keep the bytes up to the first NUL for debuggers.
     let end = raw.indexOf(0);
@@ -86,6 +90,7 @@ export class VmcoreInfo {
     return this.decimal("CRASHTIME");
   }
 
+  /** A key's value as a decimal number; undefined when absent or not a number. */
   private decimal(key: string): number | undefined {
     const v = this.get(key);
     if (v === undefined) return undefined;

@@ -27,15 +27,23 @@ const KERNEL_HALF = 0xffff000000000000n;
 
 /** A vmlinux file opened read-only. */
 export class Vmlinux {
+  /** Path the file was opened from. */
   readonly path: string;
+  /** Its ELF file header. */
   readonly header: ElfHeader;
+  /** Its PT_LOAD program headers (at least one). */
   readonly loads: ProgramHeader[];
+  /** Its section headers, with their names. */
   readonly sections: SectionHeader[];
   /** GNU build-id as hex, when present. */
   readonly buildId?: string;
   #src: FileSource;
   #symbols?: Map<string, bigint>;
 
+  /**
+   * Open a vmlinux and read its headers and build-id.
+   * @throws DumpError naming the file when it cannot be read or has no PT_LOAD segment
+   */
   constructor(path: string) {
     this.path = path;
     this.#src = new FileSource(path);
@@ -135,6 +143,7 @@ export class Vmlinux {
     return cString(bytes, 0);
   }
 
+  /** Close the file. */
   close(): void {
     this.#src.close();
   }

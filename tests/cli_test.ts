@@ -82,3 +82,102 @@ Deno.test("a vmlinux of the other architecture is refused in one line, both ways
     );
   }
 });
+
+/** The permission flags of a deno.json task's command line (`--allow-…`, `-A`), in order. */
+function permissionFlags(task: string): string[] {
+  return task.split(/\s+/).filter((w) => w === "-A" || w.startsWith("--allow-"));
+}
+
+Deno.test("deno task start and compile: the live link's fast path (FFI) under the task's own permissions", async () => {
+  const root = new URL("..", import.meta.url);
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("deno.json", root))).tasks;
+  const start: string[] = tasks.start.split(/\s+/);
+  assert.deepEqual(start.slice(0, 2), ["deno", "run"]);
+  assert.equal(start.at(-1), "cli/main.ts");
+  // The binary gets what the task gets, and every worker module of lib/ (not found by
+  // `deno compile` from the static imports).
+  assert.deepEqual(permissionFlags(tasks.compile), permissionFlags(tasks.start));
+  for (const file of Deno.readDirSync(new URL("lib/", root))) {
+    const text = Deno.readTextFileSync(new URL(`lib/${file.name}`, root));
+    for (const m of text.matchAll(/new Worker\(new URL\("\.\/([\w.]+)"/g)) {
+      assert.ok(tasks.compile.includes(`--include lib/${m[1]}`), `compile includes ${m[1]}`);
+    }
+  }
+
+  // Under the task's flags: QEMU's gdbstub (a scripted one) on the blocking socket, the guest
+  // RAM file by pread, KDUMP_QEMU_LINK=worker honoured, and a RAM file under /dev/ refused with
+  // what to do.
+  const lib = (name: string) => JSON.stringify(new URL(`lib/${name}`, root).href);
+  const probe = await Deno.makeTempFile({ prefix: "kdump_task_probe_", suffix: ".ts" });
+  const ramFile = await Deno.makeTempFile({ prefix: "kdump_task_ram_" });
+  await Deno.writeTextFile(
+    probe,
+    `import { QemuStub } from ${lib("qemu_stub.ts")};
+import { PreadFile } from ${lib("libc_file.ts")};
+import { GuestRam } from ${lib("guest_ram.ts")};
+const fake = new Worker(${
+      JSON.stringify(new URL("tests/fake_gdbstub_worker.ts", root).href)
+    }, { type: "module" });
+const port = await new Promise((resolve) => fake.onmessage = (e) => resolve(e.data.port));
+const stub = QemuStub.connect("127.0.0.1", port);
+const out = { link: stub.link, qC: stub.request("qC"), pread: !!PreadFile.open(Deno.args[0]) };
+stub.close();
+try {
+  new GuestRam("/dev/shm/kdump-gdbserver-absent-file", "", "");
+} catch (e) {
+  out.devRam = e.message;
+}
+console.log(JSON.stringify(out));
+fake.terminate();
+`,
+  );
+  const runProbe = async (env: Record<string, string> = {}) => {
+    const r = await new Deno.Command(start[0], {
+      args: [...start.slice(1, -1), probe, ramFile],
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const dec = new TextDecoder();
+    assert.equal(r.code, 0, dec.decode(r.stderr));
+    return JSON.parse(dec.decode(r.stdout));
+  };
+  try {
+    const fast = await runProbe();
+    assert.equal(fast.link, "blocking socket");
+    assert.equal(fast.qC, "QCp01.01");
+    assert.equal(fast.pread, true, "pread through the C library");
+    assert.equal(
+      fast.devRam,
+      "/dev/shm/kdump-gdbserver-absent-file: Deno reads files under /dev/ only with --allow-all: " +
+        "run with -A, or give QEMU a mem-path outside /dev/",
+    );
+    const worker = await runProbe({ KDUMP_QEMU_LINK: "worker" });
+    assert.equal(worker.link, "worker thread");
+    assert.equal(worker.qC, "QCp01.01");
+  } finally {
+    await Deno.remove(probe);
+    await Deno.remove(ramFile);
+  }
+
+  // The task itself, as the README runs it.
+  const task = async (...args: string[]) => {
+    const r = await new Deno.Command("deno", {
+      args: ["task", "start", ...args],
+      cwd: root,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    return { code: r.code, stdout: new TextDecoder().decode(r.stdout) };
+  };
+  const help = await task("--help");
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: kdump-gdbserver /);
+  const bt = await task(B.path("dump.zlib-d31.kdump"), "-c", "bt");
+  assert.equal(bt.code, 0);
+  assert.match(bt.stdout, /^Stack traceback for pid \d+$/m);
+});

@@ -1,6 +1,6 @@
 // Real gdb, real kernel, real dumps: the product's main job, over TCP and over a pipe.
 import assert from "node:assert/strict";
-import { big, boot, hasBoot } from "./fixtures.ts";
+import { big, boot, type Expected, hasBoot } from "./fixtures.ts";
 import { pipeTarget, runGdb, SERVER, startServer } from "./gdb_helpers.ts";
 
 const B = boot("x86_64-6.1");
@@ -277,4 +277,75 @@ Deno.test({
       assert.match(r.out, new RegExp(`^ +${c.cpu} ${addr[1].replace("0x", "0x0*")} `, "m"));
     }
   },
+});
+
+/** gdb's output after each `echo <<NAME>>\n` marker, by NAME. */
+function sections(out: string): Map<string, string> {
+  const map = new Map<string, string>();
+  const parts = out.split(/^<<([^>]+)>>$/m);
+  for (let i = 1; i + 1 < parts.length; i += 2) map.set(parts[i], parts[i + 1]);
+  return map;
+}
+
+/**
+ * kdb's first Call Trace frame (`delay_tsc+0x33/0xa0`) and gdb's `info symbol $pc` of the same
+ * thread (`delay_tsc + 51 in section .text`), both as `name+offset`.
+ */
+function firstFrames(section: string): { kdb?: string; gdb?: string } {
+  const kdb = /^Call Trace:\n(?: <\w+>\n)*\s*(\S+)\+0x([0-9a-f]+)\/0x[0-9a-f]+$/m.exec(section);
+  const gdb = /^(\S+) \+ (\d+) in section \.text/m.exec(section);
+  return {
+    kdb: kdb ? `${kdb[1]}+${parseInt(kdb[2], 16)}` : undefined,
+    gdb: gdb ? `${gdb[1]}+${gdb[2]}` : undefined,
+  };
+}
+
+/** `monitor CMD` with its output on gdb's stdout, in order with the rest (batch gdb prints a
+ * monitor command's output on stderr). */
+function monitor(command: string): string {
+  return `python print(gdb.execute("monitor ${command}", to_string=True), end="")`;
+}
+
+Deno.test("gdb: monitor bt, rd and cpu run in the thread gdb selected, registers cached or not", async () => {
+  // Each CPU's thread in turn, then back the other way: kdb follows both ways.
+  const order = [...E.cpus, ...E.cpus.slice().reverse()];
+  const perCpu = order.flatMap((c: { cpu: number }, i: number) => [
+    `thread ${c.cpu + 1}`,
+    `echo <<${i} cpu ${c.cpu}>>\\n`,
+    monitor("bt"),
+    "info symbol $pc",
+    monitor("rd"),
+    monitor("cpu"),
+  ]);
+  const r = await runGdb([
+    pipeTarget([B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux]),
+    // gdb reads every thread's registers here: the `thread N` below send `T`, no `Hg`.
+    "info threads",
+    ...perCpu,
+    "echo <<held>>\\n",
+    `thread ${E.crashed_cpu + 1}`,
+    monitor("cpu 0"),
+    monitor("cpu"),
+    "echo <<reselected>>\\n",
+    `thread ${E.crashed_cpu + 1}`,
+    monitor("cpu"),
+  ]);
+  const got = sections(r.out);
+  const firsts = new Set<string>();
+  order.forEach((c: Expected, i: number) => {
+    const s = got.get(`${i} cpu ${c.cpu}`);
+    assert.ok(s, `section for cpu ${c.cpu}\n${r.out}`);
+    assert.match(s, new RegExp(`^Stack traceback for pid ${c.pid}\\n`, "m"), s);
+    const f = firstFrames(s);
+    assert.ok(f.kdb && f.gdb, `cpu ${c.cpu}: a first frame from kdb and from gdb\n${s}`);
+    assert.equal(f.kdb, f.gdb, `cpu ${c.cpu}: kdb's bt starts where gdb's thread is`);
+    firsts.add(f.kdb);
+    const rip = big(c.registers.rip).toString(16).padStart(16, "0");
+    assert.match(s, new RegExp(`\\bip: ${rip}\\b`), `cpu ${c.cpu}: rd shows its rip\n${s}`);
+    assert.match(s, new RegExp(`^Currently on cpu ${c.cpu}$`, "m"), s);
+  });
+  assert.equal(firsts.size, E.cpus.length, "each thread's stack is its own");
+  // `monitor cpu N` moves kdb until gdb's user selects a thread again (the same one, too).
+  assert.match(got.get("held")!, /^Currently on cpu 0$/m);
+  assert.match(got.get("reselected")!, new RegExp(`^Currently on cpu ${E.crashed_cpu}$`, "m"));
 });

@@ -213,9 +213,10 @@ Deno.test({
       "monitor quit",
       "monitor vtop linux_banner",
       "monitor vtop linux_banner+0x10",
+      "monitor bt",
       "thread 1",
       "monitor bt",
-      "monitor cpu 0",
+      `monitor cpu ${e.crashed_cpu}`,
       "monitor bt",
     ]);
     assert.ok(r.out.includes(console.slice(-2).join("\n") + "\n" + console.at(-1) + "\n"), r.out);
@@ -233,13 +234,19 @@ Deno.test({
     const banner = BigInt(e.system_map.linux_banner) + BigInt(e.kaslr_offset);
     assert.ok(r.out.includes(`virtual  0x${banner.toString(16)}\nwalk:    physical`), r.out);
     assert.ok(r.out.includes(`virtual  0x${(banner + 16n).toString(16)}\n`), r.out);
-    // monitor keeps kdb's state (README): gdb's thread 1 leaves bt on the task `monitor pid N`
-    // chose (after the panic CPU's at first), until monitor cpu 0 moves it to CPU 0's task.
+    // monitor follows gdb's selected thread (README): bt stays on the task `monitor pid N` chose
+    // while gdb's selection holds, gdb's thread 1 moves it to CPU 0's task, and `monitor cpu N`
+    // moves it again, as at the console.
     const traces = [...r.out.matchAll(/^Stack traceback for pid (\d+)$/gm)].map((m) =>
       Number(m[1])
     );
     const cpu0 = e.cpus.find((c: { cpu: number }) => c.cpu === 0).pid;
-    assert.deepEqual(traces.slice(-3), [e.console.crasher, e.console.listener, cpu0]);
+    assert.deepEqual(traces.slice(-4), [
+      e.console.crasher,
+      e.console.listener,
+      cpu0,
+      e.console.crasher,
+    ]);
 
     // --tasks: help lists ps once; threads shows the remote thread ids (the pids) as "Thread".
     const t = await runGdb([

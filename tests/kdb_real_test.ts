@@ -6,6 +6,8 @@ import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
 import { KernelTarget } from "../lib/kernel_target.ts";
 import { KdbShell } from "../lib/kdb.ts";
+import { tasksTarget } from "../lib/tasks_target.ts";
+import { CONSOLE_HELP } from "../lib/console.ts";
 import { readKernelLog, recordLines } from "../lib/dmesg.ts";
 import { systemFacts } from "../lib/summary.ts";
 import { readModules } from "../lib/lsmod.ts";
@@ -770,3 +772,51 @@ for (
     },
   });
 }
+
+Deno.test({
+  name: "help on x86_64-6.1 (kernel and --tasks): every command listed once, aliases included",
+  ignore: !hasBoot("x86_64-6.1"),
+  fn() {
+    const kernel = new Kernel(openDump([boot("x86_64-6.1").path("dump.zlib-d31.kdump")]));
+    try {
+      for (const target of [new KernelTarget(kernel), tasksTarget(kernel)]) {
+        // As a session builds it: the console's own commands too.
+        const sh = new KdbShell(target, CONSOLE_HELP);
+        let text = "";
+        sh.run("help", (t) => text += t);
+        const lines = text.split("\n");
+        assert.match(lines[0], /^Command +Usage +Description$/);
+        // Rows start in column 0; a long usage puts the description on an indented next line.
+        const rows = lines.slice(2).filter((l) => /^\S/.test(l)).map((l) => ({
+          name: l.slice(0, 15).trim(),
+          rest: l.slice(16),
+        }));
+        const names = rows.map((r) => r.name);
+        assert.ok(names.length > 30, text);
+        for (const want of ["md", "bt", "dmesg", "log", "ps", "vtop", "threads", "quit"]) {
+          assert.ok(names.includes(want), `help lists ${want}\n${text}`);
+        }
+        const counts = new Map<string, number>();
+        for (const n of names) counts.set(n, (counts.get(n) ?? 0) + 1);
+        assert.deepEqual([...counts].filter(([, n]) => n > 1), [], `a name in two rows\n${text}`);
+        // A row naming another listed command as its alias ("also: log") lists that one twice.
+        for (const r of rows) {
+          for (const m of r.rest.matchAll(/\balso:? ([a-z_?]+)\b/g)) {
+            assert.ok(
+              m[1] === r.name || !names.includes(m[1]),
+              `${r.name}'s description lists ${m[1]} again\n${text}`,
+            );
+          }
+        }
+        // The alias works as the command it stands for.
+        let log = "", dmesg = "";
+        sh.run("log 3", (t) => log += t);
+        sh.run("dmesg 3", (t) => dmesg += t);
+        assert.equal(log, dmesg);
+        assert.equal(log.split("\n").length, 4);
+      }
+    } finally {
+      kernel.close();
+    }
+  },
+});

@@ -356,3 +356,55 @@ function parseExact(text: string): Expected {
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
+
+Deno.test({
+  name: "gdb --tasks x86_64-6.1: monitor bt and pid run in the task gdb selected (thread N)",
+  ignore: !have("gdb"),
+  async fn() {
+    const b = boot("x86_64-6.1");
+    const e = b.expected;
+    const k = new Kernel(openDump([b.path("dump.zlib-d31.kdump")]), { vmlinux: b.vmlinux });
+    // Two tasks that were running (kdb follows their CPU), two that slept (kdb's `pid N`).
+    const pids = [e.console.crasher, e.console.listener, e.console.spinner, e.console.fifo];
+    // Batch gdb prints a monitor command's output on stderr: print it on stdout, in order.
+    const monitor = (command: string) =>
+      `python print(gdb.execute("monitor ${command}", to_string=True), end="")`;
+    try {
+      const out = await serving(tasksTarget(k), (remote) =>
+        gdb(cases[0], [
+          remote,
+          // Every task's registers are read here: the `thread N` below send `T`, no `Hg`.
+          "info threads",
+          // A task's thread id is its pid: gdb's own thread number for it.
+          "python nums = {t.ptid[1]: t.num for t in gdb.selected_inferior().threads()}",
+          ...pids.flatMap((pid: number) => [
+            `python gdb.execute("thread %d" % nums[${pid}])`,
+            `echo <<pid ${pid}>>\\n`,
+            monitor("bt"),
+            "info symbol $pc",
+            monitor("pid"),
+          ]),
+        ]));
+      const parts = out.split(/^<<pid (\d+)>>$/m);
+      const firsts = new Set<string>();
+      for (const pid of pids) {
+        const i = parts.indexOf(String(pid));
+        assert.ok(i > 0, `section for pid ${pid}\n${out.slice(-3000)}`);
+        const s = parts[i + 1];
+        const task = e.tasks.find((t: Expected) => t.pid === pid);
+        assert.match(s, new RegExp(`^Stack traceback for pid ${pid}\\n`, "m"), s);
+        assert.match(s, new RegExp(`^KDB current process is ${task.comm}\\(pid=${pid}\\)$`, "m"));
+        // kdb's first frame is where gdb's thread is, and the function drgn found first.
+        const kdb = /^Call Trace:\n(?: <\w+>\n)*\s*(\S+)\+0x([0-9a-f]+)\/0x[0-9a-f]+$/m.exec(s);
+        const pc = /^(\S+) \+ (\d+) in section \.text/m.exec(s);
+        assert.ok(kdb && pc, `pid ${pid}: a first frame from kdb and from gdb\n${s}`);
+        assert.equal(`${kdb[1]}+${parseInt(kdb[2], 16)}`, `${pc[1]}+${pc[2]}`, `pid ${pid}`);
+        assert.equal(kdb[1], task.frames[0].symbol, `pid ${pid}: drgn's first frame`);
+        firsts.add(s.slice(s.indexOf("Call Trace:")));
+      }
+      assert.equal(firsts.size, pids.length, "each task's stack is its own");
+    } finally {
+      k.close();
+    }
+  },
+});
