@@ -336,7 +336,15 @@ export class LiveTarget implements Target, RunControl {
 
   // --- the stop's view -------------------------------------------------------------------------
 
+  /** See {@link RunControl.generation}. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  #generation = 0;
+
   #drop(): void {
+    this.#generation++;
     this.#snapshot = undefined;
     this.#stopRegisters = undefined;
   }

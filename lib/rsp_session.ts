@@ -213,7 +213,10 @@ export class RspSession {
     }
     this.#kdb = new KdbShell(target, CONSOLE_HELP, { go: () => this.#consoleGo() });
     this.#console = new TextConsole(
-      (line, write) => this.#kdb.run(line, write),
+      (line, write) => {
+        this.#kdbCurrent();
+        return this.#kdb.run(line, write);
+      },
       () => this.#kdb.prompt,
     );
   }
@@ -823,6 +826,21 @@ export class RspSession {
     w.endPacket();
   }
 
+  /** The target generation kdb's view was read in (see `RunControl.generation`). */
+  #kdbGeneration = 0;
+
+  /**
+   * A live target that ran (gdb's `continue` or `stepi`, or a resume behind its back) since kdb
+   * last looked: kdb forgets its task list and current task, and follows gdb's thread again.
+   */
+  #kdbCurrent(): void {
+    const generation = this.#target.run?.generation;
+    if (generation === undefined || generation === this.#kdbGeneration) return;
+    this.#kdbGeneration = generation;
+    this.#kdb.stopped();
+    this.#selectionChanged = true;
+  }
+
   #monitor(hexCommand: string): void {
     const bytes = hexDecode(hexCommand);
     if (bytes === undefined) return this.#reply(ERR_MALFORMED);
@@ -831,6 +849,7 @@ export class RspSession {
     if (tokenize(command)[0] === "kgdb") {
       output = "kgdb: gdb is already attached (the line speaks the remote protocol)\n";
     } else {
+      this.#kdbCurrent();
       // `thread 3` then `monitor bt`: kdb's current CPU and task are gdb's selected thread's.
       if (this.#selectionChanged) {
         this.#selectionChanged = false;

@@ -169,4 +169,10 @@ export interface RunControl {
    * need. Optional; errors are kept for the requests themselves.
    */
   afterStop?(threadId: number): void;
+  /**
+   * Counts the times what was read of the target was dropped (at every resume, and when it was
+   * resumed behind the client's back): what a client derived from the target (kdb's task list)
+   * is current while this is unchanged.
+   */
+  readonly generation: number;
 }

@@ -200,6 +200,30 @@ Deno.test({
       );
     }
 
+    await t.step("monitor ps after a continue: kdb's task list is this stop's", async () => {
+      // The guest's shell loop starts a new `sleep` every second: a task list kept from the
+      // first stop would not have the one that hits the breakpoint, nor show it running.
+      const r = await runGdb([
+        "set sysroot /",
+        pipeTarget(liveArgs(g, ["--guest-ram", g.ramPath])),
+        "monitor ps",
+        "break do_nanosleep",
+        "continue",
+        "info threads",
+        "monitor ps",
+      ], { timeoutMs: 90_000 });
+      const current = r.out.match(/\* \d+ +Thread \d+ "CPU (\d): sleep \(pid (\d+)\)"/);
+      assert.ok(current, r.out);
+      const [, cpu, pid] = current;
+      // kdb's row: task, pid, parent, on a CPU (1), that CPU, state R, thread, `*` (current).
+      const second = r.out.slice(r.out.indexOf("hit Breakpoint 1"));
+      assert.match(
+        second,
+        new RegExp(`^0x[0-9a-f]{16} +${pid} +\\d+ +1 +${cpu} +R +0x[0-9a-f]{16} \\*sleep$`, "m"),
+        second,
+      );
+    });
+
     await t.step("interrupt (^C) stops a running guest; the session goes on", async () => {
       const child = new Deno.Command("gdb", {
         args: [
