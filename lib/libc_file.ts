@@ -36,6 +36,7 @@ const SYMBOLS = {
     nonblocking: true,
   },
   __errno_location: { parameters: [], result: "pointer" },
+  sched_yield: { parameters: [], result: "i32" },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -111,6 +112,8 @@ export class PolledInput {
     const end = performance.now() + spinMs;
     do {
       if (this.#c.poll(this.#pollfd, 1n, 0) !== 0) return true;
+      // A process waiting for this core (gdb or QEMU on a loaded machine) gets it first.
+      this.#c.sched_yield();
     } while (performance.now() < end);
     return false;
   }

@@ -54,6 +54,7 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
+  sched_yield: { parameters: [], result: "i32" },
   // The same poll, run on Deno's blocking thread pool: waiting for a running guest to stop
   // must not block the event loop (gdb's ^C has to get through).
   pollAsync: {
@@ -211,6 +212,8 @@ export class BlockingSocket {
     const end = performance.now() + this.spinMs;
     do {
       if (this.#c.poll(this.#pollfd, 1n, 0) !== 0) return true;
+      // A process waiting for this core (gdb or QEMU on a loaded machine) gets it first.
+      this.#c.sched_yield();
     } while (performance.now() < end);
     return false;
   }
