@@ -142,6 +142,22 @@ try {
   );
   console.log("| --- | --- | --- | --- | --- |");
   for (const r of rows) console.log(`| ${r.join(" | ")} |`);
+  // The machine's load moves every way's figures together within a round (seconds apart):
+  // each round's ratio to gdb on QEMU directly is steadier than best or median alone.
+  const straight = ways[ways.length - 1];
+  console.log("");
+  console.log(
+    `per round, against ${straight.name}: median of the ${repeat} ratios (and each ratio)`,
+  );
+  for (const w of ways.slice(0, -1)) {
+    const ratios = (mine: number[], theirs: number[]) => mine.map((v, i) => v / theirs[i]);
+    const show = (r: number[]) =>
+      `${median(r).toFixed(2)}× (${r.map((x) => x.toFixed(2)).join(" ")})`;
+    console.log(
+      `- ${w.name}: bulk ${show(ratios(straight.bulk, w.bulk))} as fast; stepi ` +
+        `${show(ratios(w.stepi, straight.stepi))}; hit ${show(ratios(w.hit, straight.hit))}`,
+    );
+  }
 } finally {
   await guest.stop();
   await Deno.remove(tmp, { recursive: true });
