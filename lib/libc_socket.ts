@@ -28,6 +28,7 @@ const POLLOUT = 4;
 const EADDRINUSE = 98;
 const EADDRNOTAVAIL = 99;
 const EACCES = 13;
+const ECONNABORTED = 103;
 const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const SOL_SOCKET = 1;
@@ -354,7 +355,8 @@ export class SocketListener {
         return { socket: new BlockingSocket(this.#c, fd), peer };
       }
       const code = errno(this.#c);
-      if (code !== EAGAIN && code !== EINTR) {
+      // A client that gave up before it was accepted: wait for the next.
+      if (code !== EAGAIN && code !== EINTR && code !== ECONNABORTED) {
         if (this.#closed) break;
         throw new ListenSocketError(errorMessage(this.#c, code));
       }

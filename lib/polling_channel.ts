@@ -33,39 +33,39 @@ const WAIT_SLICE_MS = 1000;
  */
 const EVENT_LOOP_TURN_MS = 20;
 
-/** A connected gdb on a blocking socket. */
-export class SocketChannel implements ByteChannel {
-  /** The peer, `address:port`, for log lines. */
-  readonly peer: string;
-  #sock: BlockingSocket;
-  #closed = false;
+/** What a {@link PollingReader} reads: a descriptor that can be polled. */
+interface PolledSource {
+  /** Poll without sleeping for a short while (until input is there). */
+  spin(): void;
+  /** The byte count, null at the end of the input, undefined when nothing is there yet. */
+  tryRead(buffer: Uint8Array): number | null | undefined;
+  /** Resolve once input may be there, or after `timeoutMs`, on the thread pool. */
+  readable(timeoutMs: number): Promise<unknown>;
+}
+
+/** The reads of both channels: poll first, sleep after, and let the event loop turn. */
+class PollingReader {
+  #source: PolledSource;
   #lastTurn = performance.now();
 
-  /**
-   * @param sock the accepted connection; its {@link BlockingSocket.spinMs} sets how long a read
-   *   polls before it sleeps
-   */
-  constructor(sock: BlockingSocket, peer: string) {
-    this.#sock = sock;
-    this.peer = peer;
+  constructor(source: PolledSource) {
+    this.#source = source;
   }
 
-  /** Read, polling for a short while first: gdb's next packet is expected soon. */
   read(buffer: Uint8Array): Promise<number | null> {
     if (performance.now() - this.#lastTurn >= EVENT_LOOP_TURN_MS) {
       return this.#readAfterTurn(buffer);
     }
-    this.#sock.spinUntilReadable();
-    const n = this.#tryRecv(buffer);
+    this.#source.spin();
+    const n = this.#source.tryRead(buffer);
     return n !== undefined ? Promise.resolve(n) : this.readIdle(buffer);
   }
 
-  /** Read without polling first (nothing is expected soon, e.g. while the guest runs). */
   async readIdle(buffer: Uint8Array): Promise<number | null> {
     for (;;) {
-      const n = this.#tryRecv(buffer);
+      const n = this.#source.tryRead(buffer);
       if (n !== undefined) return n;
-      await this.#sock.readable(WAIT_SLICE_MS);
+      await this.#source.readable(WAIT_SLICE_MS);
       this.#lastTurn = performance.now();
     }
   }
@@ -74,6 +74,39 @@ export class SocketChannel implements ByteChannel {
     await new Promise((resolve) => setTimeout(resolve, 0));
     this.#lastTurn = performance.now();
     return this.readIdle(buffer);
+  }
+}
+
+/** A connected gdb on a blocking socket. */
+export class SocketChannel implements ByteChannel {
+  /** The peer, `address:port`, for log lines. */
+  readonly peer: string;
+  #sock: BlockingSocket;
+  #closed = false;
+  #reader: PollingReader;
+
+  /**
+   * @param sock the accepted connection; its {@link BlockingSocket.spinMs} sets how long a read
+   *   polls before it sleeps
+   */
+  constructor(sock: BlockingSocket, peer: string) {
+    this.#sock = sock;
+    this.peer = peer;
+    this.#reader = new PollingReader({
+      spin: () => sock.spinUntilReadable(),
+      tryRead: (buffer) => this.#tryRecv(buffer),
+      readable: (timeoutMs) => sock.readable(timeoutMs),
+    });
+  }
+
+  /** Read, polling for a short while first: gdb's next packet is expected soon. */
+  read(buffer: Uint8Array): Promise<number | null> {
+    return this.#reader.read(buffer);
+  }
+
+  /** Read without polling first (nothing is expected soon, e.g. while the guest runs). */
+  readIdle(buffer: Uint8Array): Promise<number | null> {
+    return this.#reader.readIdle(buffer);
   }
 
   /** Write what the socket takes now, else wait (on the thread pool) until it takes some. */
@@ -97,7 +130,6 @@ export class SocketChannel implements ByteChannel {
     this.#sock.close();
   }
 
-  /** The byte count, null at the end of the connection, undefined when nothing is there yet. */
   #tryRecv(buffer: Uint8Array): number | null | undefined {
     if (this.#closed) return null;
     let n: number;
@@ -113,13 +145,14 @@ export class SocketChannel implements ByteChannel {
 
 /** gdb on standard input (its replies go to standard output through Deno). */
 export class StdinChannel implements ByteChannel {
-  #input: PolledInput;
-  #spinMs: number;
-  #lastTurn = performance.now();
+  #reader: PollingReader;
 
   private constructor(input: PolledInput, spinMs: number) {
-    this.#input = input;
-    this.#spinMs = spinMs;
+    this.#reader = new PollingReader({
+      spin: () => input.spinUntilReadable(spinMs),
+      tryRead: (buffer) => input.tryRead(buffer),
+      readable: (timeoutMs) => input.readable(timeoutMs),
+    });
   }
 
   /** Standard input polled for `spinMs` before each sleep; undefined without FFI. */
@@ -130,32 +163,16 @@ export class StdinChannel implements ByteChannel {
 
   /** Read, polling for a short while first: gdb's next packet is expected soon. */
   read(buffer: Uint8Array): Promise<number | null> {
-    if (performance.now() - this.#lastTurn >= EVENT_LOOP_TURN_MS) {
-      return this.#readAfterTurn(buffer);
-    }
-    this.#input.spinUntilReadable(this.#spinMs);
-    const n = this.#input.tryRead(buffer);
-    return n !== undefined ? Promise.resolve(n) : this.readIdle(buffer);
+    return this.#reader.read(buffer);
   }
 
   /** Read without polling first (nothing is expected soon, e.g. while the guest runs). */
-  async readIdle(buffer: Uint8Array): Promise<number | null> {
-    for (;;) {
-      const n = this.#input.tryRead(buffer);
-      if (n !== undefined) return n;
-      await this.#input.readable(WAIT_SLICE_MS);
-      this.#lastTurn = performance.now();
-    }
+  readIdle(buffer: Uint8Array): Promise<number | null> {
+    return this.#reader.readIdle(buffer);
   }
 
   /** Write through Deno's standard output. */
   write(data: Uint8Array): Promise<number> {
     return Deno.stdout.write(data);
-  }
-
-  async #readAfterTurn(buffer: Uint8Array): Promise<number | null> {
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    this.#lastTurn = performance.now();
-    return this.readIdle(buffer);
   }
 }

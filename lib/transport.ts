@@ -118,6 +118,8 @@ function socketAcceptor(listener: SocketListener, spinMs: number): Acceptor {
 }
 
 const READ_BUFFER_SIZE = 65536;
+/** The pause after a failed accept before the next. */
+const ACCEPT_RETRY_MS = 100;
 /**
  * How long a new client may stay silent before the console shows its prompt. gdb sends its
  * first packet at once, so it never sees the prompt; a person with `nc` sees it right away.
@@ -293,6 +295,8 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
       } catch (e) {
         if (stopping) break;
         log(`accept failed: ${e}`);
+        // Out of descriptors, say: the next try would fail the same way at once.
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
         continue;
       }
       if (!conn) break;
