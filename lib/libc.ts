@@ -36,3 +36,24 @@ export function lazyLibc<S extends Deno.ForeignLibraryInterface>(
     return lib ?? undefined;
   };
 }
+
+/**
+ * Poll `pollfd` (one `struct pollfd`) without sleeping for at most `ms`: whether it became ready.
+ * Each turn gives the core away first (`sched_yield`), so a process waiting for it (gdb or QEMU
+ * on a loaded machine) runs before we poll again.
+ */
+export function pollWithoutSleeping(
+  c: {
+    poll(fds: Uint8Array, count: bigint, timeoutMs: number): number;
+    sched_yield(): number;
+  },
+  pollfd: Uint8Array,
+  ms: number,
+): boolean {
+  const end = performance.now() + ms;
+  do {
+    if (c.poll(pollfd, 1n, 0) !== 0) return true;
+    c.sched_yield();
+  } while (performance.now() < end);
+  return false;
+}

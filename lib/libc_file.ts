@@ -14,7 +14,7 @@
  * @module
  */
 
-import { errnoOf, lazyLibc } from "./libc.ts";
+import { errnoOf, lazyLibc, pollWithoutSleeping } from "./libc.ts";
 
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
@@ -109,22 +109,18 @@ export class PolledInput {
 
   /** Poll, without sleeping, for at most `spinMs`: whether input (or its end) is there. */
   spinUntilReadable(spinMs: number): boolean {
-    const end = performance.now() + spinMs;
-    do {
-      if (this.#c.poll(this.#pollfd, 1n, 0) !== 0) return true;
-      // A process waiting for this core (gdb or QEMU on a loaded machine) gets it first.
-      this.#c.sched_yield();
-    } while (performance.now() < end);
-    return false;
+    return pollWithoutSleeping(this.#c, this.#pollfd, spinMs);
   }
 
   /**
    * Read what is there into `buffer` without waiting: the byte count, null at the end of the
-   * input (or on an error), undefined when nothing is there yet.
+   * input (or on an error), undefined when nothing is there yet. `ready`: a poll just said
+   * input is there (the read cannot block), so none is made first.
    */
-  tryRead(buffer: Uint8Array): number | null | undefined {
+  tryRead(buffer: Uint8Array, ready = false): number | null | undefined {
     for (;;) {
-      if (this.#c.poll(this.#pollfd, 1n, 0) === 0) return undefined;
+      if (!ready && this.#c.poll(this.#pollfd, 1n, 0) === 0) return undefined;
+      ready = false;
       const n = Number(this.#c.read(this.#fd, buffer, BigInt(buffer.length)));
       if (n > 0) return n;
       if (n === 0) return null;

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { errnoOf, lazyLibc } from "./libc.ts";
+import { errnoOf, lazyLibc, pollWithoutSleeping } from "./libc.ts";
 
 const AF_INET = 2;
 const SOCK_STREAM = 1;
@@ -128,11 +128,7 @@ export class BlockingSocket {
     const sock = new BlockingSocket(c, fd);
     // Linux applies the send timeout to connect(): a host that never answers costs timeoutMs.
     sock.#setTimeval(SO_SNDTIMEO, timeoutMs);
-    const addr = new Uint8Array(16);
-    const view = new DataView(addr.buffer);
-    view.setUint16(0, AF_INET, true);
-    view.setUint16(2, port, false);
-    addr.set(ip, 4);
+    const addr = sockaddrIn(ip, port);
     let r: number;
     do r = c.connect(fd, addr, addr.length); while (r < 0 && errno(c) === EINTR);
     if (r < 0) {
@@ -210,13 +206,7 @@ export class BlockingSocket {
    */
   spinUntilReadable(): boolean {
     if (this.spinMs <= 0 || this.#fd < 0) return false;
-    const end = performance.now() + this.spinMs;
-    do {
-      if (this.#c.poll(this.#pollfd, 1n, 0) !== 0) return true;
-      // A process waiting for this core (gdb or QEMU on a loaded machine) gets it first.
-      this.#c.sched_yield();
-    } while (performance.now() < end);
-    return false;
+    return pollWithoutSleeping(this.#c, this.#pollfd, this.spinMs);
   }
 
   #pollSync(timeoutMs: number): boolean {
@@ -274,6 +264,16 @@ export class BlockingSocket {
   }
 }
 
+/** A `struct sockaddr_in` for `ip:port`. */
+function sockaddrIn(ip: Uint8Array, port: number): Uint8Array {
+  const addr = new Uint8Array(16);
+  const view = new DataView(addr.buffer);
+  view.setUint16(0, AF_INET, true);
+  view.setUint16(2, port, false);
+  addr.set(ip, 4);
+  return addr;
+}
+
 function setIntOption(c: Libc, fd: number, level: number, option: number, value: number): void {
   const v = new Uint8Array(4);
   new DataView(v.buffer).setInt32(0, value, true);
@@ -306,11 +306,7 @@ export class SocketListener {
     if (fd < 0) throw new ListenSocketError(errorMessage(c, errno(c)));
     // As Deno's own listener: a port left in TIME_WAIT by the last server can be taken again.
     setIntOption(c, fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    const addr = new Uint8Array(16);
-    const view = new DataView(addr.buffer);
-    view.setUint16(0, AF_INET, true);
-    view.setUint16(2, port, false);
-    addr.set(ip, 4);
+    const addr = sockaddrIn(ip, port);
     if (c.bind(fd, addr, addr.length) < 0 || c.listen(fd, 16) < 0) {
       const code = errno(c);
       c.close(fd);
@@ -326,7 +322,7 @@ export class SocketListener {
     }
     const len = Uint32Array.of(16);
     c.getsockname(fd, addr, new Uint8Array(len.buffer));
-    return new SocketListener(c, fd, view.getUint16(2, false));
+    return new SocketListener(c, fd, new DataView(addr.buffer).getUint16(2, false));
   }
 
   /** Whether listening sockets of this kind can be had here (Linux, FFI permitted) for `host`. */

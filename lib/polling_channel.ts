@@ -35,10 +35,13 @@ const EVENT_LOOP_TURN_MS = 20;
 
 /** What a {@link PollingReader} reads: a descriptor that can be polled. */
 interface PolledSource {
-  /** Poll without sleeping for a short while (until input is there). */
-  spin(): void;
-  /** The byte count, null at the end of the input, undefined when nothing is there yet. */
-  tryRead(buffer: Uint8Array): number | null | undefined;
+  /** Poll without sleeping for a short while: whether input (or its end) is there. */
+  spin(): boolean;
+  /**
+   * The byte count, null at the end of the input, undefined when nothing is there yet;
+   * `ready`: a poll just said input is there.
+   */
+  tryRead(buffer: Uint8Array, ready?: boolean): number | null | undefined;
   /** Resolve once input may be there, or after `timeoutMs`, on the thread pool. */
   readable(timeoutMs: number): Promise<unknown>;
 }
@@ -56,8 +59,7 @@ class PollingReader {
     if (performance.now() - this.#lastTurn >= EVENT_LOOP_TURN_MS) {
       return this.#readAfterTurn(buffer);
     }
-    this.#source.spin();
-    const n = this.#source.tryRead(buffer);
+    const n = this.#source.tryRead(buffer, this.#source.spin());
     return n !== undefined ? Promise.resolve(n) : this.readIdle(buffer);
   }
 
@@ -150,7 +152,7 @@ export class StdinChannel implements ByteChannel {
   private constructor(input: PolledInput, spinMs: number) {
     this.#reader = new PollingReader({
       spin: () => input.spinUntilReadable(spinMs),
-      tryRead: (buffer) => input.tryRead(buffer),
+      tryRead: (buffer, ready) => input.tryRead(buffer, ready),
       readable: (timeoutMs) => input.readable(timeoutMs),
     });
   }
