@@ -16,7 +16,10 @@
  *   here through the library); `zero`, all zero bytes (run-length encoding's best case);
  * - the `PacketSize` it advertises (gdb 13 asks half of it per `m`; the stub logs the sizes gdb
  *   really asks, shown in the table);
- * - no-ack mode offered or not; run-length encoding of the replies on or off.
+ * - no-ack mode offered or not; run-length encoding of the replies on or off;
+ * - hex `m` replies, or binary ones: the stub offers `binary-upload+`, and gdb 16 and later then
+ *   read with `x ADDR,LEN`, answered `b` + the bytes with `#$}*` escaped (gdb 13 ignores the
+ *   offer; run these rows with `--gdb` naming a gdb 16).
  *
  * kdump-gdbserver serves the fixture ELF dump (`--port 0`, no `--vmlinux`: the range is given as
  * numbers, `_text` plus the dump's KASLR offset), one fresh server per session, a warm-up dump
@@ -33,10 +36,11 @@
  * every variant.
  *
  *   deno run -A bench/gdb_ceiling.ts [--rounds R] [--dumps D] [--only stub,server,qemu]
- *                                    [--compare LABEL=DIR,...] [--match REGEX]
+ *                                    [--compare LABEL=DIR,...] [--match REGEX] [--gdb PATH]
  *
  * R sessions per variant (default 3), each with D timed dumps (default 2) after the warm-up;
- * `--match` keeps the stub variants whose key (e.g. `stub text 20000 noack rle`) matches.
+ * `--match` keeps the stub variants whose key (e.g. `stub text 20000 noack rle hex`) matches;
+ * `--gdb` runs another gdb than Debian's /usr/bin/gdb.
  * Prints a Markdown table (best and median of the R×D dumps). The default run takes 5-8 minutes.
  *
  * @module
@@ -59,12 +63,13 @@ const { values: opts } = parseArgs({
     only: { type: "string", default: "stub,server,qemu" },
     compare: { type: "string", default: "" },
     match: { type: "string", default: "" },
+    gdb: { type: "string", default: "/usr/bin/gdb" },
   },
 });
 const ROUNDS = Number(opts.rounds);
 const DUMPS = Number(opts.dumps);
 const ONLY = new Set(opts.only.split(","));
-/** Only the stub variants whose key (`stub DATA PACKETSIZE noack|ack rle|hex`) matches. */
+/** Only the stub variants whose key (`stub DATA PACKETSIZE noack|ack rle|raw hex|bin`) matches. */
 const MATCH = new RegExp(opts.match);
 const COMPARE: [string, string][] = opts.compare
   ? opts.compare.split(",").map((kv) => {
@@ -72,6 +77,13 @@ const COMPARE: [string, string][] = opts.compare
     return [kv.slice(0, at), kv.slice(at + 1).replace(/\/?$/, "/")];
   })
   : [];
+
+const gdbVersion = new TextDecoder().decode(
+  (await new Deno.Command(opts.gdb, { args: ["--version"], stdout: "piped" }).output())
+    .stdout,
+).split("\n")[0];
+/** gdb 16 and later read memory with `x` where the server offers it, as kdump-gdbserver does. */
+const GDB_READS_BINARY = /^GNU gdb .* (1[6-9]|[2-9][0-9])\.[0-9]/.test(gdbVersion);
 
 /** Processes started here, stopped by pid on any exit. */
 const children = new Set<Deno.ChildProcess>();
@@ -143,6 +155,20 @@ function frame(payload: Uint8Array, rle: boolean, ack: boolean): Uint8Array {
   return out.subarray(0, at);
 }
 
+/** `b` and `data` with `#`, `$`, `}` and `*` escaped (`}` then the byte ^ 0x20): an `x` reply. */
+function binaryOf(data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + data.length * 2);
+  out[0] = 0x62;
+  let at = 1;
+  for (const b of data) {
+    if (b === 0x23 || b === 0x24 || b === 0x7d || b === 0x2a) {
+      out[at++] = 0x7d;
+      out[at++] = b ^ 0x20;
+    } else out[at++] = b;
+  }
+  return out.subarray(0, at);
+}
+
 function hexOf(data: Uint8Array): Uint8Array {
   const out = new Uint8Array(data.length * 2);
   for (let i = 0; i < data.length; i++) {
@@ -159,14 +185,16 @@ interface StubVariant {
   packetSize: number;
   ack: boolean;
   rle: boolean;
+  /** Offer `binary-upload+` and answer `x` in binary. */
+  binary: boolean;
 }
 
 interface StubStats {
-  /** Count of `m` requests by length. */
+  /** Count of `m`/`x` requests by length. */
   sizes: Map<number, number>;
   /** Bytes written to gdb. */
   wireBytes: number;
-  /** Bytes written for `m` replies only. */
+  /** Bytes written for `m`/`x` replies only. */
   memoryWireBytes: number;
   /** Requests outside the data. */
   outside: number;
@@ -198,8 +226,8 @@ async function serveStub(listener: Deno.Listener, v: StubVariant): Promise<StubS
   };
   const reply = (payload: string | Uint8Array) =>
     frame(typeof payload === "string" ? latin1(payload) : payload, false, !noAck);
-  const memory = (args: string): Uint8Array => {
-    const key = `${noAck ? "n" : "a"}${args}`;
+  const memory = (args: string, binary: boolean): Uint8Array => {
+    const key = `${noAck ? "n" : "a"}${binary ? "x" : "m"}${args}`;
     const hit = replies.get(key);
     if (hit) return hit;
     const [a, l] = args.split(",");
@@ -215,22 +243,23 @@ async function serveStub(listener: Deno.Listener, v: StubVariant): Promise<StubS
       framed = reply("E01");
     } else {
       const o = Number(off);
-      const hex = hexOf(data.subarray(o, Math.min(o + len, LENGTH)));
-      framed = frame(hex, v.rle, !noAck);
+      const bytes = data.subarray(o, Math.min(o + len, LENGTH));
+      framed = frame(binary ? binaryOf(bytes) : hexOf(bytes), v.rle, !noAck);
     }
     replies.set(key, framed);
     return framed;
   };
   const handle = async (p: string): Promise<boolean> => {
-    if (p[0] === "m") {
-      const framed = memory(p.slice(1));
+    if (p[0] === "m" || (p[0] === "x" && v.binary)) {
+      const framed = memory(p.slice(1), p[0] === "x");
       stats.memoryWireBytes += framed.length;
       await send(framed);
       return true;
     }
     let text = "";
     if (p.startsWith("qSupported")) {
-      text = `PacketSize=${v.packetSize.toString(16)}${v.ack ? "" : ";QStartNoAckMode+"}`;
+      text = `PacketSize=${v.packetSize.toString(16)}${v.ack ? "" : ";QStartNoAckMode+"}` +
+        (v.binary ? ";binary-upload+" : "");
     } else if (p === "QStartNoAckMode" && !v.ack) {
       await send(reply("OK"));
       noAck = true;
@@ -338,7 +367,7 @@ async function gdbSession(
   const script = `${dir}/ceiling.py`;
   Deno.writeTextFileSync(script, GDB_SCRIPT);
   const out = `${dir}/dump.bin`;
-  const child = new Deno.Command("/usr/bin/gdb", {
+  const child = new Deno.Command(opts.gdb, {
     args: ["-nx", "-batch", "-x", script],
     stdin: "null",
     stdout: "piped",
@@ -464,7 +493,8 @@ const QEMU_DATA_ADDRESS = 0x1000000;
 function rleBytes(data: Uint8Array, chunk: number): number {
   let total = 0;
   for (let o = 0; o < data.length; o += chunk) {
-    total += frame(hexOf(data.subarray(o, Math.min(o + chunk, data.length))), true, false).length;
+    const bytes = data.subarray(o, Math.min(o + chunk, data.length));
+    total += frame(GDB_READS_BINARY ? binaryOf(bytes) : hexOf(bytes), true, false).length;
   }
   return total;
 }
@@ -477,6 +507,8 @@ interface Row {
   requests: string;
   ack: string;
   rle: string;
+  /** How gdb was offered memory: hex `m`, or binary `x` too. */
+  encoding: string;
   data: string;
   wireMiB: number;
   dumps: Dump[];
@@ -486,22 +518,32 @@ const SIZES = [0x1000, 0x4000, 0x8000, 0x20000, 0x80000, 0x200000];
 const stubVariants: StubVariant[] = [];
 for (const ack of [false, true]) {
   for (const rle of [false, true]) {
-    for (const packetSize of SIZES) stubVariants.push({ data: "text", packetSize, ack, rle });
+    for (const packetSize of SIZES) {
+      stubVariants.push({ data: "text", packetSize, ack, rle, binary: false });
+    }
   }
 }
 for (const packetSize of [0x1000, 0x20000, 0x200000]) {
-  stubVariants.push({ data: "zero", packetSize, ack: false, rle: true });
+  stubVariants.push({ data: "zero", packetSize, ack: false, rle: true, binary: false });
 }
-stubVariants.push({ data: "zero", packetSize: 0x20000, ack: false, rle: false });
+stubVariants.push({ data: "zero", packetSize: 0x20000, ack: false, rle: false, binary: false });
+for (const binary of [false, true]) {
+  for (const packetSize of [0x20000, 0x80000, 0x200000]) {
+    stubVariants.push({ data: "dump", packetSize, ack: false, rle: true, binary });
+  }
+  stubVariants.push({ data: "dump", packetSize: 0x20000, ack: false, rle: false, binary });
+}
 for (const packetSize of [0x20000, 0x80000, 0x200000]) {
-  stubVariants.push({ data: "dump", packetSize, ack: false, rle: true });
+  stubVariants.push({ data: "text", packetSize, ack: false, rle: true, binary: true });
 }
-stubVariants.push({ data: "dump", packetSize: 0x20000, ack: false, rle: false });
 
 const servers: [string, string][] = [["kdump-gdbserver", ROOT], ...COMPARE];
 const rows = new Map<string, Row>();
 const keyOf = (v: StubVariant) =>
-  `stub ${v.data} ${v.packetSize.toString(16)} ${v.ack ? "ack" : "noack"} ${v.rle ? "rle" : "hex"}`;
+  `stub ${v.data} ${v.packetSize.toString(16)} ${v.ack ? "ack" : "noack"} ${
+    v.rle ? "rle" : "raw"
+  } ` +
+  (v.binary ? "bin" : "hex");
 
 function addRow(key: string, fresh: () => Row, dumps: Dump[], round: number): void {
   const row = rows.get(key) ?? fresh();
@@ -537,6 +579,7 @@ try {
             ).join(", "),
             ack: v.ack ? "ack" : "no-ack",
             rle: v.rle ? "on" : "off",
+            encoding: v.binary ? "binary `x`" : "hex `m`",
             data: v.data,
             wireMiB: stats.memoryWireBytes / (DUMPS + 1) / MiB,
             dumps: [],
@@ -571,6 +614,7 @@ try {
             requests: "",
             ack: "no-ack",
             rle: "on",
+            encoding: GDB_READS_BINARY ? "binary `x`" : "hex `m`",
             data: "dump",
             wireMiB: rleBytes(dumpBytes, 0x10000) / MiB,
             dumps: [],
@@ -597,6 +641,7 @@ try {
           requests: "",
           ack: "ack",
           rle: "off",
+          encoding: "hex `m`",
           data: "text",
           wireMiB: 32,
           dumps: [],
@@ -616,10 +661,6 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const cpuName = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1];
-const gdbVersion = new TextDecoder().decode(
-  (await new Deno.Command("/usr/bin/gdb", { args: ["--version"], stdout: "piped" }).output())
-    .stdout,
-).split("\n")[0];
 console.log(
   `${new Date().toISOString()}; ${gdbVersion}; ${cpuName}, ${navigator.hardwareConcurrency} ` +
     `cores; load average ${load0.map((x) => x.toFixed(2)).join(" ")} before, ` +
@@ -628,11 +669,13 @@ console.log(
 );
 console.log("");
 console.log(
-  "| server | data | PacketSize | `m` sizes gdb asked (count per dump) | acks | RLE | " +
+  "| server | data | PacketSize | `m`/`x` sizes gdb asked (count per dump) | acks | RLE | replies | " +
     "wire MiB per dump | best s | best MiB/s | median MiB/s | gdb CPU s (least) | " +
     "gdb CPU / wall | server CPU / wall |",
 );
-console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+console.log(
+  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+);
 for (const r of rows.values()) {
   const walls = r.dumps.map((d) => d.wall);
   const best = Math.min(...walls);
@@ -640,6 +683,7 @@ for (const r of rows.values()) {
   const wall = sum((d) => d.wall);
   console.log(
     `| ${r.name} | ${r.data} | ${r.packetSize} | ${r.requests} | ${r.ack} | ${r.rle} | ` +
+      `${r.encoding} | ` +
       `${r.wireMiB.toFixed(1)} | ${best.toFixed(3)} | ${(16 / best).toFixed(1)} | ` +
       `${(16 / median(walls)).toFixed(1)} | ` +
       `${Math.min(...r.dumps.map((d) => d.gdbCpu)).toFixed(3)} | ` +

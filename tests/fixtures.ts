@@ -66,3 +66,12 @@ export function hasBoot(name: string): boolean {
 export function big(v: string | number): bigint {
   return typeof v === "number" ? BigInt(v) : BigInt(v);
 }
+
+/**
+ * Debian 13's gdb (16.x) made by testdata/newer-gdb.sh beside the fixtures, or undefined when it
+ * is not there. gdb 16 reads memory with binary `x` packets; Debian 12's gdb 13 only with `m`.
+ */
+export function newerGdb(): string | undefined {
+  const path = join(FIXTURES, "gdb-trixie", "gdb");
+  return existsSync(path) ? path : undefined;
+}

@@ -16,7 +16,7 @@ import {
   runLiveServer,
   shm,
 } from "./live_guest.ts";
-import { boot, hasBoot } from "./fixtures.ts";
+import { boot, hasBoot, newerGdb } from "./fixtures.ts";
 
 const available = liveGuestAvailable();
 
@@ -153,6 +153,22 @@ Deno.test({
         assert.equal(a.length, 0x100000, ours.out);
         assert.equal(b.length, 0x100000, direct.out);
         assert.ok(a.every((v, i) => v === b[i]), "kernel text differs from QEMU's own read");
+        // gdb 16 reads through us with binary `x` packets (QEMU's stub offers only `m`).
+        const gdb16 = newerGdb();
+        if (gdb16) {
+          const binary = await runGdb([
+            "set sysroot /",
+            pipeTarget(liveArgs(g, ["--guest-ram", g.ramPath])),
+            `dump binary memory ${tmp}/x.bin (char*)&_text (char*)&_text+0x100000`,
+            "set debug remote 1",
+            "x/2gx &_text",
+          ], { gdb: gdb16 });
+          assert.match(binary.out, /Sending packet: \$x[0-9a-f]+,[0-9a-f]+#/, binary.out);
+          assert.match(binary.out, /Packet received: b/, binary.out);
+          const x = await Deno.readFile(`${tmp}/x.bin`);
+          assert.equal(x.length, 0x100000, binary.out);
+          assert.ok(x.every((v, i) => v === b[i]), "gdb 16's binary read differs from QEMU's");
+        }
       } finally {
         await Deno.remove(tmp, { recursive: true });
       }

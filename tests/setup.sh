@@ -31,3 +31,6 @@ fi
 
 # Real dumps of real kernels; incremental, so a second run costs nothing.
 bash testdata/build-fixtures.sh ${KDUMP_FIXTURE_BOOTS:-}
+
+# Debian 13's gdb (16) beside the fixtures, for the binary `x` reads only gdb 16+ makes.
+bash testdata/newer-gdb.sh >/dev/null
