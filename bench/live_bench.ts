@@ -164,9 +164,13 @@ try {
     const ratios = (mine: number[], theirs: number[]) => mine.map((v, i) => v / theirs[i]);
     const show = (r: number[]) =>
       `${median(r).toFixed(2)}× (${r.map((x) => x.toFixed(2)).join(" ")})`;
+    const runControlRatios = values["bulk-only"]
+      ? ""
+      : `; stepi ${show(ratios(w.stepi, straight.stepi))}; hit ${
+        show(ratios(w.hit, straight.hit))
+      }`;
     console.log(
-      `- ${w.name}: bulk ${show(ratios(straight.bulk, w.bulk))} as fast; stepi ` +
-        `${show(ratios(w.stepi, straight.stepi))}; hit ${show(ratios(w.hit, straight.hit))}`,
+      `- ${w.name}: bulk ${show(ratios(straight.bulk, w.bulk))} as fast${runControlRatios}`,
     );
   }
 } finally {
