@@ -4,30 +4,18 @@
 import assert from "node:assert/strict";
 import { big, boot, newerGdb } from "./fixtures.ts";
 import { runGdb, startServer } from "./gdb_helpers.ts";
+import { libkdumpfileRead } from "./libkdumpfile.ts";
 
 const B = boot("x86_64-6.1");
 const E = B.expected;
 const GDB16 = newerGdb();
-const ORACLE = new URL("./libkdumpfile_read.py", import.meta.url).pathname;
 const SPAN = 0x400000;
 
 /** `length` bytes at kernel virtual `address` of `dump`, read by libkdumpfile. */
 async function libkdumpfileBytes(dump: string, address: bigint, length: number) {
-  const child = new Deno.Command("/usr/bin/python3", {
-    args: [ORACLE, dump, String(length)],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).spawn();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(address.toString(16) + "\n"));
-  await w.close();
-  const out = await child.output();
-  const line = new TextDecoder().decode(out.stdout).trim();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  assert.ok(!line.startsWith("err"), `libkdumpfile cannot read ${address.toString(16)}: ${line}`);
-  return Uint8Array.from(line.match(/../g)!.map((h) => parseInt(h, 16)));
+  const [hex] = await libkdumpfileRead(dump, length, [address]);
+  assert.ok(hex, `libkdumpfile cannot read ${address.toString(16)} in ${dump}`);
+  return Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
 }
 
 /** Where two byte arrays first differ, or -1. */

@@ -5,27 +5,9 @@ import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
 import { PageStatus } from "../lib/dump.ts";
 import { big, boot, hasBoot } from "./fixtures.ts";
+import { libkdumpfileRead } from "./libkdumpfile.ts";
 
-const SCRIPT = new URL("./libkdumpfile_read.py", import.meta.url).pathname;
 const LEN = 32;
-
-async function libkdumpfileRead(dump: string, addrs: bigint[]): Promise<(string | null)[]> {
-  const child = new Deno.Command("/usr/bin/python3", {
-    args: [SCRIPT, dump, String(LEN)],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).spawn();
-  const w = child.stdin.getWriter();
-  await w.write(new TextEncoder().encode(addrs.map((a) => a.toString(16)).join("\n") + "\n"));
-  await w.close();
-  const out = await child.output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout).trim().split("\n").map((l) =>
-    l.startsWith("err") ? null : l
-  );
-}
 
 // Full ELF dumps read nearly everything; filtered ones must agree on what is missing too.
 const cases = [
@@ -68,7 +50,7 @@ for (const [name, file] of cases) {
         for (let i = 0n; i < 400n; i++) {
           addrs.push(first + ((span * i) / 400n & ~0xfffn) + (i % 64n) * 8n);
         }
-        const theirs = await libkdumpfileRead(b.path(file), addrs);
+        const theirs = await libkdumpfileRead(b.path(file), LEN, addrs);
         let compared = 0;
         for (let i = 0; i < addrs.length; i++) {
           const buf = new Uint8Array(LEN);
