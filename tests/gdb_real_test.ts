@@ -2,40 +2,11 @@
 import assert from "node:assert/strict";
 import { big, boot, type Expected, hasBoot } from "./fixtures.ts";
 import { pipeTarget, runGdb, SERVER, startServer } from "./gdb_helpers.ts";
+import { assertKernelSession, KERNEL_SESSION } from "./kernel_session.ts";
 
 const B = boot("x86_64-6.1");
 const E = B.expected;
 const crashed = E.cpus.find((c: { cpu: number }) => c.cpu === E.crashed_cpu);
-
-/** Checks every session makes: threads, the panic backtrace, kernel data, registers. */
-function assertKernelSession(out: string, label: string) {
-  for (const cpu of E.cpus) {
-    const name = cpu.pid === 0
-      ? `CPU ${cpu.cpu}: idle`
-      : `CPU ${cpu.cpu}: ${cpu.comm} (pid ${cpu.pid})`;
-    assert.ok(out.includes(name), `${label}: thread name ${name}\n${out}`);
-  }
-  // The panicking CPU's thread is selected, and its backtrace shows the crash path.
-  assert.match(out, new RegExp(`\\* ${E.crashed_cpu + 1} +Thread ${E.crashed_cpu + 1} `), label);
-  const bt = out.slice(out.indexOf("#0"));
-  assert.match(bt, /in panic \(/, `${label}: panic in bt`);
-  assert.match(bt, /in sysrq_handle_crash \(/, `${label}: sysrq_handle_crash in bt`);
-  assert.ok(bt.indexOf("panic (") < bt.indexOf("sysrq_handle_crash ("), label);
-  assert.match(out, /\$1 = "swapper\/0\\000/, `${label}: init_task.comm`);
-  assert.ok(out.includes(E.banner.slice(0, 60)), `${label}: linux_banner`);
-  const rip = big(crashed.registers.rip).toString(16);
-  assert.match(out, new RegExp(`rip +0x${rip} `), `${label}: rip`);
-  assert.match(out, /fs_base +0x[0-9a-f]+/, `${label}: fs_base`);
-  assert.match(out, /gs_base +0x[0-9a-f]+/, `${label}: gs_base`);
-}
-
-const SESSION = [
-  "info threads",
-  "bt",
-  "p init_task.comm",
-  "p linux_banner",
-  "info registers rip rsp fs_base gs_base",
-];
 
 const PIPE_VARIANTS = [
   "dump.elf",
@@ -53,9 +24,9 @@ for (const file of PIPE_VARIANTS) {
     // gdb loads the vmlinux through qXfer:exec-file and relocates it with qOffsets by itself.
     const r = await runGdb([
       pipeTarget([B.path(file), "--vmlinux", B.vmlinux]),
-      ...SESSION,
+      ...KERNEL_SESSION,
     ]);
-    assertKernelSession(r.out, file);
+    assertKernelSession(r.out, file, E);
   });
 }
 
@@ -66,10 +37,10 @@ Deno.test("gdb pipe, a server slower to start than gdb's remote timeout: one ses
   const server = [...SERVER, "--stdio", B.path("dump.zlib-d31.kdump"), "--vmlinux", B.vmlinux];
   const r = await runGdb([
     `target remote | sh -c 'sleep 4; exec ${server.join(" ")}'`,
-    ...SESSION,
+    ...KERNEL_SESSION,
   ]);
   assert.doesNotMatch(r.out, /replied unexpectedly/, r.out);
-  assertKernelSession(r.out, "slow start");
+  assertKernelSession(r.out, "slow start", E);
 });
 
 Deno.test("gdb TCP with the printed `file … -o` line, then a second client", async () => {
@@ -86,8 +57,8 @@ Deno.test("gdb TCP with the printed `file … -o` line, then a second client", a
     assert.match(banner, /panic on CPU \d/);
     const cmd = fileLine[1].replace("<vmlinux>", B.vmlinux);
     for (const round of [1, 2]) {
-      const r = await runGdb([cmd, `target remote 127.0.0.1:${server.port}`, ...SESSION]);
-      assertKernelSession(r.out, `tcp round ${round}`);
+      const r = await runGdb([cmd, `target remote 127.0.0.1:${server.port}`, ...KERNEL_SESSION]);
+      assertKernelSession(r.out, `tcp round ${round}`, E);
     }
   } finally {
     await server.stop();

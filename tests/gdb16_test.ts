@@ -1,9 +1,11 @@
-// gdb 16 (Debian 13's, made by testdata/newer-gdb.sh) on real dumps: it reads memory with binary
-// `x` packets once the server offers `binary-upload+`, and what it reads must be what
-// libkdumpfile, an independent reader, reads at the same addresses.
+// gdb 16 (Debian 13's, made by testdata/newer-gdb.sh) on real dumps: the main job works with it as
+// with Debian 12's gdb 13, and it reads memory with binary `x` packets once the server offers
+// `binary-upload+`; what it reads must be what libkdumpfile, an independent reader, reads at the
+// same addresses.
 import assert from "node:assert/strict";
 import { big, boot, newerGdb } from "./fixtures.ts";
-import { runGdb, startServer } from "./gdb_helpers.ts";
+import { pipeTarget, runGdb, startServer } from "./gdb_helpers.ts";
+import { assertKernelSession, KERNEL_SESSION } from "./kernel_session.ts";
 import { libkdumpfileRead } from "./libkdumpfile.ts";
 
 const B = boot("x86_64-6.1");
@@ -69,6 +71,23 @@ for (const [file, ranges] of cases) {
         await server.stop();
         await Deno.remove(tmp, { recursive: true });
       }
+    },
+  });
+}
+
+for (const file of ["dump.zlib-d31.kdump", "dump.elf"]) {
+  Deno.test({
+    name: `gdb 16 pipe, zero commands for KASLR: ${file}`,
+    ignore: GDB16 === undefined,
+    async fn() {
+      // gdb 16 loads the vmlinux through qXfer:exec-file and relocates it with qOffsets, as 13.
+      const r = await runGdb([
+        pipeTarget([B.path(file), "--vmlinux", B.vmlinux]),
+        ...KERNEL_SESSION,
+      ], {
+        gdb: GDB16,
+      });
+      assertKernelSession(r.out, `gdb 16, ${file}`, E);
     },
   });
 }
