@@ -24,6 +24,14 @@ import type { ByteChannel } from "./transport.ts";
  */
 export const GDB_SPIN_MS = 0.1;
 
+/**
+ * A reply at least this large keeps gdb busy decoding it for longer than {@link GDB_SPIN_MS}
+ * (gdb decodes replies at 50–60 MB of wire bytes a second, hex or binary: 8 KiB take it about
+ * 0.15 ms): the read after it sleeps at once instead of polling, leaving the CPU to gdb during a
+ * bulk read.
+ */
+const NO_SPIN_AFTER_BYTES = 8192;
+
 /** How long a wait on the thread pool lasts before it looks at whether the channel closed. */
 const WAIT_SLICE_MS = 1000;
 
@@ -34,7 +42,7 @@ const WAIT_SLICE_MS = 1000;
 const EVENT_LOOP_TURN_MS = 20;
 
 /** What a {@link PollingReader} reads: a descriptor that can be polled. */
-interface PolledSource {
+export interface PolledSource {
   /** Poll without sleeping for a short while: whether input (or its end) is there. */
   spin(): boolean;
   /**
@@ -46,24 +54,41 @@ interface PolledSource {
   readable(timeoutMs: number): Promise<unknown>;
 }
 
-/** The reads of both channels: poll first, sleep after, and let the event loop turn. */
-class PollingReader {
+/**
+ * The reads of both channels: poll first (unless a large reply just went out), sleep after, and
+ * let the event loop turn.
+ */
+export class PollingReader {
   #source: PolledSource;
   #lastTurn = performance.now();
+  /** Bytes written since the last read: a large reply means gdb's next packet is not soon. */
+  #written = 0;
 
-  constructor(source: PolledSource) {
+  readonly #turnMs: number;
+
+  /** @param turnMs longest time between turns of the event loop (tests: Infinity) */
+  constructor(source: PolledSource, turnMs = EVENT_LOOP_TURN_MS) {
     this.#source = source;
+    this.#turnMs = turnMs;
+  }
+
+  /** `n` bytes went to gdb. */
+  wrote(n: number): void {
+    this.#written += n;
   }
 
   read(buffer: Uint8Array): Promise<number | null> {
-    if (performance.now() - this.#lastTurn >= EVENT_LOOP_TURN_MS) {
+    if (performance.now() - this.#lastTurn >= this.#turnMs) {
       return this.#readAfterTurn(buffer);
     }
-    const n = this.#source.tryRead(buffer, this.#source.spin());
+    const spin = this.#written < NO_SPIN_AFTER_BYTES;
+    this.#written = 0;
+    const n = this.#source.tryRead(buffer, spin && this.#source.spin());
     return n !== undefined ? Promise.resolve(n) : this.readIdle(buffer);
   }
 
   async readIdle(buffer: Uint8Array): Promise<number | null> {
+    this.#written = 0;
     for (;;) {
       const n = this.#source.tryRead(buffer);
       if (n !== undefined) return n;
@@ -121,7 +146,10 @@ export class SocketChannel implements ByteChannel {
       } catch (e) {
         throw new Deno.errors.BrokenPipe(e instanceof SocketError ? e.message : String(e));
       }
-      if (n > 0) return n;
+      if (n > 0) {
+        this.#reader.wrote(n);
+        return n;
+      }
       await this.#sock.writable(WAIT_SLICE_MS);
     }
   }
@@ -174,7 +202,9 @@ export class StdinChannel implements ByteChannel {
   }
 
   /** Write through Deno's standard output. */
-  write(data: Uint8Array): Promise<number> {
-    return Deno.stdout.write(data);
+  async write(data: Uint8Array): Promise<number> {
+    const n = await Deno.stdout.write(data);
+    this.#reader.wrote(n);
+    return n;
   }
 }

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { bindPolling, ListenError } from "../lib/listen.ts";
 import { SocketListener } from "../lib/libc_socket.ts";
+import { PollingReader } from "../lib/polling_channel.ts";
 import { serveTcp } from "../lib/transport.ts";
 import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
@@ -136,4 +137,37 @@ Deno.test("polling listener: a port in use is one line naming the address", opts
   } finally {
     first.close();
   }
+});
+
+Deno.test("polling reader: polls for gdb's next packet after a small reply, not after a large one", async () => {
+  let spins = 0;
+  let pending: number | undefined;
+  const reader = new PollingReader({
+    spin: () => {
+      spins++;
+      return pending !== undefined;
+    },
+    tryRead: () => {
+      const n = pending;
+      pending = undefined;
+      return n;
+    },
+    readable: () => Promise.resolve(),
+  }, Infinity); // no event-loop turns: every read polls or not by the rule alone
+  const buffer = new Uint8Array(16);
+  const read = (written: number) => {
+    reader.wrote(written);
+    pending = 1;
+    return reader.read(buffer);
+  };
+  assert.equal(await read(20), 1);
+  assert.equal(spins, 1, "a stop reply or a short answer: gdb's next packet comes soon");
+  assert.equal(await read(0x10000), 1);
+  assert.equal(spins, 1, "a 64 KiB memory reply: gdb decodes it longer than a poll lasts");
+  // Several writes of one reply count together; each read starts the count again.
+  reader.wrote(6000);
+  assert.equal(await read(6000), 1);
+  assert.equal(spins, 1);
+  assert.equal(await read(100), 1);
+  assert.equal(spins, 2);
 });
