@@ -68,10 +68,11 @@ export function big(v: string | number): bigint {
 }
 
 /**
- * Debian 13's gdb (16.x) made by testdata/newer-gdb.sh beside the fixtures, or undefined when it
- * is not there. gdb 16 reads memory with binary `x` packets; Debian 12's gdb 13 only with `m`.
+ * Debian 13's gdb (16.x), or its gdb-multiarch, made by testdata/newer-gdb.sh beside the
+ * fixtures, or undefined when it is not there. gdb 16 reads memory with binary `x` packets;
+ * Debian 12's gdb 13 only with `m`.
  */
-export function newerGdb(): string | undefined {
-  const path = join(FIXTURES, "gdb-trixie", "gdb");
+export function newerGdb(program: "gdb" | "gdb-multiarch" = "gdb"): string | undefined {
+  const path = join(FIXTURES, "gdb-trixie", program);
   return existsSync(path) ? path : undefined;
 }

@@ -3,9 +3,14 @@
 // `binary-upload+`; what it reads must be what libkdumpfile, an independent reader, reads at the
 // same addresses.
 import assert from "node:assert/strict";
-import { big, boot, newerGdb } from "./fixtures.ts";
+import { big, boot, hasBoot, newerGdb } from "./fixtures.ts";
 import { pipeTarget, runGdb, startServer } from "./gdb_helpers.ts";
-import { assertKernelSession, KERNEL_SESSION } from "./kernel_session.ts";
+import {
+  ARM64_KERNEL_SESSION,
+  assertArm64KernelSession,
+  assertKernelSession,
+  KERNEL_SESSION,
+} from "./kernel_session.ts";
 import { libkdumpfileRead } from "./libkdumpfile.ts";
 
 const B = boot("x86_64-6.1");
@@ -91,3 +96,19 @@ for (const file of ["dump.zlib-d31.kdump", "dump.elf"]) {
     },
   });
 }
+
+Deno.test({
+  name: "gdb-multiarch 16 on the arm64 dump: threads, bt, kernel data, binary x reads",
+  ignore: newerGdb("gdb-multiarch") === undefined || !hasBoot("aarch64-6.1"),
+  async fn() {
+    const A = boot("aarch64-6.1");
+    const r = await runGdb([
+      pipeTarget([A.path("dump.zlib-d31.kdump"), "--vmlinux", A.vmlinux]),
+      ...ARM64_KERNEL_SESSION,
+      "set debug remote 1",
+      "x/2gx $sp",
+    ], { gdb: newerGdb("gdb-multiarch") });
+    assertArm64KernelSession(r.out, A.expected);
+    assert.match(r.out, /Sending packet: \$x[0-9a-f]+,[0-9a-f]+#/, r.out);
+  },
+});

@@ -2,7 +2,12 @@
 import assert from "node:assert/strict";
 import { big, boot, type Expected, hasBoot } from "./fixtures.ts";
 import { pipeTarget, runGdb, SERVER, startServer } from "./gdb_helpers.ts";
-import { assertKernelSession, KERNEL_SESSION } from "./kernel_session.ts";
+import {
+  ARM64_KERNEL_SESSION,
+  assertArm64KernelSession,
+  assertKernelSession,
+  KERNEL_SESSION,
+} from "./kernel_session.ts";
 
 const B = boot("x86_64-6.1");
 const E = B.expected;
@@ -122,31 +127,9 @@ Deno.test({
     const A = boot("aarch64-6.1");
     const r = await runGdb([
       pipeTarget([A.path("dump.zlib-d31.kdump"), "--vmlinux", A.vmlinux]),
-      "info threads",
-      "bt",
-      "p init_task.comm",
-      "p linux_banner",
-      "info registers pc sp x29 cpsr",
+      ...ARM64_KERNEL_SESSION,
     ], { gdb: "gdb-multiarch" });
-    for (const cpu of A.expected.cpus) {
-      const name = cpu.pid === 0 ? `CPU ${cpu.cpu}: idle` : `CPU ${cpu.cpu}: ${cpu.comm}`;
-      assert.ok(r.out.includes(name), `thread ${name}\n${r.out}`);
-    }
-    assert.match(r.out, /in panic \(/);
-    assert.match(r.out, /"swapper\/0\\000/);
-    assert.ok(r.out.includes(A.expected.banner.slice(0, 50)));
-    const crashedCpu = A.expected.cpus.find((c: { cpu: number }) =>
-      c.cpu === A.expected.crashed_cpu
-    );
-    const regs = crashedCpu.registers;
-    assert.match(r.out, new RegExp(`sp +0x${big(regs.sp).toString(16)} `));
-    assert.match(r.out, new RegExp(`x29 +0x${big(regs.x29).toString(16)} `));
-    // The pc is where drgn found the innermost frame, and gdb names the same function.
-    const top = crashedCpu.frames[0];
-    assert.match(
-      r.out,
-      new RegExp(`pc +0x${big(top.pc).toString(16)} +0x[0-9a-f]+ <${top.symbol}[+>]`),
-    );
+    assertArm64KernelSession(r.out, A.expected);
   },
 });
 

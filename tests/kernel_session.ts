@@ -37,3 +37,33 @@ export function assertKernelSession(out: string, label: string, e: Expected): vo
   assert.match(out, /fs_base +0x[0-9a-f]+/, `${label}: fs_base`);
   assert.match(out, /gs_base +0x[0-9a-f]+/, `${label}: gs_base`);
 }
+
+/** gdb-multiarch commands after `target remote`, on an arm64 dump. */
+export const ARM64_KERNEL_SESSION = [
+  "info threads",
+  "bt",
+  "p init_task.comm",
+  "p linux_banner",
+  "info registers pc sp x29 cpsr",
+];
+
+/** What an arm64 session must show: threads, the panic, kernel data, drgn's registers. */
+export function assertArm64KernelSession(out: string, e: Expected): void {
+  for (const cpu of e.cpus) {
+    const name = cpu.pid === 0 ? `CPU ${cpu.cpu}: idle` : `CPU ${cpu.cpu}: ${cpu.comm}`;
+    assert.ok(out.includes(name), `thread ${name}\n${out}`);
+  }
+  assert.match(out, /in panic \(/);
+  assert.match(out, /"swapper\/0\\000/);
+  assert.ok(out.includes(e.banner.slice(0, 50)));
+  const crashedCpu = e.cpus.find((c: { cpu: number }) => c.cpu === e.crashed_cpu);
+  const regs = crashedCpu.registers;
+  assert.match(out, new RegExp(`sp +0x${big(regs.sp).toString(16)} `));
+  assert.match(out, new RegExp(`x29 +0x${big(regs.x29).toString(16)} `));
+  // The pc is where drgn found the innermost frame, and gdb names the same function.
+  const top = crashedCpu.frames[0];
+  assert.match(
+    out,
+    new RegExp(`pc +0x${big(top.pc).toString(16)} +0x[0-9a-f]+ <${top.symbol}[+>]`),
+  );
+}
