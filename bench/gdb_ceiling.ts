@@ -47,7 +47,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { encodeRuns } from "../lib/rsp_wire.ts";
+import { encodeRuns, escapeBinary } from "../lib/rsp_wire.ts";
 import { Vmlinux } from "../lib/vmlinux.ts";
 import { fixture, listeningPort, openKernel, UNFILTERED, VMLINUX } from "./common.ts";
 
@@ -155,18 +155,13 @@ function frame(payload: Uint8Array, rle: boolean, ack: boolean): Uint8Array {
   return out.subarray(0, at);
 }
 
-/** `b` and `data` with `#`, `$`, `}` and `*` escaped (`}` then the byte ^ 0x20): an `x` reply. */
+/** An `x` reply: `b` and the bytes with `#`, `$`, `}` and `*` escaped, as the server sends it. */
 function binaryOf(data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(1 + data.length * 2);
+  const escaped = escapeBinary(data);
+  const out = new Uint8Array(1 + escaped.length);
   out[0] = 0x62;
-  let at = 1;
-  for (const b of data) {
-    if (b === 0x23 || b === 0x24 || b === 0x7d || b === 0x2a) {
-      out[at++] = 0x7d;
-      out[at++] = b ^ 0x20;
-    } else out[at++] = b;
-  }
-  return out.subarray(0, at);
+  out.set(escaped, 1);
+  return out;
 }
 
 function hexOf(data: Uint8Array): Uint8Array {
