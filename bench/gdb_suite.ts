@@ -232,9 +232,14 @@ function serverArgs(dump: string, extra: string[] = [], root = ROOT): string[] {
   return [...SERVER.slice(0, -1), `${root}cli/main.ts`, dump, ...extra];
 }
 
-/** Shell command for gdb's `target remote | …`. */
+/**
+ * Shell command for gdb's `target remote | …`: with FFI, with which the server ends its stderr
+ * after the banner (gdb otherwise reads that stderr after every byte it receives; see
+ * cli/pipe_stderr.ts).
+ */
 function pipeCommand(dump: string, root = ROOT): string {
-  return [deno(), ...serverArgs(dump, ["--stdio"], root)].join(" ");
+  const [run, ...rest] = serverArgs(dump, ["--stdio"], root);
+  return [deno(), run, "--allow-ffi", ...rest].join(" ");
 }
 
 async function sha256File(path: string): Promise<string> {
@@ -418,7 +423,7 @@ async function bulk(): Promise<void> {
           await server.stop();
         } else {
           const cmd = name === "ceiling"
-            ? `${OUT}const_server --stdio`
+            ? `exec ${OUT}const_server --stdio 2>/dev/null` // its stderr ended, as ours
             : pipeCommand(UNFILTERED[dump], root);
           result.seconds = await gdbDump(`target remote | ${cmd}`, bytes, file);
         }

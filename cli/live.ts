@@ -14,6 +14,7 @@ import { bindPolling } from "../lib/listen.ts";
 import { GDB_SPIN_MS } from "../lib/polling_channel.ts";
 import { DumpError } from "../lib/errors.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { finishPipeBanner } from "./pipe_stderr.ts";
 
 /** Run the live mode; the process's exit status. */
 export async function mainLive(opts: CliOptions, log: (line: string) => void): Promise<number> {
@@ -97,6 +98,7 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
   });
 
   if (opts.stdio) {
+    finishPipeBanner(opts.debug, log);
     // gdb is already waiting on the pipe: keep the guest stopped for it.
     await Promise.race([
       serveStdio(target, { debug: opts.debug, log, spinMs: GDB_SPIN_MS }),

@@ -18,6 +18,7 @@ import { bindTcp, ListenError } from "../lib/listen.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { triage } from "./triage.ts";
 import { mainLive } from "./live.ts";
+import { finishPipeBanner } from "./pipe_stderr.ts";
 
 const encoder = new TextEncoder();
 
@@ -154,6 +155,7 @@ async function main(argv: string[]): Promise<number> {
 
   if (opts.stdio) {
     if (!opts.vmlinux) log(`symbols: ${fileLine}`);
+    finishPipeBanner(opts.debug, log);
     prepareInIdleTime(target);
     await serveStdio(target, { debug: opts.debug, log });
     kernel.close();
