@@ -662,21 +662,33 @@ Deno.test({
     await t.step(
       "a guest resumed behind gdb's back (QEMU's monitor) is stopped again, nothing stale",
       async () => {
-        const r = await liveGdb(g, ["--guest-ram", g.ramPath, "--qmp", `127.0.0.1:${g.qmpPort}`], [
-          "p jiffies",
-          // QEMU's own monitor (QMP admits one client, and the server holds it): `cont`.
-          "monitor qemu cont",
-          "shell sleep 1",
-          "p jiffies",
-          "shell sleep 0.5",
-          "p jiffies",
-        ]);
-        const j = jiffiesValues(r.out);
-        assert.equal(j.length, 3, r.out);
-        assert.ok(j[1] > j[0], r.out);
-        // Stopped again at the read after the resume: the guest stands still from then on.
-        assert.equal(j[2], j[1], r.out);
-        assert.match(r.out, /resumed outside gdb/, r.out);
+        // Over TCP: the server's line about it is on the server's stderr (in pipe mode that
+        // stderr has ended after the banner, cli/pipe_stderr.ts).
+        const server = await startServer(
+          liveArgs(g, ["--guest-ram", g.ramPath, "--qmp", `127.0.0.1:${g.qmpPort}`]),
+        );
+        try {
+          const r = await runGdb([
+            "set sysroot /",
+            `target remote 127.0.0.1:${server.port}`,
+            "p jiffies",
+            // QEMU's own monitor (QMP admits one client, and the server holds it): `cont`.
+            "monitor qemu cont",
+            "shell sleep 1",
+            "p jiffies",
+            "shell sleep 0.5",
+            "p jiffies",
+            "detach",
+          ], { timeoutMs: 90_000 });
+          const j = jiffiesValues(r.out);
+          assert.equal(j.length, 3, r.out);
+          assert.ok(j[1] > j[0], r.out);
+          // Stopped again at the read after the resume: the guest stands still from then on.
+          assert.equal(j[2], j[1], r.out);
+          assert.match(server.stderr(), /resumed outside gdb/, server.stderr());
+        } finally {
+          await server.stop();
+        }
       },
     );
 
