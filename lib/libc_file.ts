@@ -34,6 +34,7 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   dup2: { parameters: ["i32", "i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   // The same poll on Deno's blocking thread pool: a long wait must not block the event loop.
@@ -158,11 +159,25 @@ export class PolledInput {
  */
 export function endStandardError(): boolean {
   const c = load();
-  if (!c || c.shutdown(STDERR, SHUT_WR) !== 0) return false;
+  if (!c) return false;
+  // Never the protocol's own socket (`target remote | … 2>&1`): shutting that down ends the
+  // session.
+  const err = openFileOf(c, STDERR);
+  if (err === undefined || err === openFileOf(c, 0) || err === openFileOf(c, 1)) return false;
+  if (c.shutdown(STDERR, SHUT_WR) !== 0) return false;
   const nowhere = c.open(new TextEncoder().encode("/dev/null\0"), O_WRONLY | O_CLOEXEC);
   if (nowhere >= 0) {
     c.dup2(nowhere, STDERR);
     c.close(nowhere);
   }
   return true;
+}
+
+/** What descriptor `fd` is open on, as /proc names it (`socket:[123]`); undefined if closed. */
+function openFileOf(c: Libc, fd: number): string | undefined {
+  const out = new Uint8Array(256);
+  const n = Number(
+    c.readlink(new TextEncoder().encode(`/proc/self/fd/${fd}\0`), out, BigInt(out.length)),
+  );
+  return n > 0 ? new TextDecoder().decode(out.subarray(0, n)) : undefined;
 }

@@ -95,3 +95,13 @@ Deno.test("pipe mode with --debug: stderr stays open for the packet log", async 
   assert.match(r.out, /^\[stdio\] <- m[0-9a-f]+,[0-9a-f]+$/m, r.out);
   assert.deepEqual(sockets(r.out), [2], r.out);
 });
+
+Deno.test("pipe mode with stderr on the protocol's socket (2>&1): left alone, the session works", async () => {
+  // gdb skips the banner's text before the first packet; shutting that socket down would end
+  // the session.
+  const pipe = `target remote | exec ${[...WITH_FFI, "--stdio", DUMP].join(" ")} 2>&1`;
+  const r = await runGdb([pipe, "info threads", "p/x $pc", "detach"]);
+  assert.match(r.out, /^\* 2 +Thread 2 "CPU 1: .*\[panic\]"/m, r.out);
+  assert.match(r.out, /^\$1 = 0x[0-9a-f]+$/m, r.out);
+  assert.match(r.out, /Inferior 1 \(Remote target\) detached/, r.out);
+});
