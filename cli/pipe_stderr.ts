@@ -18,7 +18,7 @@ import { endStandardError } from "../lib/libc_file.ts";
  * line why not, when that costs speed: without FFI the server cannot end it.
  */
 export function finishPipeBanner(debug: boolean, log: (line: string) => void): void {
-  if (debug || endStandardError() || Deno.stderr.isTerminal()) return;
+  if (debug || Deno.stderr.isTerminal() || endStandardError()) return;
   if (Deno.permissions.querySync({ name: "ffi" }).state === "granted") return; // not a socket
   log(
     "speed:        gdb polls this pipe's stderr after every byte it reads, which slows large " +

@@ -16,6 +16,12 @@ export const SERVER = [
   `${ROOT}cli/main.ts`,
 ];
 
+/**
+ * The same server with every permission, FFI included (`deno run -A`): the live mode's blocking
+ * sockets and `pread`, and pipe mode's end of stderr after the banner (cli/pipe_stderr.ts).
+ */
+export const SERVER_WITH_FFI: readonly string[] = ["deno", "run", "-A", ...SERVER.slice(4)];
+
 /** Output of one gdb run. */
 export interface GdbRun {
   out: string;

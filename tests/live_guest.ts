@@ -7,7 +7,7 @@
  */
 
 import { FIXTURES } from "./fixtures.ts";
-import { SERVER } from "./gdb_helpers.ts";
+import { SERVER_WITH_FFI } from "./gdb_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -286,7 +286,7 @@ export async function qmpCommand(
  * The server as the live mode runs it: Deno grants files under /dev/ (the RAM file in /dev/shm)
  * only with --allow-all (see README.md), which also grants the FFI of the blocking link.
  */
-export const LIVE_SERVER: readonly string[] = ["deno", "run", "-A", ...SERVER.slice(4)];
+export const LIVE_SERVER: readonly string[] = SERVER_WITH_FFI;
 
 /** The live server in pipe mode with stdin at EOF (as gdb closing): its exit code and stderr. */
 export async function runLiveServer(args: string[]): Promise<{ code: number; err: string }> {

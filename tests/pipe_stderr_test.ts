@@ -5,15 +5,13 @@
 // pipe costs about what it costs over TCP (it took 50 times longer before).
 import assert from "node:assert/strict";
 import { big, boot } from "./fixtures.ts";
-import { runGdb, SERVER, startServer } from "./gdb_helpers.ts";
+import { runGdb, SERVER, SERVER_WITH_FFI as WITH_FFI, startServer } from "./gdb_helpers.ts";
 
 const B = boot("x86_64-6.1");
 const E = B.expected;
 const DUMP = B.path("dump.zlib-d31.kdump");
 const TEXT = big(E.system_map._text) + big(E.kaslr_offset);
 const SPAN = 0x400000;
-/** The server as the live tests run it: all permissions, FFI included. */
-const WITH_FFI = ["deno", "run", "-A", ...SERVER.slice(4)];
 
 /** gdb's own open sockets (the pipe to the server, and its stderr while gdb holds it). */
 const COUNT_SOCKETS = [
