@@ -16,6 +16,7 @@ import type {
 import type { Kernel } from "./kernel.ts";
 import { resolve } from "node:path";
 import { KernelTasks } from "./tasks.ts";
+import { moduleSymbolsNamed } from "./modules.ts";
 import { USER_TOP, userMemoryOf } from "./process.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
@@ -163,7 +164,7 @@ export class KernelTarget implements Target {
       "vtop ADDRESS translate a kernel virtual address and show the physical page",
       "cache        page cache statistics",
       "ps [PID|NAME] the kernel's tasks (as in --tasks mode; > marks running ones)",
-      "sym NAME     runtime address of a kernel symbol (vmlinux or the dump's kallsyms)",
+      "sym NAME     runtime address of a kernel or module symbol (vmlinux, the dump's kallsyms)",
     ];
   }
 
@@ -188,12 +189,14 @@ export class KernelTarget implements Target {
         return true;
       }
       case "sym": {
-        const addr = args[0] ? this.kernel.symbol(args[0]) : undefined;
-        out(
-          addr === undefined
-            ? `sym: ${args[0] ? `no symbol "${args[0]}"` : "usage: sym NAME"}\n`
-            : `${args[0]} = 0x${addr.toString(16)}\n`,
-        );
+        const name = args[0];
+        const addr = name ? this.kernel.symbol(name) : undefined;
+        // Not the kernel's: a loaded module's (its kallsyms), as /proc/kallsyms shows it.
+        const hits = name && addr === undefined ? moduleSymbolsNamed(this.kernel, name) : [];
+        if (!name) out("sym: usage: sym NAME\n");
+        else if (addr !== undefined) out(`${name} = 0x${addr.toString(16)}\n`);
+        else if (hits.length === 0) out(`sym: no symbol "${name}"\n`);
+        else for (const h of hits) out(`${name} = 0x${h.value.toString(16)} [${h.module}]\n`);
         return true;
       }
       case "cache": {

@@ -122,6 +122,18 @@ function moduleSymbols(kernel: Kernel, ks: bigint | undefined): KernelModule["sy
   return out;
 }
 
+/** Every loaded module's symbol called `name` (static names may repeat across modules). */
+export function moduleSymbolsNamed(
+  kernel: Kernel,
+  name: string,
+): { module: string; value: bigint }[] {
+  const out: { module: string; value: bigint }[] = [];
+  for (const m of kernelModules(kernel)) {
+    for (const s of m.symbols) if (s.name === name) out.push({ module: m.name, value: s.value });
+  }
+  return out;
+}
+
 /** The module whose code covers an address. */
 export function moduleAt(kernel: Kernel, address: bigint): KernelModule | undefined {
   return kernelModules(kernel).find((m) => address >= m.textStart && address < m.textEnd);

@@ -230,6 +230,36 @@ fetch_kernel() { # DEB_ARCH; uses KPKG KREL KVER; sets KDIR
 }
 
 # busybox-static for the guest architecture, from its Debian package.
+# The debug builds of the modules the guest loads (load-order), from the -dbg package, in the
+# tree the package installs below /usr/lib/debug/lib/modules/KREL: gdb's add-symbol-file reads
+# them (cli/gdb/kdump.py kdump-load-modules). A step of its own, so fixtures built before it
+# gain it without a rebuild.
+fetch_module_debug() { # DEB_ARCH; uses KPKG KREL KVER KDIR
+	local arch=$1 out=$KDIR/modules-debug
+	apt_ready "$arch"
+	local tmp=$FIX/tmp/$KREL-debug dbg=$KPKG-dbg
+	rm -rf "$tmp" "$out"
+	mkdir -p "$tmp/deb" "$tmp/x"
+	log "  download $dbg ($KVER, $arch) for its module debug files"
+	apt_download "$tmp/deb" "$dbg:$arch=$KVER"
+	local deb listing prefix=./usr/lib/debug/lib/modules/$KREL/ name path
+	deb=$(ls "$tmp"/deb/"${dbg}"_*.deb)
+	listing=$(timeout 600 dpkg-deb -c "$deb" | awk '{print $6}')
+	while read -r name; do
+		# Plain text, not a regex: releases hold "+" (6.12.118+deb12); - and _ are one in names.
+		path=$(awk -v p="$prefix" -v n="/${name//-/_}" '{ f = $0; gsub(/-/, "_", f) }
+			index($0, p) == 1 && substr(f, length(f) - length(n) + 1) == n { print; exit }' \
+			<<<"$listing")
+		[[ -n $path ]] || die "no debug file for $name in $deb"
+		deb_extract "$deb" "$tmp/x" "$path"
+		[[ -f $tmp/x/$path ]] || die "could not extract $path from $deb"
+		mkdir -p "$out/$(dirname "${path#"$prefix"}")"
+		mv "$tmp/x/$path" "$out/${path#"$prefix"}"
+	done <"$KDIR/modules/load-order"
+	rm -rf "$tmp"
+	touch "$out/.done"
+}
+
 fetch_busybox() { # DEB_ARCH; sets BUSYBOX
 	local arch=$1 dir=$FIX/busybox/$1
 	BUSYBOX=$dir/busybox
@@ -575,6 +605,7 @@ build_boot() { # BOOT
 	resolve_kernel "$META" "$DEB_ARCH"
 	step "$boot: kernel $KPKG $KVER" "$FIX/kernels/$KREL/.done" -- fetch_kernel "$DEB_ARCH"
 	KDIR=$FIX/kernels/$KREL
+	step "$boot: module debug files" "$KDIR/modules-debug/.done" -- fetch_module_debug "$DEB_ARCH"
 	step "$boot: busybox-static:$DEB_ARCH" "$FIX/busybox/$DEB_ARCH/busybox" -- \
 		fetch_busybox "$DEB_ARCH"
 	BUSYBOX=$FIX/busybox/$DEB_ARCH/busybox

@@ -5,6 +5,7 @@
 #         (gdb) kdump-kernel-ps                       # UID PID PPID LWP COMM ADDRESS
 #         (gdb) kdump-save-kernel-json FILE           # every task: for kdump-gdbserver -k FILE
 #         (gdb) kdump-save-process-json FILE PID      # one process: for kdump-gdbserver -j FILE
+#         (gdb) kdump-load-modules [DIR...]           # loaded modules' symbols from their .ko files
 #
 # Works from the vmlinux's debug information on Linux 6.1 to 6.12, x86_64 and aarch64:
 # - threads: signal->thread_head / task->thread_node (thread_group is gone since 6.7);
@@ -19,7 +20,12 @@
 # per thread "task" (task_struct address), "state" and "cpu" (the CPU it was running on); per
 # process "pid", "comm", "exe" and "auxv" (pairs from mm->saved_auxv).
 
+import atexit
 import json
+import os
+import shutil
+import struct
+import tempfile
 
 import gdb
 import gdb.types
@@ -674,6 +680,312 @@ def _idle_addresses(tasks):
     return set(t.address for t in tasks if t.pid == 0)
 
 
+# --- loaded modules -----------------------------------------------------------------------------
+#
+# A module is a relocatable object: the kernel places each of its sections on its own, so gdb
+# needs every section's address (add-symbol-file FILE TEXT -s SECTION ADDRESS ...), which the
+# kernel keeps for sysfs (/sys/module/NAME/sections/): mod->sect_attrs, an array of
+# struct module_sect_attr { struct bin_attribute battr; unsigned long address; } up to 6.13,
+# of struct bin_attribute holding the address in .private since.
+
+MODULE_SUFFIXES = (".ko", ".ko.debug")
+COMPRESSED_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz")
+MAX_MODULES = 10000
+MAX_SECTIONS = 4096
+
+_loaded_modules = {}  # module name -> (file, .text address) added by kdump-load-modules
+
+
+def _c_string(address, limit=256):
+    """The NUL-terminated string at address (at most limit bytes), or None when unreadable."""
+    try:
+        data = bytes(gdb.selected_inferior().read_memory(address, limit))
+    except gdb.MemoryError:
+        return None
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _module_name(name):
+    """Module names treat - and _ alike (the kernel stores _; files may use either)."""
+    return name.replace("-", "_")
+
+
+def kernel_modules():
+    """[(name, struct module address, {section: address})] of the loaded modules."""
+    head = _symbol_address("modules")
+    if head is None:
+        raise gdb.GdbError("kdump: no symbol \"modules\": load the vmlinux first")
+    out = []
+    for address in _list(head, "struct module", "list"):
+        if len(out) >= MAX_MODULES:
+            break
+        mod = _load(address, "struct module")
+        name = mod["name"].string(errors="replace").split("\0")[0]
+        out.append((name, address, _module_sections(mod)))
+    return out
+
+
+def _module_sections(mod):
+    """{section name: address} from mod->sect_attrs; {} when the kernel kept none."""
+    try:
+        attrs = _ulong(mod["sect_attrs"])
+    except gdb.error:
+        return {}
+    if not attrs:
+        return {}
+    sections = {}
+    try:
+        header = _load(attrs, "struct module_sect_attrs")
+        count = min(int(header["nsections"]), MAX_SECTIONS)
+        array = attrs + _offset("struct module_sect_attrs", "attrs")
+        if _has("struct module_sect_attr", "address"):
+            size = _type("struct module_sect_attr").sizeof
+            name_at = _offset("struct module_sect_attr", "battr.attr.name")
+            address_at = _offset("struct module_sect_attr", "address")
+        else:
+            size = _type("struct bin_attribute").sizeof
+            name_at = _offset("struct bin_attribute", "attr.name")
+            address_at = _offset("struct bin_attribute", "private")
+        for i in range(count):
+            entry = array + i * size
+            name_pointer = _read_pointer(entry + name_at)
+            address = _read_pointer(entry + address_at)
+            name = _c_string(name_pointer) if name_pointer else None
+            if name and address:
+                sections[name] = address
+    except gdb.MemoryError:
+        pass  # the sections read so far
+    return sections
+
+
+def _kernel_release():
+    try:
+        return gdb.parse_and_eval("init_uts_ns.name.release").string(errors="replace")
+    except gdb.error:
+        return None
+
+
+def _module_files(directories):
+    """({module name: path}, {module name: compressed path}) of the .ko files below the
+    directories; the first directory that has a module wins."""
+    found, compressed = {}, {}
+    for top in directories:
+        for root, dirs, files in os.walk(top):
+            dirs.sort()
+            for f in sorted(files):
+                for suffix in MODULE_SUFFIXES:
+                    if f.endswith(suffix):
+                        found.setdefault(_module_name(f[:-len(suffix)]), os.path.join(root, f))
+                for suffix in COMPRESSED_SUFFIXES:
+                    if f.endswith(suffix):
+                        compressed.setdefault(_module_name(f[:-len(suffix)]),
+                                              os.path.join(root, f))
+    return found, compressed
+
+
+class _ElfSections(object):
+    """The section headers of a 64-bit ELF file: (name, type, flags, address, offset, size,
+    where the header is in the file) each, and the file's byte order; None when it is not one."""
+
+    @staticmethod
+    def read(path):
+        try:
+            with open(path, "rb") as f:
+                header = f.read(64)
+                if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
+                    return None
+                order = "<" if header[5] == 1 else ">"
+                kind, = struct.unpack_from(order + "H", header, 0x10)
+                shoff, = struct.unpack_from(order + "Q", header, 0x28)
+                shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", header, 0x3a)
+                if shentsize < 64 or not 0 < shnum <= 65535 or shstrndx >= shnum:
+                    return None
+                f.seek(shoff)
+                table = f.read(shentsize * shnum)
+                if len(table) < shentsize * shnum:
+                    return None
+                rows = [struct.unpack_from(order + "IIQQQQ", table, i * shentsize)
+                        for i in range(shnum)]
+                f.seek(rows[shstrndx][4])
+                names = f.read(min(rows[shstrndx][5], 1 << 20))
+        except (OSError, struct.error):
+            return None
+        out = _ElfSections()
+        out.order, out.relocatable = order, kind == 1
+        out.sections = [(names[r[0]:].split(b"\0", 1)[0].decode("latin-1"), r[1], r[2], r[3],
+                         r[4], r[5], shoff + i * shentsize) for i, r in enumerate(rows)]
+        return out
+
+
+SHT_NOTE, SHF_ALLOC = 7, 0x2
+
+
+def _file_build_id(path):
+    """The GNU build-id of an ELF file (its .note.gnu.build-id section), or None."""
+    elf = _ElfSections.read(path)
+    for name, kind, _, _, offset, size, _ in (elf.sections if elf else ()):
+        if kind == SHT_NOTE and name == ".note.gnu.build-id":
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    return _note_build_id(f.read(min(size, 4096)), elf.order)
+            except OSError:
+                return None
+    return None
+
+
+_copies_dir = None
+
+
+def _file_for_gdb(path):
+    """The file to give add-symbol-file: path itself, or a copy with the link-time addresses of
+    its sections set to zero. gdb places the sections of a relocatable file where it is told only
+    when every section's address is zero; otherwise its debug information is read relative to
+    .text alone and variables come out at the wrong addresses. Debian's x86_64 6.12 modules have
+    .data at 0xa0, its arm64 6.1 ones __patchable_function_entries at 0x30. The copies live
+    until gdb exits (gdb may reopen a file by its name)."""
+    global _copies_dir
+    elf = _ElfSections.read(path)
+    if elf is None or not elf.relocatable:
+        return path
+    placed = [at for _, _, flags, address, _, _, at in elf.sections
+              if flags & SHF_ALLOC and address != 0]
+    if not placed:
+        return path
+    if _copies_dir is None:
+        _copies_dir = tempfile.mkdtemp(prefix="kdump-modules-")
+        atexit.register(shutil.rmtree, _copies_dir, True)
+    copy = os.path.join(_copies_dir, str(len(os.listdir(_copies_dir))), os.path.basename(path))
+    os.makedirs(os.path.dirname(copy))
+    shutil.copyfile(path, copy)
+    with open(copy, "r+b") as f:
+        for at in placed:
+            f.seek(at + 16)  # Elf64_Shdr.sh_addr
+            f.write(struct.pack(elf.order + "Q", 0))
+    return copy
+
+
+def _note_build_id(data, order="<"):
+    """The descriptor of the NT_GNU_BUILD_ID note in a note section's bytes, or None."""
+    at = 0
+    while at + 12 <= len(data):
+        namesz, descsz, kind = struct.unpack_from(order + "III", data, at)
+        name_end = at + 12 + ((namesz + 3) & ~3)
+        desc_end = name_end + ((descsz + 3) & ~3)
+        if desc_end > len(data):
+            return None
+        if kind == 3 and data[at + 12:at + 12 + namesz].rstrip(b"\0") == b"GNU":
+            return data[name_end:name_end + descsz]
+        at = desc_end
+    return None
+
+
+def _memory_build_id(address):
+    """The build-id of a loaded module, from its .note.gnu.build-id section in memory."""
+    try:
+        return _note_build_id(bytes(gdb.selected_inferior().read_memory(address, 256)))
+    except gdb.MemoryError:
+        return None
+
+
+def _objfile_named(path):
+    real = os.path.realpath(path)
+    for objfile in gdb.objfiles():
+        if objfile.filename and os.path.realpath(objfile.filename) == real:
+            return objfile
+    return None
+
+
+class LoadModules(gdb.Command):
+    """Load the symbols and debug information of the loaded kernel modules.
+
+Usage: kdump-load-modules [DIR...]
+Finds each loaded module's file (NAME.ko or NAME.ko.debug, - and _ alike) below the DIRs, by
+default /usr/lib/debug/lib/modules/RELEASE and /lib/modules/RELEASE, and adds it with every
+section at the address the kernel placed it (mod->sect_attrs), as add-symbol-file does. A file
+whose build-id differs from the loaded module's is skipped. Run it again after modules were
+loaded or unloaded (on a live guest): it replaces what it added before."""
+
+    def __init__(self):
+        super().__init__("kdump-load-modules", gdb.COMMAND_FILES, gdb.COMPLETE_FILENAME)
+
+    def invoke(self, argument, from_tty):
+        directories = [os.path.expanduser(d) for d in gdb.string_to_argv(argument)]
+        for d in directories:
+            if not os.path.isdir(d):
+                raise gdb.GdbError("kdump-load-modules: %s is not a directory" % d)
+        if not directories:
+            release = _kernel_release()
+            if not release:
+                raise gdb.GdbError("kdump-load-modules: cannot read init_uts_ns.name.release: "
+                                   "name the directories of the .ko files")
+            directories = [d for d in ("/usr/lib/debug/lib/modules/" + release,
+                                       "/lib/modules/" + release) if os.path.isdir(d)]
+            if not directories:
+                raise gdb.GdbError("kdump-load-modules: neither /usr/lib/debug/lib/modules/%s "
+                                   "nor /lib/modules/%s exists: name the directories of the "
+                                   ".ko files" % (release, release))
+        modules = kernel_modules()
+        files, compressed = _module_files(directories)
+        loaded = missing = 0
+        for name, address, sections in modules:
+            text = sections.get(".text")
+            path = files.get(_module_name(name))
+            if path is None:
+                why = ("only %s, compressed: gdb reads uncompressed files"
+                       % compressed[_module_name(name)]
+                       if _module_name(name) in compressed else "no %s.ko" % name)
+                gdb.write("%-20s 0x%x  not loaded: %s\n" % (name, address, why))
+                missing += 1
+                continue
+            if text is None:
+                gdb.write("%-20s 0x%x  not loaded: the kernel kept no section addresses "
+                          "(mod->sect_attrs)\n" % (name, address))
+                missing += 1
+                continue
+            note = sections.get(".note.gnu.build-id")
+            in_memory = _memory_build_id(note) if note else None
+            in_file = _file_build_id(path)
+            if in_memory and in_file and in_memory != in_file:
+                gdb.write("%-20s 0x%x  not loaded: %s is another build (build-id %s, the "
+                          "module's %s)\n" % (name, address, path, in_file.hex(),
+                                               in_memory.hex()))
+                missing += 1
+                continue
+            self._replace(name)
+            given = _file_for_gdb(path)
+            command = "add-symbol-file %s 0x%x" % (_quote(given), text)
+            for section, at in sorted(sections.items()):
+                if section != ".text":
+                    command += " -s %s 0x%x" % (section, at)
+            gdb.execute(command, False, True)
+            _loaded_modules[name] = (given, text)
+            loaded += 1
+            gdb.write("%-20s 0x%x  %s%s\n" % (name, text, path, "" if given == path else
+                                              " (read from a copy: %s)" % given))
+        # Modules unloaded since the last run (a live guest) leave no symbols behind.
+        present = set(name for name, _, _ in modules)
+        for name in [n for n in _loaded_modules if n not in present]:
+            self._replace(name)
+            gdb.write("%-20s dropped: no longer loaded\n" % name)
+        gdb.write("%d module%s loaded, %d not\n" % (loaded, "" if loaded == 1 else "s", missing))
+
+    @staticmethod
+    def _replace(name):
+        """Drop the symbols this command added before for the module."""
+        earlier = _loaded_modules.pop(name, None)
+        if earlier and _objfile_named(earlier[0]) is not None:
+            gdb.execute("remove-symbol-file -a 0x%x" % earlier[1], False, True)
+
+
+def _quote(path):
+    """A file name as gdb's add-symbol-file parses it (it splits on blanks, keeps quotes)."""
+    if not any(c in path for c in " \t'\"\\"):
+        return path
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 KernelPs()
 SaveKernelJson()
 SaveProcessJson()
+LoadModules()
