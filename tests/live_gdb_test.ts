@@ -6,6 +6,8 @@
  */
 
 import assert from "node:assert/strict";
+import { realpathSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { runGdb, startServer as startServerWith } from "./gdb_helpers.ts";
 import {
   bootGuest,
@@ -84,6 +86,25 @@ Deno.test({
       // -device vmcoreinfo and qemu_fw_cfg are loaded, but we find VMCOREINFO in guest memory.
       assert.match(r.out, /KASLR found: +VMCOREINFO \(guest memory/, r.out);
       assert.match(r.out, /confirmed by IDT gate 0/, r.out);
+    });
+
+    await t.step("module symbols: kdump-load-modules on the running kernel", async () => {
+      // The guest's qemu_fw_cfg, from the fixture's debug build of it (cli/gdb/kdump.py).
+      const modules = join(dirname(realpathSync(g.vmlinux)), "modules-debug");
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        `source ${new URL("../cli/gdb/kdump.py", import.meta.url).pathname}`,
+        `kdump-load-modules ${modules}`,
+        "monitor lsmod",
+        "p/x (unsigned long)&__this_module",
+        "p fw_cfg_sel_ko->name",
+        "break fw_cfg_showrev",
+      ]);
+      assert.match(r.out, /^1 module loaded, 0 not$/m, r.out);
+      const modstruct = r.out.match(/^qemu_fw_cfg\s+\d+\s+(0x[0-9a-f]+)\s+0\s+\(Live\)/m)?.[1];
+      assert.ok(modstruct, r.out);
+      assert.match(r.out, new RegExp(`^\\$1 = ${modstruct}$`, "m"), r.out);
+      assert.match(r.out, /^\$2 = 0x[0-9a-f]+ "by_key"$/m, r.out);
+      assert.match(r.out, /^Breakpoint 1 at 0x[0-9a-f]+: file drivers\/firmware\/qemu_fw_cfg\.c/m);
     });
 
     await t.step("without the RAM file: the gdbstub's physical mode, same view", async () => {

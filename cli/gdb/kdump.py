@@ -835,6 +835,7 @@ def _file_build_id(path):
 
 
 _copies_dir = None
+_copies = {}  # (real path, mtime) -> the copy made of it
 
 
 def _file_for_gdb(path):
@@ -845,6 +846,9 @@ def _file_for_gdb(path):
     .data at 0xa0, its arm64 6.1 ones __patchable_function_entries at 0x30. The copies live
     until gdb exits (gdb may reopen a file by its name)."""
     global _copies_dir
+    key = (os.path.realpath(path), os.stat(path).st_mtime_ns)
+    if key in _copies:
+        return _copies[key]
     elf = _ElfSections.read(path)
     if elf is None or not elf.relocatable:
         return path
@@ -862,6 +866,7 @@ def _file_for_gdb(path):
         for at in placed:
             f.seek(at + 16)  # Elf64_Shdr.sh_addr
             f.write(struct.pack(elf.order + "Q", 0))
+    _copies[key] = copy
     return copy
 
 
