@@ -7,6 +7,7 @@
  */
 
 import type { Kernel } from "./kernel.ts";
+import { moduleSymbolsNamed } from "./modules.ts";
 
 /** kdb's diagnostics (include/linux/kdb.h), by name. */
 export const KdbDiag = {
@@ -148,7 +149,10 @@ export function addressArg(
   } else if (name.startsWith("%")) {
     throw new KdbError(KdbDiag.NOTIMP);
   } else {
-    const sym = name === "" ? undefined : kernel.symbol(name);
+    // kdb asks kallsyms_lookup_name, which looks in the loaded modules after the kernel.
+    const sym = name === ""
+      ? undefined
+      : kernel.symbol(name) ?? moduleSymbolsNamed(kernel, name)[0]?.value;
     if (sym !== undefined) value = sym;
     else {
       const n = parseKernelNumber(name);

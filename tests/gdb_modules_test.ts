@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { boot, hasBoot } from "./fixtures.ts";
-import { runGdb, startServer } from "./gdb_helpers.ts";
+import { runGdb, runServer, startServer } from "./gdb_helpers.ts";
 
 const KDUMP_PY = new URL("../cli/gdb/kdump.py", import.meta.url).pathname;
 
@@ -61,6 +61,7 @@ for (const c of cases) {
           "monitor lsmod",
           "monitor sym fw_cfg_sysfs_probe",
           "monitor sym fw_cfg_sel_ko",
+          "monitor sym fw_cfg_rev",
           "monitor sym __this_module",
           `source ${KDUMP_PY}`,
           `kdump-load-modules ${modules}`,
@@ -71,6 +72,8 @@ for (const c of cases) {
           "p __this_module.name",
           "p fw_cfg_sel_ko->name",
           "p fw_cfg_top_ko->name",
+          "echo REV\\n",
+          "p/x fw_cfg_rev",
           "info line fw_cfg_sysfs_probe",
           // The module's ELF symbols (the minimal symbols), at the kallsyms address.
           "python import re; print('TEXT', gdb.execute('info symbol %d' % int(re.search(" +
@@ -119,6 +122,28 @@ for (const c of cases) {
         // The debug information came along: source lines.
         assert.match(out, /^Line \d+ of "drivers\/firmware\/qemu_fw_cfg\.c" starts at address/m);
         assert.match(out, /^ko objfiles 1$/m);
+
+        // kdb's md takes module symbols as kdb's kallsyms_lookup_name does: the same word gdb
+        // reads through the module's debug information.
+        // (--vmlinux: Debian's arm64 kallsyms lacks the `modules` list head, a data symbol.)
+        const kdb = await runServer([
+          "-c",
+          "md8c1 fw_cfg_sysfs_probe; md4c1 fw_cfg_rev",
+          "--vmlinux",
+          b.vmlinux,
+          b.path(c.dump),
+        ]);
+        const text = kdb.stdout.match(/^(0x[0-9a-f]+) [0-9a-f]{16} /m);
+        assert.ok(text, kdb.stdout + kdb.stderr);
+        assert.equal(BigInt(text[1]), symValue(out, "fw_cfg_sysfs_probe"));
+        const rev = kdb.stdout.match(/^(0x[0-9a-f]+) ([0-9a-f]{8}) /m);
+        if (symValue(out, "fw_cfg_rev") === undefined) {
+          assert.match(kdb.stdout, /Illegal numeric value/); // no data symbols in kallsyms
+        } else {
+          assert.ok(rev, kdb.stdout);
+          assert.equal(BigInt(rev[1]), symValue(out, "fw_cfg_rev"));
+          assert.equal(BigInt("0x" + rev[2]), BigInt(tagged(out, "REV")));
+        }
       } finally {
         await server.stop();
       }
