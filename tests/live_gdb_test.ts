@@ -97,7 +97,11 @@ Deno.test({
         "monitor lsmod",
         "p/x (unsigned long)&__this_module",
         "p fw_cfg_sel_ko->name",
+        // The guest reads /sys/firmware/qemu_fw_cfg/rev once a second (testdata/guest/init-live).
         "break fw_cfg_showrev",
+        "continue",
+        "bt 3",
+        "delete",
       ]);
       assert.match(r.out, /^1 module loaded, 0 not$/m, r.out);
       const modstruct = r.out.match(/^qemu_fw_cfg\s+\d+\s+(0x[0-9a-f]+)\s+0\s+\(Live\)/m)?.[1];
@@ -105,6 +109,19 @@ Deno.test({
       assert.match(r.out, new RegExp(`^\\$1 = ${modstruct}$`, "m"), r.out);
       assert.match(r.out, /^\$2 = 0x[0-9a-f]+ "by_key"$/m, r.out);
       assert.match(r.out, /^Breakpoint 1 at 0x[0-9a-f]+: file drivers\/firmware\/qemu_fw_cfg\.c/m);
+      // Stopped in module code: gdb names it with its source line, and unwinds from it into the
+      // kernel's sysfs code that called it (kobj_attr_show, the attribute's show method, tail
+      // calls it: its caller is next).
+      assert.match(
+        r.out,
+        /^#0 +fw_cfg_showrev \(.*\) at drivers\/firmware\/qemu_fw_cfg\.c:\d+$/m,
+        r.out,
+      );
+      assert.match(
+        r.out,
+        /^#1 +0x[0-9a-f]+ in sysfs_kf_seq_show \(.*\) at fs\/sysfs\/file\.c:\d+$/m,
+        r.out,
+      );
     });
 
     await t.step("without the RAM file: the gdbstub's physical mode, same view", async () => {
