@@ -15,6 +15,7 @@ const cases = [
   { boot: "x86_64-6.1", dump: "dump.zlib-d31.kdump", gdb: "gdb" },
   { boot: "x86_64-6.12", dump: "dump.zlib-d31.kdump", gdb: "gdb" },
   { boot: "aarch64-6.1", dump: "dump.zlib-d31.kdump", gdb: "gdb-multiarch" },
+  { boot: "aarch64-6.12", dump: "dump.qemu-kdump-zlib-reassembled.kdump", gdb: "gdb-multiarch" },
 ];
 
 /** The fixture's debug modules: kernels/KREL/modules-debug, beside the boot's vmlinux. */
@@ -72,6 +73,9 @@ for (const c of cases) {
           "p __this_module.name",
           "p fw_cfg_sel_ko->name",
           "p fw_cfg_top_ko->name",
+          // Sections the kernel did not load (.modinfo) are not at 0: NULL is no symbol.
+          "info symbol 0",
+          "p (void *) 0",
           "echo REV\\n",
           "p/x fw_cfg_rev",
           "info line fw_cfg_sysfs_probe",
@@ -122,6 +126,8 @@ for (const c of cases) {
         // The debug information came along: source lines.
         assert.match(out, /^Line \d+ of "drivers\/firmware\/qemu_fw_cfg\.c" starts at address/m);
         assert.match(out, /^ko objfiles 1$/m);
+        assert.match(out, /^No symbol matches 0\.$/m);
+        assert.match(out, /^\$\d+ = \(void \*\) 0x0$/m);
 
         // kdb's md takes module symbols as kdb's kallsyms_lookup_name does: the same word gdb
         // reads through the module's debug information.

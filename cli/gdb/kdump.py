@@ -893,6 +893,24 @@ def _memory_build_id(address):
         return None
 
 
+# Where sections the kernel did not load are put for gdb: an address nothing real has (x86_64's
+# non-canonical hole; between the halves of the address space on arm64).
+PARKING = 0x8000000000000000
+
+
+def _parked_sections(path, loaded):
+    """{section: address} for the file's allocated sections the kernel did not load (.modinfo,
+    __versions: the loader clears their SHF_ALLOC). gdb would otherwise place them from address
+    0 up, and name NULL pointers after .modinfo's symbols."""
+    elf = _ElfSections.read(path)
+    out, at = {}, PARKING
+    for name, _, flags, _, _, size, _ in (elf.sections if elf else ()):
+        if flags & SHF_ALLOC and size > 0 and name not in loaded and name not in out:
+            out[name] = at
+            at += (size + 0xfff) & ~0xfff
+    return out
+
+
 def _objfile_named(path):
     real = os.path.realpath(path)
     for objfile in gdb.objfiles():
@@ -960,7 +978,9 @@ loaded or unloaded (on a live guest): it replaces what it added before."""
             self._replace(name)
             given = _file_for_gdb(path)
             command = "add-symbol-file %s 0x%x" % (_quote(given), text)
-            for section, at in sorted(sections.items()):
+            placed = dict(sections)
+            placed.update(_parked_sections(path, sections))
+            for section, at in sorted(placed.items()):
                 if section != ".text":
                     command += " -s %s 0x%x" % (section, at)
             gdb.execute(command, False, True)
