@@ -107,7 +107,7 @@ def _has(struct, path):
     try:
         _offset(struct, path)
         return True
-    except gdb.GdbError:
+    except (gdb.GdbError, gdb.error):  # gdb.error: no such type (it changes across releases)
         return False
 
 
@@ -733,21 +733,25 @@ def _module_sections(mod):
         return {}
     if not attrs:
         return {}
+    if _has("struct module_sect_attrs", "nsections") and \
+            _has("struct module_sect_attr", "address"):
+        # Up to 6.13: nsections entries of struct module_sect_attr.
+        count = min(int(_load(attrs, "struct module_sect_attrs")["nsections"]), MAX_SECTIONS)
+        array = attrs + _offset("struct module_sect_attrs", "attrs")
+        size = _type("struct module_sect_attr").sizeof
+        entries = (array + i * size for i in range(count))
+        name_at = _offset("struct module_sect_attr", "battr.attr.name")
+        address_at = _offset("struct module_sect_attr", "address")
+    else:
+        # 6.14 on: struct bin_attribute entries with the address in .private, no count; the
+        # group's NULL-terminated bin_attrs array points at each.
+        entries = _null_terminated(_read_pointer(attrs + _offset("struct module_sect_attrs",
+                                                                 "grp.bin_attrs")))
+        name_at = _offset("struct bin_attribute", "attr.name")
+        address_at = _offset("struct bin_attribute", "private")
     sections = {}
     try:
-        header = _load(attrs, "struct module_sect_attrs")
-        count = min(int(header["nsections"]), MAX_SECTIONS)
-        array = attrs + _offset("struct module_sect_attrs", "attrs")
-        if _has("struct module_sect_attr", "address"):
-            size = _type("struct module_sect_attr").sizeof
-            name_at = _offset("struct module_sect_attr", "battr.attr.name")
-            address_at = _offset("struct module_sect_attr", "address")
-        else:
-            size = _type("struct bin_attribute").sizeof
-            name_at = _offset("struct bin_attribute", "attr.name")
-            address_at = _offset("struct bin_attribute", "private")
-        for i in range(count):
-            entry = array + i * size
+        for entry in entries:
             name_pointer = _read_pointer(entry + name_at)
             address = _read_pointer(entry + address_at)
             name = _c_string(name_pointer) if name_pointer else None
@@ -756,6 +760,15 @@ def _module_sections(mod):
     except gdb.MemoryError:
         pass  # the sections read so far
     return sections
+
+
+def _null_terminated(array):
+    """The pointers of a NULL-terminated array (at most MAX_SECTIONS; none if unreadable)."""
+    for i in range(MAX_SECTIONS if array else 0):
+        pointer = _read_pointer(array + 8 * i)
+        if not pointer:
+            return
+        yield pointer
 
 
 def _kernel_release():
