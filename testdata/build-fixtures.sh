@@ -229,11 +229,10 @@ fetch_kernel() { # DEB_ARCH; uses KPKG KREL KVER; sets KDIR
 	touch "$KDIR/.done"
 }
 
-# busybox-static for the guest architecture, from its Debian package.
 # The debug builds of the modules the guest loads (load-order), from the -dbg package, in the
 # tree the package installs below /usr/lib/debug/lib/modules/KREL: gdb's add-symbol-file reads
 # them (cli/gdb/kdump.py kdump-load-modules). A step of its own, so fixtures built before it
-# gain it without a rebuild.
+# gain it without a rebuild (which downloads the -dbg package once more).
 fetch_module_debug() { # DEB_ARCH; uses KPKG KREL KVER KDIR
 	local arch=$1 out=$KDIR/modules-debug
 	apt_ready "$arch"
@@ -246,6 +245,7 @@ fetch_module_debug() { # DEB_ARCH; uses KPKG KREL KVER KDIR
 	deb=$(ls "$tmp"/deb/"${dbg}"_*.deb)
 	listing=$(timeout 600 dpkg-deb -c "$deb" | awk '{print $6}')
 	while read -r name; do
+		[[ -n $name ]] || continue
 		# Plain text, not a regex: releases hold "+" (6.12.118+deb12); - and _ are one in names.
 		path=$(awk -v p="$prefix" -v n="/${name//-/_}" '{ f = $0; gsub(/-/, "_", f) }
 			index($0, p) == 1 && substr(f, length(f) - length(n) + 1) == n { print; exit }' \
@@ -260,6 +260,7 @@ fetch_module_debug() { # DEB_ARCH; uses KPKG KREL KVER KDIR
 	touch "$out/.done"
 }
 
+# busybox-static for the guest architecture, from its Debian package.
 fetch_busybox() { # DEB_ARCH; sets BUSYBOX
 	local arch=$1 dir=$FIX/busybox/$1
 	BUSYBOX=$dir/busybox

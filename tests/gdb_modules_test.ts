@@ -76,6 +76,13 @@ for (const c of cases) {
           // Sections the kernel did not load (.modinfo) are not at 0: NULL is no symbol.
           "info symbol 0",
           "p (void *) 0",
+          // The module's init ran and the kernel freed its .init sections: their old place
+          // (which sect_attrs still lists) is nobody's, and __init code is parked with them.
+          "python m = [m for m in kernel_modules() if m.name == 'qemu_fw_cfg'][0]; " +
+          "print('INIT', m.init_freed, gdb.execute('info symbol %d' % " +
+          "(m.sections['.init.text'] + 0x10), to_string=True).strip())",
+          "echo INITFN\\n",
+          "p/x (unsigned long)&fw_cfg_sysfs_init",
           "echo REV\\n",
           "p/x fw_cfg_rev",
           "info line fw_cfg_sysfs_probe",
@@ -127,6 +134,9 @@ for (const c of cases) {
         assert.match(out, /^Line \d+ of "drivers\/firmware\/qemu_fw_cfg\.c" starts at address/m);
         assert.match(out, /^ko objfiles 1$/m);
         assert.match(out, /^No symbol matches 0\.$/m);
+        assert.match(out, /^INIT True No symbol matches \d+\.$/m);
+        const initFn = BigInt(tagged(out, "INITFN"));
+        assert.ok(initFn >= 0x8000000000000000n && initFn < 0x8000000000100000n, out);
         assert.match(out, /^\$\d+ = \(void \*\) 0x0$/m);
 
         // kdb's md takes module symbols as kdb's kallsyms_lookup_name does: the same word gdb
@@ -167,12 +177,15 @@ Deno.test({
     // The 6.12 kernel's build of the same module, where the 6.1 kernel's is looked for.
     const other = join(debugModules(boot("x86_64-6.12").vmlinux), "kernel/drivers/firmware");
     const empty = await Deno.makeTempDir({ prefix: "kdump_modules_" });
+    const broken = await Deno.makeTempDir({ prefix: "kdump_modules_" });
+    await Deno.writeFile(join(broken, "qemu_fw_cfg.ko"), new Uint8Array(0));
     const server = await startServer(["--vmlinux", b.vmlinux, b.path("dump.zlib-d31.kdump")]);
     try {
       const r = await runGdb([
         `target remote 127.0.0.1:${server.port}`,
         `source ${KDUMP_PY}`,
         `kdump-load-modules ${empty}`,
+        `kdump-load-modules ${broken}`,
         `kdump-load-modules ${other}`,
         `kdump-load-modules ${join(empty, "nonexistent")}`,
         'python print("ko objfiles", len([o for o in gdb.objfiles() if ' +
@@ -184,12 +197,17 @@ Deno.test({
         out,
         /^qemu_fw_cfg\s+0x[0-9a-f]+\s+not loaded: \S+qemu_fw_cfg\.ko is another build \(build-id [0-9a-f]{40}, the module's [0-9a-f]{40}\)$/m,
       );
-      assert.equal(out.match(/^0 modules loaded, 1 not$/gm)?.length, 2, out);
+      assert.match(
+        out,
+        /^qemu_fw_cfg\s+0x[0-9a-f]+\s+not loaded: \S+qemu_fw_cfg\.ko is not a 64-bit ELF file$/m,
+      );
+      assert.equal(out.match(/^0 modules loaded, 1 not$/gm)?.length, 3, out);
       assert.match(out, /kdump-load-modules: \S+nonexistent is not a directory/);
       assert.match(out, /^ko objfiles 0$/m);
     } finally {
       await server.stop();
       await Deno.remove(empty, { recursive: true });
+      await Deno.remove(broken, { recursive: true });
     }
   },
 });

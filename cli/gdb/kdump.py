@@ -696,11 +696,25 @@ MAX_SECTIONS = 4096
 _loaded_modules = {}  # module name -> (file, .text address) added by kdump-load-modules
 
 
+PAGE = 4096  # reads stop at page ends: a page the dump left out must not hide the one before
+
+
+def _read_prefix(address, length):
+    """The bytes at address (at most length) up to the first that cannot be read."""
+    inferior, out = gdb.selected_inferior(), b""
+    while len(out) < length:
+        at = address + len(out)
+        try:
+            out += bytes(inferior.read_memory(at, min(length - len(out), PAGE - at % PAGE)))
+        except gdb.MemoryError:
+            break
+    return out
+
+
 def _c_string(address, limit=256):
     """The NUL-terminated string at address (at most limit bytes), or None when unreadable."""
-    try:
-        data = bytes(gdb.selected_inferior().read_memory(address, limit))
-    except gdb.MemoryError:
+    data = _read_prefix(address, limit)
+    if b"\0" not in data and len(data) < limit:
         return None
     return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
@@ -710,8 +724,17 @@ def _module_name(name):
     return name.replace("-", "_")
 
 
+class LoadedModule(object):
+    """A module on the kernel's list: name (None when unreadable), struct module address,
+    {section: address} from sect_attrs, and whether its init sections were freed."""
+
+    def __init__(self, name, address, sections, init_freed):
+        self.name, self.address, self.sections, self.init_freed = (name, address, sections,
+                                                                    init_freed)
+
+
 def kernel_modules():
-    """[(name, struct module address, {section: address})] of the loaded modules."""
+    """The loaded modules ([LoadedModule]), in the kernel's list order."""
     head = _symbol_address("modules")
     if head is None:
         raise gdb.GdbError("kdump: no symbol \"modules\": load the vmlinux first")
@@ -719,45 +742,62 @@ def kernel_modules():
     for address in _list(head, "struct module", "list"):
         if len(out) >= MAX_MODULES:
             break
-        mod = _load(address, "struct module")
-        name = mod["name"].string(errors="replace").split("\0")[0]
-        out.append((name, address, _module_sections(mod)))
+        try:
+            mod = _load(address, "struct module")
+            name = mod["name"].string(errors="replace").split("\0")[0]
+        except gdb.MemoryError:
+            out.append(LoadedModule(None, address, {}, True))
+            continue
+        out.append(LoadedModule(name, address, _module_sections(mod), _init_freed(mod)))
     return out
 
 
-def _module_sections(mod):
-    """{section name: address} from mod->sect_attrs; {} when the kernel kept none."""
+def _init_freed(mod):
+    """Whether the module's init sections were freed once its init ran: sect_attrs still
+    holds their addresses, whose memory may belong to another module by now. The kernel clears
+    init_layout.base (mem[MOD_INIT_TEXT].base since 6.4) when it frees them."""
     try:
-        attrs = _ulong(mod["sect_attrs"])
-    except gdb.error:
-        return {}
-    if not attrs:
-        return {}
-    if _has("struct module_sect_attrs", "nsections") and \
-            _has("struct module_sect_attr", "address"):
-        # Up to 6.13: nsections entries of struct module_sect_attr.
-        count = min(int(_load(attrs, "struct module_sect_attrs")["nsections"]), MAX_SECTIONS)
-        array = attrs + _offset("struct module_sect_attrs", "attrs")
-        size = _type("struct module_sect_attr").sizeof
-        entries = (array + i * size for i in range(count))
-        name_at = _offset("struct module_sect_attr", "battr.attr.name")
-        address_at = _offset("struct module_sect_attr", "address")
-    else:
-        # 6.14 on: struct bin_attribute entries with the address in .private, no count; the
-        # group's NULL-terminated bin_attrs array points at each.
-        entries = _null_terminated(_read_pointer(attrs + _offset("struct module_sect_attrs",
-                                                                 "grp.bin_attrs")))
-        name_at = _offset("struct bin_attribute", "attr.name")
-        address_at = _offset("struct bin_attribute", "private")
+        if _has("struct module", "init_layout"):
+            return _ulong(mod["init_layout"]["base"]) == 0
+        if _has("struct module", "mem"):
+            return _ulong(mod["mem"][int(gdb.parse_and_eval("MOD_INIT_TEXT"))]["base"]) == 0
+        return int(mod["state"]) == 0  # MODULE_STATE_LIVE
+    except (gdb.error, gdb.MemoryError):
+        return True
+
+
+def _module_sections(mod):
+    """{section name: address} from mod->sect_attrs; {} when the kernel kept none, or what
+    could be read of it."""
     sections = {}
     try:
+        attrs = _ulong(mod["sect_attrs"])
+        if not attrs:
+            return sections
+        if _has("struct module_sect_attrs", "nsections") and \
+                _has("struct module_sect_attr", "address"):
+            # Up to 6.13: nsections entries of struct module_sect_attr.
+            count = min(int(_load(attrs, "struct module_sect_attrs")["nsections"]),
+                        MAX_SECTIONS)
+            array = attrs + _offset("struct module_sect_attrs", "attrs")
+            size = _type("struct module_sect_attr").sizeof
+            entries = (array + i * size for i in range(count))
+            name_at = _offset("struct module_sect_attr", "battr.attr.name")
+            address_at = _offset("struct module_sect_attr", "address")
+        else:
+            # 6.14 on: struct bin_attribute entries with the address in .private, no count;
+            # the group's NULL-terminated bin_attrs array points at each.
+            entries = _null_terminated(_read_pointer(
+                attrs + _offset("struct module_sect_attrs", "grp.bin_attrs")))
+            name_at = _offset("struct bin_attribute", "attr.name")
+            address_at = _offset("struct bin_attribute", "private")
         for entry in entries:
             name_pointer = _read_pointer(entry + name_at)
             address = _read_pointer(entry + address_at)
             name = _c_string(name_pointer) if name_pointer else None
             if name and address:
                 sections[name] = address
-    except gdb.MemoryError:
+    except (gdb.MemoryError, gdb.error, gdb.GdbError):
         pass  # the sections read so far
     return sections
 
@@ -898,12 +938,9 @@ def _note_build_id(data, order="<"):
     return None
 
 
-def _memory_build_id(address):
+def _memory_build_id(address, order):
     """The build-id of a loaded module, from its .note.gnu.build-id section in memory."""
-    try:
-        return _note_build_id(bytes(gdb.selected_inferior().read_memory(address, 256)))
-    except gdb.MemoryError:
-        return None
+    return _note_build_id(_read_prefix(address, 256), order)
 
 
 # Where sections the kernel did not load are put for gdb: an address nothing real has (x86_64's
@@ -911,16 +948,25 @@ def _memory_build_id(address):
 PARKING = 0x8000000000000000
 
 
-def _parked_sections(path, loaded):
-    """{section: address} for the file's allocated sections the kernel did not load (.modinfo,
-    __versions: the loader clears their SHF_ALLOC). gdb would otherwise place them from address
-    0 up, and name NULL pointers after .modinfo's symbols."""
-    elf = _ElfSections.read(path)
-    out, at = {}, PARKING
-    for name, _, flags, _, _, size, _ in (elf.sections if elf else ()):
-        if flags & SHF_ALLOC and size > 0 and name not in loaded and name not in out:
+def _section_addresses(elf, module):
+    """{section: address} for add-symbol-file. The kernel's addresses of the file's allocated
+    sections; the others it lists (its copies of .symtab and .strtab) mean nothing to gdb.
+    Sections it did not load (.modinfo, __versions: the loader clears their SHF_ALLOC) and
+    .init ones it freed go to PARKING and up: gdb would put the first from address 0 up (and
+    name NULL pointers after .modinfo's symbols), and leave the second over memory that may
+    hold another module by now."""
+    if elf is None:
+        return dict(module.sections)
+    out, park = {}, PARKING
+    for name, _, flags, _, _, size, _ in elf.sections:
+        if not flags & SHF_ALLOC or name in out:
+            continue
+        at = module.sections.get(name)
+        if at is not None and not (module.init_freed and name.startswith(".init")):
             out[name] = at
-            at += (size + 0xfff) & ~0xfff
+        elif size > 0:
+            out[name] = park
+            park += (size + 0xfff) & ~0xfff
     return out
 
 
@@ -946,7 +992,8 @@ loaded or unloaded (on a live guest): it replaces what it added before."""
         super().__init__("kdump-load-modules", gdb.COMMAND_FILES, gdb.COMPLETE_FILENAME)
 
     def invoke(self, argument, from_tty):
-        directories = [os.path.expanduser(d) for d in gdb.string_to_argv(argument)]
+        directories = [os.path.abspath(os.path.expanduser(d))
+                       for d in gdb.string_to_argv(argument)]
         for d in directories:
             if not os.path.isdir(d):
                 raise gdb.GdbError("kdump-load-modules: %s is not a directory" % d)
@@ -963,50 +1010,59 @@ loaded or unloaded (on a live guest): it replaces what it added before."""
                                    ".ko files" % (release, release))
         modules = kernel_modules()
         files, compressed = _module_files(directories)
-        loaded = missing = 0
-        for name, address, sections in modules:
-            text = sections.get(".text")
-            path = files.get(_module_name(name))
-            if path is None:
-                why = ("only %s, compressed: gdb reads uncompressed files"
-                       % compressed[_module_name(name)]
-                       if _module_name(name) in compressed else "no %s.ko" % name)
-                gdb.write("%-20s 0x%x  not loaded: %s\n" % (name, address, why))
-                missing += 1
-                continue
-            if text is None:
-                gdb.write("%-20s 0x%x  not loaded: the kernel kept no section addresses "
-                          "(mod->sect_attrs)\n" % (name, address))
-                missing += 1
-                continue
-            note = sections.get(".note.gnu.build-id")
-            in_memory = _memory_build_id(note) if note else None
-            in_file = _file_build_id(path)
-            if in_memory and in_file and in_memory != in_file:
-                gdb.write("%-20s 0x%x  not loaded: %s is another build (build-id %s, the "
-                          "module's %s)\n" % (name, address, path, in_file.hex(),
-                                               in_memory.hex()))
-                missing += 1
-                continue
-            self._replace(name)
-            given = _file_for_gdb(path)
-            command = "add-symbol-file %s 0x%x" % (_quote(given), text)
-            placed = dict(sections)
-            placed.update(_parked_sections(path, sections))
-            for section, at in sorted(placed.items()):
-                if section != ".text":
-                    command += " -s %s 0x%x" % (section, at)
-            gdb.execute(command, False, True)
-            _loaded_modules[name] = (given, text)
-            loaded += 1
-            gdb.write("%-20s 0x%x  %s%s\n" % (name, text, path, "" if given == path else
-                                              " (read from a copy: %s)" % given))
+        loaded = 0
+        for module in modules:
+            why = self._load(module, files, compressed)
+            if why:
+                gdb.write("%-20s 0x%x  not loaded: %s\n" % (module.name or "?", module.address,
+                                                            why))
+            else:
+                loaded += 1
         # Modules unloaded since the last run (a live guest) leave no symbols behind.
-        present = set(name for name, _, _ in modules)
+        present = set(m.name for m in modules)
         for name in [n for n in _loaded_modules if n not in present]:
             self._replace(name)
             gdb.write("%-20s dropped: no longer loaded\n" % name)
-        gdb.write("%d module%s loaded, %d not\n" % (loaded, "" if loaded == 1 else "s", missing))
+        gdb.write("%d module%s loaded, %d not\n" % (loaded, "" if loaded == 1 else "s",
+                                                    len(modules) - loaded))
+
+    def _load(self, module, files, compressed):
+        """Add one module's file; None, or why it was not."""
+        name = module.name
+        if name is None:
+            return "its struct module is not in the dump"
+        key = _module_name(name)
+        path = files.get(key)
+        if path is None:
+            if key in compressed:
+                return "only %s, compressed: gdb reads uncompressed files" % compressed[key]
+            return "no %s.ko" % name
+        text = module.sections.get(".text")
+        if text is None:
+            return "the kernel kept no section addresses (mod->sect_attrs)"
+        elf = _ElfSections.read(path)
+        if elf is None:
+            return "%s is not a 64-bit ELF file" % path
+        note = module.sections.get(".note.gnu.build-id")
+        in_memory = _memory_build_id(note, elf.order) if note else None
+        in_file = _file_build_id(path)
+        if in_memory and in_file and in_memory != in_file:
+            return "%s is another build (build-id %s, the module's %s)" % (
+                path, in_file.hex(), in_memory.hex())
+        self._replace(name)
+        try:
+            given = os.path.abspath(_file_for_gdb(path))
+            command = "add-symbol-file %s 0x%x" % (_quote(given), text)
+            for section, at in sorted(_section_addresses(elf, module).items()):
+                if section != ".text":
+                    command += " -s %s 0x%x" % (section, at)
+            gdb.execute(command, False, True)
+        except (gdb.error, OSError) as e:
+            return "%s: %s" % (path, e)
+        _loaded_modules[name] = (given, text)
+        gdb.write("%-20s 0x%x  %s%s\n" % (name, text, path, "" if given == path else
+                                          " (read from a copy: %s)" % given))
+        return None
 
     @staticmethod
     def _replace(name):
