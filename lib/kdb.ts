@@ -236,6 +236,33 @@ const COMMANDS: Command[] = [
 ];
 
 /**
+ * The command sets kdb defines at boot (`defcmd`, from the kernel's kdb_cmds): run as kdb runs a
+ * defined command, each statement echoed as `[NAME]kdb> STATEMENT`, stopping at the first that
+ * fails unless it is marked `-` (errors ignored).
+ */
+const MACROS: readonly { name: string; help: string; statements: readonly string[] }[] = [
+  {
+    name: "dumpcommon",
+    help: "Common kdb debugging",
+    statements: [
+      "set BTAPROMPT 0",
+      "set LINES 10000",
+      "-summary",
+      "-cpu",
+      "-ps",
+      "-dmesg 600",
+      "-bt",
+    ],
+  },
+  { name: "dumpall", help: "First line debugging", statements: ["pid R", "-dumpcommon", "-bta"] },
+  {
+    name: "dumpcpu",
+    help: "Same as dumpall but only tasks on cpus",
+    statements: ["pid R", "-dumpcommon", "-btc"],
+  },
+];
+
+/**
  * Commands of ours that are not kdb's, listed after kdb's in `help`. An alias has its own row
  * (as kdb's `?` has), not a mention in its command's description too.
  */
@@ -355,6 +382,19 @@ export class KdbShell {
         c.name === word || (c.minlen !== undefined && word === c.name.slice(0, c.minlen))
       );
       if (exact) return exact.run(this, word, args, print) ?? "continue";
+      const macro = MACROS.find((m) => m.name === word);
+      if (macro) {
+        if (args.length) throw new KdbError(KdbDiag.ARGCOUNT);
+        for (const statement of macro.statements) {
+          print(`[${macro.name}]kdb> ${statement}`);
+          this.#failed = false;
+          const action = this.#runOne(statement, out);
+          if (action !== "continue") return action;
+          if (this.#failed) break;
+        }
+        this.#failed = false;
+        return "continue";
+      }
       if (word === "log") return this.dmesg(args, print) ?? "continue";
       if (word === "grephelp") return this.#grepHelp(print);
       if (word === "quit" || word === "exit") {
@@ -382,9 +422,13 @@ export class KdbShell {
         if (e.diag === KdbDiag.NOTFOUND) print(`Unknown kdb command: '${line.trim()}'`);
         else if (!ignoreErrors) print(e.message);
       } else print(`${word}: ${errorText(e)}`);
+      this.#failed ||= !ignoreErrors;
     }
     return "continue";
   }
+
+  /** Whether the last statement a defined command ran failed (it stops the rest). */
+  #failed = false;
 
   #grepHelp(out: Line): KdbAction {
     for (
@@ -464,7 +508,7 @@ export class KdbShell {
       out(`${name.slice(0, 15).padEnd(15)} ${usage.padEnd(20)}${space}${help}`);
     };
     const shown = new Set<string>();
-    for (const c of COMMANDS) {
+    for (const c of [...COMMANDS, ...MACROS.map((m) => ({ ...m, usage: '""' }))]) {
       row(c.name, c.usage, c.help);
       shown.add(c.name);
     }

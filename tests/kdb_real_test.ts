@@ -820,3 +820,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "kdb's defined commands (dumpcommon, dumpall, dumpcpu): each statement echoed, then run",
+  ignore: !hasBoot("x86_64-6.1"),
+  fn() {
+    const b = boot("x86_64-6.1");
+    const macro = shell(compressedDump(b));
+    const single = shell(compressedDump(b));
+    try {
+      const out = macro.run("dumpcpu");
+      // The statements, each as kdb echoes a defined command's, in order.
+      const echoed = [...out.matchAll(/^\[(dump\w+)\]kdb> (.*)$/gm)].map((m) => `${m[1]}: ${m[2]}`);
+      assert.deepEqual(echoed, [
+        "dumpcpu: pid R",
+        "dumpcpu: -dumpcommon",
+        "dumpcommon: set BTAPROMPT 0",
+        "dumpcommon: set LINES 10000",
+        "dumpcommon: -summary",
+        "dumpcommon: -cpu",
+        "dumpcommon: -ps",
+        "dumpcommon: -dmesg 600",
+        "dumpcommon: -bt",
+        "dumpcpu: -btc",
+      ]);
+      // Each statement's output is what the command prints on its own, from the same state.
+      const parts = out.split(/^\[dump\w+\]kdb> .*\n/m).slice(1);
+      const statements = ["pid R", "", "", "", "summary", "cpu", "ps", "dmesg 600", "bt", "btc"];
+      statements.forEach((s, i) => {
+        if (s) assert.equal(parts[i], single.run(s), `output of ${s}`);
+      });
+      assert.match(parts[0], /^KDB current process is \S+\(pid=\d+\)$/m);
+      assert.match(parts[9], /^Stack traceback for pid \d+/m);
+      assert.match(macro.run("env"), /^BTAPROMPT=0\nLINES=10000$/m);
+      // dumpall is the same with every task's stack; help lists the three.
+      const all = macro.run("dumpall");
+      assert.match(all, /^\[dumpall\]kdb> -bta$/m);
+      assert.ok(all.length > out.length, "bta prints every task, btc only the running ones");
+      assert.match(macro.run("help"), /^dumpcpu\s+""\s+Same as dumpall but only tasks on cpus$/m);
+      assert.equal(macro.run("dumpall 1"), "diag: -2: Improper argument count, see usage.\n");
+    } finally {
+      macro.kernel.close();
+      single.kernel.close();
+    }
+  },
+});
