@@ -47,10 +47,12 @@ export type ConsoleEvent =
   /** Switch to RSP: feed `replay` (the trigger's bytes, possibly empty) then the rest. */
   | { kind: "rsp"; replay: Uint8Array }
   /** The user asked to close the connection. */
-  | { kind: "quit" };
+  | { kind: "quit" }
+  /** A command let the target run (`go`, `ss`): kdb reads nothing more until it stops. */
+  | { kind: "running" };
 
 /** What a command line leads to. */
-export type ConsoleAction = "continue" | "kgdb";
+export type ConsoleAction = "continue" | "kgdb" | "running";
 
 /** Runs a command line, writing its output. */
 export type ConsoleRunner = (line: string, write: (text: string) => void) => ConsoleAction;
@@ -106,6 +108,8 @@ export class TextConsole {
         else if (line === "quit" || line === "exit") return { kind: "quit" };
         else if (line !== "") action = this.run(line, write);
         if (action === "kgdb") return { kind: "rsp", replay: new Uint8Array(0) };
+        // kdb prints no prompt after `go` or `ss`: its next is after the entry line, at the stop.
+        if (action === "running") return { kind: "running" };
         write(this.prompt());
         continue;
       }

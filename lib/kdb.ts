@@ -22,6 +22,7 @@ import { dmesgCommand, logLines, readKernelLog } from "./dmesg.ts";
 import { summaryLines } from "./summary.ts";
 import { lsmodLines } from "./lsmod.ts";
 import { errorText } from "./file_source.ts";
+import { KdbRunCommands, type KdbRunContext } from "./kdb_run.ts";
 
 /**
  * What the shell may find on a target beyond the {@link Target} contract: the kernel behind it
@@ -35,10 +36,12 @@ export interface KdbCapable {
 /** What the channel's owner lets the shell do beyond reading (set by the RSP session). */
 export interface KdbHooks {
   /**
-   * Let a live target run (`go`): the session resumes it and gives the line back to kdb at the
-   * next stop. Returns an error line when it cannot; absent for a dump.
+   * Let a live target run (`go`, `ss`): every CPU continues, or (`stepCpu`) that CPU executes
+   * one instruction while the others stay stopped. The session gives the line back to kdb at
+   * the next stop ({@link KdbShell.entered}). Returns an error line when it cannot; absent for
+   * a dump.
    */
-  go?(): string | undefined;
+  resume?(stepCpu?: number): string | undefined;
 }
 
 /** What the caller does after a command line. */
@@ -232,6 +235,62 @@ const COMMANDS: Command[] = [
     help: "Display per_cpu variables",
     minlen: 3,
     run: (sh, _a, args, out) => sh.perCpu(args, out),
+  },
+  // A live guest's: on a dump each says it cannot (lib/kdb_run.ts).
+  {
+    name: "mm",
+    usage: "<vaddr> <contents>",
+    help: "Modify Memory Contents",
+    run: (sh, argv0, args, out) => sh.runControl("mm", argv0, args, out),
+  },
+  {
+    name: "rm",
+    usage: "<reg> <contents>",
+    help: "Modify Registers",
+    run: (sh, argv0, args, out) => sh.runControl("rm", argv0, args, out),
+  },
+  {
+    name: "bp",
+    usage: "[<vaddr>]",
+    help: "Set/Display breakpoints",
+    run: (sh, argv0, args, out) => sh.runControl("bp", argv0, args, out),
+  },
+  {
+    name: "bl",
+    usage: "[<vaddr>]",
+    help: "Display breakpoints",
+    run: (sh, argv0, args, out) => sh.runControl("bl", argv0, args, out),
+  },
+  {
+    name: "bph",
+    usage: "[<vaddr>]",
+    help: "[datar [length]|dataw [length]]   Set hw brk",
+    run: (sh, argv0, args, out) => sh.runControl("bph", argv0, args, out),
+  },
+  {
+    name: "bc",
+    usage: "<bpnum>",
+    help: "Clear Breakpoint",
+    run: (sh, argv0, args, out) => sh.runControl("bc", argv0, args, out),
+  },
+  {
+    name: "be",
+    usage: "<bpnum>",
+    help: "Enable Breakpoint",
+    run: (sh, argv0, args, out) => sh.runControl("be", argv0, args, out),
+  },
+  {
+    name: "bd",
+    usage: "<bpnum>",
+    help: "Disable Breakpoint",
+    run: (sh, argv0, args, out) => sh.runControl("bd", argv0, args, out),
+  },
+  {
+    name: "ss",
+    usage: "",
+    help: "Single Step",
+    minlen: 1,
+    run: (sh, _a, args, out) => sh.ss(args, out),
   },
 ];
 
@@ -727,7 +786,7 @@ export class KdbShell {
     return "kgdb";
   }
 
-  /** `go`: resume a live target; a dump says it cannot run. */
+  /** `go`: resume a live target, with kdb's breakpoints in; a dump says it cannot run. */
   go(args: string[], out: Line): void {
     if (args.length > 1) throw new KdbError(KdbDiag.ARGCOUNT);
     // A dump cannot run from any CPU: say so before kdb's entry-CPU rule, which would send the
@@ -742,15 +801,99 @@ export class KdbShell {
       );
       throw new KdbError(KdbDiag.BADCPUNUM);
     }
-    const refused = this.hooks.go
-      ? this.hooks.go()
-      : "go: gdb is attached: continue from gdb (continue, or c)";
-    if (refused) {
-      out(refused);
-      return;
-    }
+    if (!this.hooks.resume) return out("go: gdb is attached: continue from gdb (continue, or c)");
+    const ctx = this.#runContext();
+    const first = ctx ? this.#runCommands.go(ctx) : "continue";
+    this.#resume(first === "step" ? this.#cpu : undefined, out, "go");
+  }
+
+  /** `ss`: the current CPU executes one instruction (a live target); kdb comes back after it. */
+  ss(args: string[], out: Line): void {
+    if (args.length) throw new KdbError(KdbDiag.ARGCOUNT);
+    this.#live("ss", out, () => {
+      if (!this.hooks.resume) return out("ss: gdb is attached: step from gdb (stepi)");
+      if (this.#cpu !== this.#initialCpu) {
+        out(
+          `ss must execute on the entry cpu, please use "cpu ${this.#initialCpu}" and then execute ss`,
+        );
+        throw new KdbError(KdbDiag.BADCPUNUM);
+      }
+      if (this.#task && this.#task.runningOn !== this.#cpu) {
+        out("ss: the current task is not running on a CPU: select one with cpu N");
+        throw new KdbError(KdbDiag.BADCPUNUM, "");
+      }
+      this.#runCommands.ss();
+      this.#resume(this.#cpu, out, "ss");
+    });
+  }
+
+  #resume(stepCpu: number | undefined, out: Line, what: string): void {
+    const refused = this.hooks.resume!(stepCpu);
+    if (refused) return out(`${what}: ${refused}`);
     // A running kernel changes: read its tasks again at the next stop.
     this.stopped();
+  }
+
+  /**
+   * kdb's commands that change a live target: `bp`, `bph`, `bl`, `bc`, `bd`, `be`, `mm[W]`,
+   * `rm` (lib/kdb_run.ts); on a dump each says it cannot.
+   * @param name the command; `argv0` as typed (`mm4`)
+   */
+  runControl(name: string, argv0: string, args: string[], out: Line): void {
+    this.#live(argv0, out, (ctx, run) => {
+      if (name === "bp" || name === "bl") run.bp(ctx, args, out);
+      else if (name === "bph") run.bph(ctx, args, out);
+      else if (name === "bc" || name === "bd" || name === "be") run.change(ctx, name, args, out);
+      else if (name === "mm") run.mm(ctx, argv0, args, this.#cpu, out);
+      else if (name === "rm") run.rm(ctx, args, this.#cpu, this.registerTable, out);
+    });
+  }
+
+  /** Run `fn` with what changing a live target needs; on a dump, say it cannot. */
+  #live(word: string, out: Line, fn: (ctx: KdbRunContext, run: KdbRunCommands) => void): void {
+    const ctx = this.#runContext();
+    if (!ctx) {
+      out(`${word}: the target is a crash dump: memory and registers are read-only, nothing runs`);
+      return;
+    }
+    fn(ctx, this.#runCommands);
+  }
+
+  /** kdb's register names for `rd` and `rm`, with gdb's. */
+  get registerTable(): readonly [string, number, string][] {
+    return this.kernel?.dump.arch === "aarch64" ? ARM64_RD : X86_64_RD;
+  }
+
+  #runCommands = new KdbRunCommands();
+
+  #runContext(): KdbRunContext | undefined {
+    const kernel = this.kernel;
+    const run = this.target.run;
+    if (!kernel || !run) return undefined;
+    return {
+      kernel,
+      run,
+      threadOfCpu: (cpu) =>
+        this.target.threads().find((t) => t.core === cpu && t.onCpu !== false)?.id,
+      registers: () => this.#currentRegisters(),
+      getEnv: (name) => this.getEnv(name),
+    };
+  }
+
+  /**
+   * A live target stopped while kdb had let it run (`go`, `ss`): kdb's entry line (`Entering
+   * kdb (current=…, pid N) on processor C due to Breakpoint @ 0x…`), or, when the stop was
+   * only the step off a breakpoint that `go` starts with, the resume to do now (every CPU).
+   * @param signal the stop reply's signal (2: the console's ^C)
+   */
+  entered(cpu: number | undefined, signal: number): { line: string } | { resume: true } {
+    this.stopped(cpu);
+    const ctx = this.#runContext();
+    const outcome = ctx
+      ? this.#runCommands.stopped(ctx, signal, signal === 2)
+      : { reason: signal === 2 ? "Keyboard Entry" : `signal ${signal}` };
+    if ("resume" in outcome) return { resume: true };
+    return { line: this.stopped(cpu, outcome.reason)! };
   }
 
   /**
@@ -1012,20 +1155,7 @@ export class KdbShell {
 }
 
 /** kdb commands that write memory or registers or run the target: refused on a dump. */
-const READ_ONLY_COMMANDS = new Set([
-  "mm",
-  "rm",
-  "ss",
-  "bp",
-  "bph",
-  "bc",
-  "bd",
-  "be",
-  "bl",
-  "reboot",
-  "kill",
-  "sr",
-]);
+const READ_ONLY_COMMANDS = new Set(["reboot", "kill", "sr"]);
 
 /** Index of the first `|` outside quotes, or -1. */
 function unquotedBar(line: string): number {

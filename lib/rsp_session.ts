@@ -211,11 +211,14 @@ export class RspSession {
     if (this.#debug) {
       this.#writer.onPacket = (payload) => this.#log(`[${this.#label}] -> ${loggable(payload)}`);
     }
-    this.#kdb = new KdbShell(target, CONSOLE_HELP, { go: () => this.#consoleGo() });
+    this.#kdb = new KdbShell(target, CONSOLE_HELP, {
+      resume: (stepCpu) => this.#consoleGo(stepCpu),
+    });
     this.#console = new TextConsole(
       (line, write) => {
         this.#kdbCurrent();
-        return this.#kdb.run(line, write);
+        const action = this.#kdb.run(line, write);
+        return this.#consoleRunning && action === "continue" ? "running" : action;
       },
       () => this.#kdb.prompt,
     );
@@ -545,14 +548,23 @@ export class RspSession {
     this.#forgetReadAhead();
   }
 
-  /** Console `go` on a live target: run it; the line comes back to kdb at the next stop. */
-  #consoleGo(): string | undefined {
+  /**
+   * Console `go` or `ss` on a live target: run it (every CPU, or step `stepCpu` alone); the line
+   * comes back to kdb at the next stop.
+   */
+  #consoleGo(stepCpu?: number): string | undefined {
     const run = this.#target.run;
-    if (!run) return "go: the target is a crash dump: it cannot continue execution";
-    if (!this.#consoleMode) return "go: gdb is attached: continue from gdb (continue, or c)";
+    if (!run) return "the target is a crash dump: it cannot continue execution";
+    if (!this.#consoleMode) return "gdb is attached: continue from gdb (continue, or c)";
+    let actions: ResumeAction[] = [{ action: "c" }];
+    if (stepCpu !== undefined) {
+      const thread = this.#threadList().find((t) => t.core === stepCpu && t.onCpu !== false);
+      if (!thread) return `no thread runs on CPU ${stepCpu}`;
+      actions = [{ action: "s", thread: thread.id }];
+    }
     this.#forgetTarget();
-    const err = run.resume([{ action: "c" }]);
-    if (err) return `go: ${err}`;
+    const err = run.resume(actions);
+    if (err) return err.replace(/^E\./, "");
     this.#running = true;
     this.#consoleRunning = true;
     this.#pendingStop = run.nextStop();
@@ -572,13 +584,15 @@ export class RspSession {
     const tid = /thread:([0-9a-fA-F.p-]+);/.exec(event.reply)?.[1];
     const id = tid === undefined ? undefined : parseThreadId(tid);
     const core = this.#threadList().find((t) => t.id === id)?.core;
-    const reason = signal === 2
-      ? "Keyboard Entry"
-      : signal === 5
-      ? "Breakpoint"
-      : `signal ${signal}`;
-    const line = this.#kdb.stopped(core, reason);
-    w.raw(`\n${line}\n${this.#kdb.prompt}`);
+    const entered = this.#kdb.entered(core, signal);
+    if ("resume" in entered) {
+      // `go` from a breakpoint: the step off it is done; now everything runs.
+      const err = this.#consoleGo();
+      if (!err) return;
+      w.raw(`\ngo: ${err}\n${this.#kdb.prompt}`);
+      return;
+    }
+    w.raw(`\n${entered.line}\n${this.#kdb.prompt}`);
   }
 
   #dispatchLive(packet: string): void {

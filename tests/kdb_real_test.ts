@@ -374,6 +374,27 @@ Deno.test({
       run("cpu 0");
       one("go", /^go: the target is a crash dump: it cannot continue execution$/m);
       run("cpu 1");
+      // kdb's commands that change a running kernel: each says the dump cannot.
+      for (
+        const line of [
+          "bp do_nanosleep",
+          "bl",
+          "bph jiffies dataw 8",
+          "bc 0",
+          "ss",
+          "mm8 jiffies 1",
+          "rm ax 1",
+        ]
+      ) {
+        const word = line.split(" ")[0];
+        one(
+          line,
+          new RegExp(
+            `^${word}: the target is a crash dump: memory and registers are read-only, nothing runs$`,
+            "m",
+          ),
+        );
+      }
       // A page the dump level excluded (a free page of the direct map, -d 31).
       const k = kernel;
       let pfn = 0x1000;

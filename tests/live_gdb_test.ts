@@ -458,6 +458,93 @@ Deno.test({
       }
     });
 
+    await t.step(
+      "kdb console on a live guest: bp, go to it, go on past it, ss, bd/be/bc, bph, mm, rm",
+      async () => {
+        const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        let text = "";
+        const reader = (async () => {
+          const buf = new Uint8Array(65536);
+          for (;;) {
+            const n = await conn.read(buf).catch(() => null);
+            if (n === null) return;
+            text += new TextDecoder().decode(buf.subarray(0, n));
+          }
+        })();
+        /** Send a line; the output up to kdb's next prompt. */
+        const kdb = async (line: string): Promise<string> => {
+          const from = text.length;
+          await conn.write(new TextEncoder().encode(line + "\n"));
+          const deadline = Date.now() + 30_000;
+          while (!/\[\d\]kdb> $/.test(text.slice(from)) && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          const out = text.slice(from);
+          assert.match(out, /\[\d\]kdb> $/, `${line}:\n${text}`);
+          return out.replace(/\[\d\]kdb> $/, "");
+        };
+        const entered = (out: string, reason: string) => {
+          const m = out.match(
+            new RegExp(
+              `^Entering kdb \\(current=0x[0-9a-f]{16}, pid \\d+\\) on processor \\d due to ${reason} @ (0x[0-9a-f]+)$`,
+              "m",
+            ),
+          );
+          assert.ok(m, `${reason}:\n${out}`);
+          return BigInt(m[1]);
+        };
+        try {
+          const deadline = Date.now() + 10_000;
+          while (!/kdb> $/.test(text) && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          const set = await kdb("bp do_nanosleep");
+          const bp = set.match(/^Instruction\(i\) BP #0 at (0x[0-9a-f]{16}) \(do_nanosleep\)$/m);
+          assert.ok(bp, set);
+          assert.match(set, /^ {4}is enabled {3}addr at [0-9a-f]{16}, hardtype=0 installed=0$/m);
+          assert.equal(await kdb("bl"), set);
+          // The guest's sleeping loop reaches it; then again, once go has stepped off it.
+          assert.equal(entered(await kdb("go"), "Breakpoint"), BigInt(bp[1]));
+          assert.equal(entered(await kdb("go"), "Breakpoint"), BigInt(bp[1]));
+          // One instruction on: past the breakpoint, still in do_nanosleep; rd agrees.
+          const pc = entered(await kdb("ss"), "SS trap");
+          assert.ok(pc > BigInt(bp[1]) && pc < BigInt(bp[1]) + 0x20n, `${pc}`);
+          assert.match(await kdb("rd"), new RegExp(`ip: ${pc.toString(16).padStart(16, "0")}`));
+          const addr = BigInt(bp[1]).toString(16);
+          assert.equal(await kdb("bd 0"), `Breakpoint 0 at 0x${addr} disabled\n`);
+          assert.match(await kdb("bl"), /^ {4}is disabled {2}addr at /m);
+          assert.equal(await kdb("be 0"), `Breakpoint 0 at 0x${addr} enabled\n`);
+          assert.equal(await kdb("bc 0"), `Breakpoint 0 at 0x${addr} cleared\n`);
+          assert.equal(await kdb("bl"), "");
+          // A hardware breakpoint (QEMU's Z1): kdb says Debug.
+          assert.match(await kdb("bph do_nanosleep"), /^Instruction\(Register\) BP #0 at /m);
+          assert.equal(entered(await kdb("go"), "Debug"), BigInt(bp[1]));
+          await kdb("bc *");
+          // mm writes a word and says so; md reads it back; the old word goes back.
+          const old = lastWord(await kdb("md8c1 linux_banner"));
+          const banner = (await kdb("mm8 linux_banner 0x4141414141414141")).trim();
+          assert.match(banner, /^0x[0-9a-f]+ = 0x4141414141414141$/);
+          assert.match(await kdb("md8c1 linux_banner"), /^0x[0-9a-f]+ 4141414141414141 /m);
+          await kdb(`mm8 linux_banner 0x${old.toString(16)}`);
+          assert.equal(lastWord(await kdb("md8c1 linux_banner")), old);
+          // rm sets a scratch register of the stopped CPU (r11 at a function's first
+          // instructions holds nothing), rd shows it; then it goes back.
+          const r11 = (await kdb("rd")).match(/r11: ([0-9a-f]{16})/)![1];
+          assert.equal(await kdb("rm r11 0x1234"), "");
+          assert.match(await kdb("rd"), /r11: 0000000000001234/);
+          await kdb(`rm %r11 0x${r11}`);
+          assert.match(await kdb("rd"), new RegExp(`r11: ${r11}`));
+          assert.equal(await kdb("rm nosuch 1"), "diag: -17: Invalid register name\n");
+          await conn.write(new TextEncoder().encode("quit\n"));
+          await reader;
+        } finally {
+          conn.close();
+          await server.stop();
+        }
+      },
+    );
+
     await t.step("faults: one clear line each", async () => {
       const run = runLiveServer;
       const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
