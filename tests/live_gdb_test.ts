@@ -50,6 +50,35 @@ function lastWord(text: string): bigint {
   return m.length ? BigInt(`0x${m[m.length - 1][1]}`) : 0n;
 }
 
+/** A text connection to the server's kdb console: what it printed so far, and input. */
+async function openConsole(port: number) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let text = "";
+  const reader = (async () => {
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) return;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  })();
+  return {
+    conn,
+    reader,
+    text: () => text,
+    send: (s: string) => conn.write(new TextEncoder().encode(s)),
+    /** Wait (30 s at most) for `re` in what came after `from`; the text's length then. */
+    async waitFor(re: RegExp, from: number): Promise<number> {
+      const deadline = Date.now() + 30_000;
+      while (!re.test(text.slice(from)) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.match(text.slice(from), re, text);
+      return text.length;
+    },
+  };
+}
+
 /** A regular expression's text matching `text` literally. */
 function literal(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -407,32 +436,14 @@ Deno.test({
 
     await t.step("kdb console on a live guest: go runs it, ^C enters kdb again", async () => {
       const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-      let text = "";
-      const reader = (async () => {
-        const buf = new Uint8Array(65536);
-        for (;;) {
-          const n = await conn.read(buf).catch(() => null);
-          if (n === null) return;
-          text += new TextDecoder().decode(buf.subarray(0, n));
-        }
-      })();
-      const send = (s: string) => conn.write(new TextEncoder().encode(s));
-      const waitFor = async (re: RegExp, from: number) => {
-        const deadline = Date.now() + 30_000;
-        while (!re.test(text.slice(from)) && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        assert.match(text.slice(from), re, text);
-        return text.length;
-      };
+      const { conn, reader, text: output, send, waitFor } = await openConsole(server.port);
       try {
         // A silent client gets kdb's prompt; jiffies before the guest runs.
         let at = await waitFor(/\[\d\]kdb> $/, 0);
         const at0 = at;
         await send("md8c1 jiffies\n");
         at = await waitFor(/\[\d\]kdb> $/, at);
-        const before = lastWord(text.slice(at0, at));
+        const before = lastWord(output().slice(at0, at));
         await send("go\n");
         await new Promise((r) => setTimeout(r, 1500));
         assert.equal(await guestStatus(g), "running");
@@ -445,9 +456,9 @@ Deno.test({
         const after0 = at;
         await send("md8c1 jiffies\n");
         at = await waitFor(/\[\d\]kdb> $/, at);
-        const after = lastWord(text.slice(after0, at));
+        const after = lastWord(output().slice(after0, at));
         // Nothing stale: the page read after the stop is the guest's new one.
-        assert.ok(before > 0n && after > before, text);
+        assert.ok(before > 0n && after > before, output());
         await send("bt\n");
         at = await waitFor(/Call Trace:[\s\S]*\[\d\]kdb> $/, at);
         await send("quit\n");
@@ -462,27 +473,13 @@ Deno.test({
       "kdb console on a live guest: bp, go to it, go on past it, ss, bd/be/bc, bph, mm, rm",
       async () => {
         const server = await startServer(liveArgs(g, ["--guest-ram", g.ramPath]));
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-        let text = "";
-        const reader = (async () => {
-          const buf = new Uint8Array(65536);
-          for (;;) {
-            const n = await conn.read(buf).catch(() => null);
-            if (n === null) return;
-            text += new TextDecoder().decode(buf.subarray(0, n));
-          }
-        })();
+        const { conn, reader, text, send, waitFor } = await openConsole(server.port);
         /** Send a line; the output up to kdb's next prompt. */
         const kdb = async (line: string): Promise<string> => {
-          const from = text.length;
-          await conn.write(new TextEncoder().encode(line + "\n"));
-          const deadline = Date.now() + 30_000;
-          while (!/\[\d\]kdb> $/.test(text.slice(from)) && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 20));
-          }
-          const out = text.slice(from);
-          assert.match(out, /\[\d\]kdb> $/, `${line}:\n${text}`);
-          return out.replace(/\[\d\]kdb> $/, "");
+          const from = text().length;
+          await send(line + "\n");
+          const to = await waitFor(/\[\d\]kdb> $/, from);
+          return text().slice(from, to).replace(/\[\d\]kdb> $/, "");
         };
         const entered = (out: string, reason: string) => {
           const m = out.match(
@@ -495,10 +492,7 @@ Deno.test({
           return BigInt(m[1]);
         };
         try {
-          const deadline = Date.now() + 10_000;
-          while (!/kdb> $/.test(text) && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 50));
-          }
+          await waitFor(/kdb> $/, 0);
           const set = await kdb("bp do_nanosleep");
           const bp = set.match(/^Instruction\(i\) BP #0 at (0x[0-9a-f]{16}) \(do_nanosleep\)$/m);
           assert.ok(bp, set);
@@ -536,7 +530,7 @@ Deno.test({
           await kdb(`rm %r11 0x${r11}`);
           assert.match(await kdb("rd"), new RegExp(`r11: ${r11}`));
           assert.equal(await kdb("rm nosuch 1"), "diag: -17: Invalid register name\n");
-          await conn.write(new TextEncoder().encode("quit\n"));
+          await send("quit\n");
           await reader;
         } finally {
           conn.close();
