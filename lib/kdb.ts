@@ -440,7 +440,11 @@ export class KdbShell {
       // Our own commands and the target's (vtop, sym, sys, threads, vmcoreinfo, maps…).
       if (serverCommand(this.target, line.trim(), out)) return "continue";
       // kdb: a word starting with a command's name is that command (md1c20 is md).
-      const prefix = COMMANDS.find((c) => word.startsWith(c.name));
+      // On a dump, a word that only starts like a live-only command is a symbol (`mmput`).
+      const prefix = COMMANDS.find((c) =>
+        word.startsWith(c.name) &&
+        (this.target.run !== undefined || !LIVE_ONLY.has(c.name) || /^mm\d$/.test(word))
+      );
       if (prefix) return prefix.run(this, word, args, print) ?? "continue";
       this.#expression(argv, print);
     } catch (e) {
@@ -770,33 +774,26 @@ export class KdbShell {
     }
     if (!this.hooks.resume) return out("go: gdb is attached: continue from gdb (continue, or c)");
     const ctx = this.#runContext();
-    const first = ctx ? this.#runCommands.go(ctx) : "continue";
-    this.#resume(first === "step" ? this.#cpu : undefined, out, "go");
+    const first = ctx ? this.#runCommands.go(ctx, this.#cpu, out) : "continue";
+    this.#resume(ctx, first === "step" ? this.#cpu : undefined, out, "go");
   }
 
-  /** `ss`: the current CPU executes one instruction (a live target); kdb comes back after it. */
+  /** `ss`: kdb's CPU executes one instruction (a live target); kdb comes back after it. */
   ss(args: string[], out: Line): void {
     if (args.length) throw new KdbError(KdbDiag.ARGCOUNT);
-    this.#live("ss", out, () => {
+    this.#live("ss", out, (ctx) => {
       if (!this.hooks.resume) return out("ss: gdb is attached: step from gdb (stepi)");
-      if (this.#cpu !== this.#initialCpu) {
-        out(
-          `ss must execute on the entry cpu, please use "cpu ${this.#initialCpu}" and then execute ss`,
-        );
-        throw new KdbError(KdbDiag.BADCPUNUM);
-      }
-      if (this.#task && this.#task.runningOn !== this.#cpu) {
-        out("ss: the current task is not running on a CPU: select one with cpu N");
-        throw new KdbError(KdbDiag.BADCPUNUM, "");
-      }
       this.#runCommands.ss();
-      this.#resume(this.#cpu, out, "ss");
+      this.#resume(ctx, this.#cpu, out, "ss");
     });
   }
 
-  #resume(stepCpu: number | undefined, out: Line, what: string): void {
+  #resume(ctx: KdbRunContext | undefined, stepCpu: number | undefined, out: Line, what: string) {
     const refused = this.hooks.resume!(stepCpu);
-    if (refused) return out(`${what}: ${refused}`);
+    if (refused) {
+      if (ctx) this.#runCommands.refused(ctx);
+      return out(`${what}: ${refused}`);
+    }
     // A running kernel changes: read its tasks again at the next stop.
     this.stopped();
   }
@@ -810,9 +807,18 @@ export class KdbShell {
     this.#live(argv0, out, (ctx, run) => {
       if (name === "bp" || name === "bl") run.bp(ctx, args, out);
       else if (name === "bph") run.bph(ctx, args, out);
-      else if (name === "bc" || name === "bd" || name === "be") run.change(ctx, name, args, out);
-      else if (name === "mm") run.mm(ctx, argv0, args, this.#cpu, out);
-      else if (name === "rm") run.rm(ctx, args, this.#cpu, this.registerTable, out);
+      else if (name === "bc" || name === "bd" || name === "be") run.change(name, args, out);
+      else if (name === "mm") {
+        run.mm(ctx, argv0, args, this.#cpu, out);
+        this.#tasks = undefined; // the task list is read again, with what mm wrote
+      } else if (name === "rm") {
+        // kdb_check_regs: the registers of the current task, which must be on a CPU.
+        if (!this.#currentRegisters()) {
+          out("No current kdb registers.  You may need to select another task");
+          throw new KdbError(KdbDiag.BADREG);
+        }
+        run.rm(ctx, args, this.#task?.runningOn ?? this.#cpu, this.registerTable, out);
+      }
     });
   }
 
@@ -842,25 +848,33 @@ export class KdbShell {
       run,
       threadOfCpu: (cpu) =>
         this.target.threads().find((t) => t.core === cpu && t.onCpu !== false)?.id,
-      registers: () => this.#currentRegisters(),
+      cpuRegisters: (cpu) => kernel.dump.cpus[cpu]?.registers,
       getEnv: (name) => this.getEnv(name),
     };
   }
 
+  /** The resume after a step off a breakpoint was refused: kdb's breakpoints come out again. */
+  resumeRefused(): void {
+    const ctx = this.#runContext();
+    if (ctx) this.#runCommands.refused(ctx);
+  }
+
   /**
    * A live target stopped while kdb had let it run (`go`, `ss`): kdb's entry line (`Entering
-   * kdb (current=…, pid N) on processor C due to Breakpoint @ 0x…`), or, when the stop was
-   * only the step off a breakpoint that `go` starts with, the resume to do now (every CPU).
+   * kdb (current=…, pid N) on processor C due to Breakpoint @ 0x…`), after any line about a
+   * breakpoint that could not be put in; or, when the stop was only the step off a breakpoint
+   * that `go` starts with, the resume to do now (every CPU).
    * @param signal the stop reply's signal (2: the console's ^C)
    */
-  entered(cpu: number | undefined, signal: number): { line: string } | { resume: true } {
+  entered(cpu: number | undefined, signal: number): { text: string; resume?: true } {
     this.stopped(cpu);
     const ctx = this.#runContext();
-    const outcome = ctx
-      ? this.#runCommands.stopped(ctx, signal, signal === 2)
+    let text = "";
+    const outcome = ctx && cpu !== undefined
+      ? this.#runCommands.stopped(ctx, cpu, signal, (l) => text += l + "\n")
       : { reason: signal === 2 ? "Keyboard Entry" : `signal ${signal}` };
-    if ("resume" in outcome) return { resume: true };
-    return { line: this.stopped(cpu, outcome.reason)! };
+    if ("resume" in outcome) return { text, resume: true };
+    return { text: text + this.stopped(cpu, outcome.reason)! };
   }
 
   /**
@@ -1120,6 +1134,9 @@ export class KdbShell {
     for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) one(cpu);
   }
 }
+
+/** kdb's commands for a running kernel (lib/kdb_run.ts): on a dump they only say they cannot. */
+const LIVE_ONLY = new Set(["mm", "rm", "bp", "bl", "bph", "bc", "be", "bd", "ss"]);
 
 /** kdb commands that write memory or registers or run the target: refused on a dump. */
 const READ_ONLY_COMMANDS = new Set(["reboot", "kill", "sr"]);

@@ -18,10 +18,14 @@ export const KdbDiag = {
   NOTENV: -5,
   NOENVVALUE: -6,
   NOTIMP: -7,
+  TOOMANYBPT: -10,
+  DUPBPT: -12,
+  BPTNOTFOUND: -13,
   BADINT: -15,
   INVADDRFMT: -16,
   BADREG: -17,
   BADCPUNUM: -18,
+  BADLENGTH: -19,
   BADADDR: -21,
 } as const;
 
@@ -36,10 +40,14 @@ const DIAG_TEXT = new Map<number, string>([
   [KdbDiag.NOTENV, "Cannot find environment variable"],
   [KdbDiag.NOENVVALUE, "Environment variable should have value"],
   [KdbDiag.NOTIMP, "Command not implemented"],
+  [KdbDiag.TOOMANYBPT, "Too many breakpoints defined"],
+  [KdbDiag.DUPBPT, "Duplicate breakpoint address"],
+  [KdbDiag.BPTNOTFOUND, "Breakpoint not found"],
   [KdbDiag.BADINT, "Illegal numeric value"],
   [KdbDiag.INVADDRFMT, "Invalid symbolic address format"],
   [KdbDiag.BADREG, "Invalid register name"],
   [KdbDiag.BADCPUNUM, "Invalid cpu number"],
+  [KdbDiag.BADLENGTH, "Invalid length field"],
   [KdbDiag.BADADDR, "Invalid address"],
 ]);
 

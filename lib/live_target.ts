@@ -272,10 +272,15 @@ export class LiveTarget implements Target, RunControl {
     // connects to the stub next (gdb on its own would read physical memory).
     try {
       if (this.#running && !resume) stub.request("qC");
-      if (!this.#running || !resume) stub.request("Qqemu.PhyMemMode:0");
+      if (!this.#running || !resume) {
+        // The guest is stopped now; `D;1` below would clear these itself.
+        for (const spec of this.#inserted) stub.request(`z${spec}`);
+        stub.request("Qqemu.PhyMemMode:0");
+      }
     } catch {
       // the link is gone
     }
+    this.#inserted.clear();
     this.#running = false;
     this.#ownResumes = 0;
     this.#stopWaiter = undefined;
@@ -700,14 +705,25 @@ export class LiveTarget implements Target, RunControl {
   }
 
   breakpoint(insert: boolean, type: number, address: bigint, kind: number): string {
+    const spec = `${type},${address.toString(16)},${kind.toString(16)}`;
     try {
-      return this.#live().request(
-        `${insert ? "Z" : "z"}${type},${address.toString(16)},${kind.toString(16)}`,
-      );
+      const reply = this.#live().request(`${insert ? "Z" : "z"}${spec}`);
+      if (reply === "OK") {
+        if (insert) this.#inserted.add(spec);
+        else this.#inserted.delete(spec);
+      }
+      return reply;
     } catch (e) {
       return `E.${errorText(e)}`;
     }
   }
+
+  /**
+   * Breakpoints and watchpoints this session put into QEMU's stub and has not taken out. QEMU
+   * keeps them when a client goes without `D` (only a detach clears them), so a client that
+   * dropped while the guest ran would leave the next one a stop it never asked for.
+   */
+  #inserted = new Set<string>();
 
   writeMemory(
     address: bigint,

@@ -218,6 +218,7 @@ export class RspSession {
       (line, write) => {
         this.#kdbCurrent();
         const action = this.#kdb.run(line, write);
+        this.#kdbSeen();
         return this.#consoleRunning && action === "continue" ? "running" : action;
       },
       () => this.#kdb.prompt,
@@ -555,7 +556,11 @@ export class RspSession {
   #consoleGo(stepCpu?: number): string | undefined {
     const run = this.#target.run;
     if (!run) return "the target is a crash dump: it cannot continue execution";
-    if (!this.#consoleMode) return "gdb is attached: continue from gdb (continue, or c)";
+    if (!this.#consoleMode) {
+      return stepCpu === undefined
+        ? "gdb is attached: continue from gdb (continue, or c)"
+        : "gdb is attached: step from gdb (stepi)";
+    }
     let actions: ResumeAction[] = [{ action: "c" }];
     if (stepCpu !== undefined) {
       const thread = this.#threadList().find((t) => t.core === stepCpu && t.onCpu !== false);
@@ -585,14 +590,16 @@ export class RspSession {
     const id = tid === undefined ? undefined : parseThreadId(tid);
     const core = this.#threadList().find((t) => t.id === id)?.core;
     const entered = this.#kdb.entered(core, signal);
-    if ("resume" in entered) {
+    if (entered.resume) {
       // `go` from a breakpoint: the step off it is done; now everything runs.
       const err = this.#consoleGo();
-      if (!err) return;
-      w.raw(`\ngo: ${err}\n${this.#kdb.prompt}`);
+      if (!err) return w.raw(entered.text);
+      // Refused: kdb takes its breakpoints out and says why at the prompt.
+      this.#kdb.resumeRefused();
+      w.raw(`${entered.text}\ngo: ${err}\n${this.#kdb.prompt}`);
       return;
     }
-    w.raw(`\n${entered.line}\n${this.#kdb.prompt}`);
+    w.raw(`\n${entered.text}\n${this.#kdb.prompt}`);
   }
 
   #dispatchLive(packet: string): void {
@@ -855,6 +862,14 @@ export class RspSession {
     this.#selectionChanged = true;
   }
 
+  /**
+   * kdb's own writes (`mm`, `rm`) drop what the target had read, as any write does; they are
+   * not a resume: kdb keeps its selected task and where `md` goes on.
+   */
+  #kdbSeen(): void {
+    if (!this.#consoleRunning) this.#kdbGeneration = this.#target.run?.generation ?? 0;
+  }
+
   #monitor(hexCommand: string): void {
     const bytes = hexDecode(hexCommand);
     if (bytes === undefined) return this.#reply(ERR_MALFORMED);
@@ -870,6 +885,7 @@ export class RspSession {
         this.#kdb.followThread(this.#selectedThread || this.#target.stopThread());
       }
       this.#kdb.run(command, (text) => output += text);
+      this.#kdbSeen();
     }
     const data = new TextEncoder().encode(output);
     const chunk = (MAX_PACKET_SIZE - 2) >> 1;

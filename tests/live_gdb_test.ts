@@ -532,6 +532,30 @@ Deno.test({
           assert.equal(await kdb("rm nosuch 1"), "diag: -17: Invalid register name\n");
           await send("quit\n");
           await reader;
+
+          // A console that leaves while the guest runs from its go: its breakpoint comes out
+          // of QEMU too. QEMU keeps a client's breakpoints when it goes without a detach (it
+          // drops them at the next client's `?`): the guest, left stopped for the next client,
+          // would stop on it again if QEMU's monitor let it run meanwhile.
+          // (fw_cfg_showrev: the guest runs it once a second, so rarely in the few ms between
+          // this go and the server seeing the client go.)
+          const first = await openConsole(server.port);
+          await first.waitFor(/kdb> $/, 0);
+          await first.send("bp fw_cfg_showrev\n");
+          await first.waitFor(/installed=0\n\n\[\d\]kdb> $/, 0);
+          const left = server.stderr().split("] disconnected").length;
+          await first.send("go\n");
+          first.conn.close();
+          await first.reader;
+          const until = Date.now() + 10_000;
+          while (server.stderr().split("] disconnected").length === left && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          // Stopped: by the server as the client left, or on the breakpoint just before.
+          assert.match(await guestStatus(g), /^(paused|debug)$/);
+          await qmpCommand(g.qmpPort, "cont");
+          await new Promise((r) => setTimeout(r, 2500)); // the guest's loops sleep 1 s
+          assert.equal(await guestStatus(g), "running");
         } finally {
           conn.close();
           await server.stop();
