@@ -7,8 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { runGdb } from "./gdb_helpers.ts";
-import { bootGuest, LIVE_SERVER, liveGuestAvailable, runLiveServer } from "./live_guest.ts";
+import { runGdb, startServer } from "./gdb_helpers.ts";
+import {
+  bootGuest,
+  LIVE_SERVER,
+  liveGuestAvailable,
+  openConsole,
+  runLiveServer,
+} from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
 
 const available = liveGuestAvailable("aarch64");
@@ -95,6 +101,38 @@ Deno.test({
       none.err,
     );
     assert.match(none.err, /^symbols: +file <vmlinux> -o OFFSET /m, none.err);
+
+    // kdb's console on the same code: a software breakpoint (an arm64 BRK, `Z0` of kind 4), a
+    // single step, rd.
+    const tcp = await startServer(
+      ["--qemu", `127.0.0.1:${g.gdbPort}`, "--guest-ram", g.ramPath, "--vmlinux", vmlinux],
+      LIVE_SERVER,
+    );
+    try {
+      const con = await openConsole(tcp.port);
+      const kdb = async (line: string) => {
+        const from = con.text().length;
+        await con.send(line + "\n");
+        const to = await con.waitFor(/\[\d\]kdb> $/, from);
+        return con.text().slice(from, to);
+      };
+      await con.waitFor(/kdb> $/, 0);
+      const bp = (await kdb("bp do_nanosleep")).match(/BP #0 at (0x[0-9a-f]{16}) \(do_nanosleep\)/);
+      assert.ok(bp, con.text());
+      const hit = (await kdb("go")).match(/due to Breakpoint @ (0x[0-9a-f]+)\n/);
+      assert.ok(hit && BigInt(hit[1]) === BigInt(bp[1]), con.text());
+      const step = (await kdb("ss")).match(/due to SS trap @ (0x[0-9a-f]+)\n/);
+      assert.ok(step, con.text());
+      assert.match(
+        await kdb("rd"),
+        new RegExp(`pc: ${BigInt(step[1]).toString(16).padStart(16, "0")}`),
+      );
+      assert.match(await kdb("bc 0"), /^Breakpoint 0 at 0x[0-9a-f]+ cleared$/m);
+      await con.send("quit\n");
+      await con.reader;
+    } finally {
+      await tcp.stop();
+    }
 
     // QEMU killed while the guest runs under gdb's `continue`: one line, the server exits, gdb
     // sees the connection close; nothing hangs.

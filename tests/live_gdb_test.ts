@@ -14,6 +14,7 @@ import {
   LIVE_SERVER,
   type LiveGuest,
   liveGuestAvailable,
+  openConsole,
   qmpCommand,
   runLiveServer,
   shm,
@@ -48,35 +49,6 @@ function jiffiesValues(out: string): bigint[] {
 function lastWord(text: string): bigint {
   const m = [...text.matchAll(/^0x[0-9a-f]+ +([0-9a-f]{16})/gm)];
   return m.length ? BigInt(`0x${m[m.length - 1][1]}`) : 0n;
-}
-
-/** A text connection to the server's kdb console: what it printed so far, and input. */
-async function openConsole(port: number) {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  let text = "";
-  const reader = (async () => {
-    const buf = new Uint8Array(65536);
-    for (;;) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) return;
-      text += new TextDecoder().decode(buf.subarray(0, n));
-    }
-  })();
-  return {
-    conn,
-    reader,
-    text: () => text,
-    send: (s: string) => conn.write(new TextEncoder().encode(s)),
-    /** Wait (30 s at most) for `re` in what came after `from`; the text's length then. */
-    async waitFor(re: RegExp, from: number): Promise<number> {
-      const deadline = Date.now() + 30_000;
-      while (!re.test(text.slice(from)) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.match(text.slice(from), re, text);
-      return text.length;
-    },
-  };
 }
 
 /** A regular expression's text matching `text` literally. */

@@ -6,6 +6,7 @@
  * Every guest is stopped by its pid and its RAM file deleted by {@link LiveGuest.stop}.
  */
 
+import assert from "node:assert/strict";
 import { FIXTURES } from "./fixtures.ts";
 import { SERVER_WITH_FFI } from "./gdb_helpers.ts";
 
@@ -298,4 +299,33 @@ export async function runLiveServer(args: string[]): Promise<{ code: number; err
     signal: AbortSignal.timeout(60_000),
   }).output();
   return { code: o.code, err: new TextDecoder().decode(o.stderr) };
+}
+
+/** A text connection to the server's kdb console: what it printed so far, and input. */
+export async function openConsole(port: number) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let text = "";
+  const reader = (async () => {
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) return;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  })();
+  return {
+    conn,
+    reader,
+    text: () => text,
+    send: (s: string) => conn.write(new TextEncoder().encode(s)),
+    /** Wait (30 s at most) for `re` in what came after `from`; the text's length then. */
+    async waitFor(re: RegExp, from: number): Promise<number> {
+      const deadline = Date.now() + 30_000;
+      while (!re.test(text.slice(from)) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.match(text.slice(from), re, text);
+      return text.length;
+    },
+  };
 }
