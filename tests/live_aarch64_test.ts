@@ -102,7 +102,7 @@ Deno.test({
     );
     assert.match(none.err, /^symbols: +file <vmlinux> -o OFFSET /m, none.err);
 
-    // kdb's console on the same code: a software breakpoint (an arm64 BRK, `Z0` of kind 4), a
+    // kdb's console on the same code: a software breakpoint (QEMU's `Z0`, kind 4 on arm64), a
     // single step, rd.
     const tcp = await startServer(
       ["--qemu", `127.0.0.1:${g.gdbPort}`, "--guest-ram", g.ramPath, "--vmlinux", vmlinux],
