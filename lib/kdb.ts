@@ -36,12 +36,12 @@ export interface KdbCapable {
 /** What the channel's owner lets the shell do beyond reading (set by the RSP session). */
 export interface KdbHooks {
   /**
-   * Let a live target run (`go`, `ss`): every CPU continues, or (`stepCpu`) that CPU executes
-   * one instruction while the others stay stopped. The session gives the line back to kdb at
-   * the next stop ({@link KdbShell.entered}). Returns an error line when it cannot; absent for
-   * a dump.
+   * Let a live target run (`go`, `ss`): every thread continues, or (`stepThread`) that thread
+   * executes one instruction while the others stay stopped. The session gives the line back to
+   * kdb at the next stop ({@link KdbShell.entered}). Returns an error line when it cannot;
+   * absent for a dump.
    */
-  resume?(stepCpu?: number): string | undefined;
+  resume?(stepThread?: number): string | undefined;
 }
 
 /** What the caller does after a command line. */
@@ -789,7 +789,12 @@ export class KdbShell {
   }
 
   #resume(ctx: KdbRunContext | undefined, stepCpu: number | undefined, out: Line, what: string) {
-    const refused = this.hooks.resume!(stepCpu);
+    let thread: number | undefined;
+    if (stepCpu !== undefined) {
+      thread = ctx?.threadOfCpu(stepCpu);
+      if (thread === undefined) return out(`${what}: no thread runs on CPU ${stepCpu}`);
+    }
+    const refused = this.hooks.resume!(thread);
     if (refused) {
       if (ctx) this.#runCommands.refused(ctx);
       return out(`${what}: ${refused}`);
@@ -867,13 +872,15 @@ export class KdbShell {
    * @param signal the stop reply's signal (2: the console's ^C)
    */
   entered(cpu: number | undefined, signal: number): { text: string; resume?: true } {
-    this.stopped(cpu);
     const ctx = this.#runContext();
     let text = "";
     const outcome = ctx && cpu !== undefined
       ? this.#runCommands.stopped(ctx, cpu, signal, (l) => text += l + "\n")
       : { reason: signal === 2 ? "Keyboard Entry" : `signal ${signal}` };
-    if ("resume" in outcome) return { text, resume: true };
+    if ("resume" in outcome) {
+      this.stopped(); // it runs on: read it again at the next stop
+      return { text, resume: true };
+    }
     return { text: text + this.stopped(cpu, outcome.reason)! };
   }
 

@@ -212,7 +212,7 @@ export class RspSession {
       this.#writer.onPacket = (payload) => this.#log(`[${this.#label}] -> ${loggable(payload)}`);
     }
     this.#kdb = new KdbShell(target, CONSOLE_HELP, {
-      resume: (stepCpu) => this.#consoleGo(stepCpu),
+      resume: (stepThread) => this.#consoleGo(stepThread),
     });
     this.#console = new TextConsole(
       (line, write) => {
@@ -550,23 +550,20 @@ export class RspSession {
   }
 
   /**
-   * Console `go` or `ss` on a live target: run it (every CPU, or step `stepCpu` alone); the line
-   * comes back to kdb at the next stop.
+   * Console `go` or `ss` on a live target: run it (every thread, or step `stepThread` alone);
+   * the line comes back to kdb at the next stop.
    */
-  #consoleGo(stepCpu?: number): string | undefined {
+  #consoleGo(stepThread?: number): string | undefined {
     const run = this.#target.run;
     if (!run) return "the target is a crash dump: it cannot continue execution";
     if (!this.#consoleMode) {
-      return stepCpu === undefined
+      return stepThread === undefined
         ? "gdb is attached: continue from gdb (continue, or c)"
         : "gdb is attached: step from gdb (stepi)";
     }
-    let actions: ResumeAction[] = [{ action: "c" }];
-    if (stepCpu !== undefined) {
-      const thread = this.#threadList().find((t) => t.core === stepCpu && t.onCpu !== false);
-      if (!thread) return `no thread runs on CPU ${stepCpu}`;
-      actions = [{ action: "s", thread: thread.id }];
-    }
+    const actions: ResumeAction[] = stepThread === undefined
+      ? [{ action: "c" }]
+      : [{ action: "s", thread: stepThread }];
     this.#forgetTarget();
     const err = run.resume(actions);
     if (err) return err.replace(/^E\./, "");

@@ -12,7 +12,7 @@ import type { RunControl } from "../lib/target.ts";
 const BOOT = "x86_64-6.1";
 
 /** A shell over the dump's kernel with run control that records every call. */
-function liveShell(resume: (stepCpu?: number) => string | undefined = () => undefined) {
+function liveShell(resume: (stepThread?: number) => string | undefined = () => undefined) {
   const kernel = new Kernel(openDump([boot(BOOT).path("dump.zlib-d31.kdump")]));
   const calls: string[] = [];
   const run = {
@@ -33,9 +33,9 @@ function liveShell(resume: (stepCpu?: number) => string | undefined = () => unde
   const target = Object.assign(new KernelTarget(kernel), { run: run as unknown as RunControl });
   const resumes: (number | undefined)[] = [];
   const sh = new KdbShell(target, [], {
-    resume: (stepCpu) => {
-      resumes.push(stepCpu);
-      return resume(stepCpu);
+    resume: (stepThread) => {
+      resumes.push(stepThread);
+      return resume(stepThread);
     },
   });
   const cmd = (line: string) => {
@@ -110,7 +110,7 @@ Deno.test({
       cmd("bp do_nanosleep");
       // The stopped CPU sits on breakpoint 0: it steps alone first, nothing in the stub.
       assert.equal(cmd("go"), "");
-      assert.deepEqual(resumes, [cpu]);
+      assert.deepEqual(resumes, [cpu + 1]); // kernel mode: CPU N is thread N+1
       assert.deepEqual(calls, []);
       // The step's stop: both go in, and everything runs.
       assert.deepEqual(sh.entered(cpu, 5), { text: "", resume: true });
@@ -128,7 +128,7 @@ Deno.test({
       // ss: this CPU alone, no breakpoints; kdb says SS trap.
       calls.length = 0;
       assert.equal(cmd("ss"), "");
-      assert.deepEqual(resumes.at(-1), cpu);
+      assert.deepEqual(resumes.at(-1), cpu + 1);
       assert.match(sh.entered(cpu, 5).text, /due to SS trap @ 0x[0-9a-f]+$/);
       // A ^C: Keyboard Entry.
       cmd("bc 0");

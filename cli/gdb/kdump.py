@@ -873,10 +873,9 @@ class _ElfSections(object):
 SHT_NOTE, SHF_ALLOC = 7, 0x2
 
 
-def _file_build_id(path):
-    """The GNU build-id of an ELF file (its .note.gnu.build-id section), or None."""
-    elf = _ElfSections.read(path)
-    for name, kind, _, _, offset, size, _ in (elf.sections if elf else ()):
+def _file_build_id(path, elf):
+    """The GNU build-id of an ELF file (its .note.gnu.build-id section; `elf` its sections)."""
+    for name, kind, _, _, offset, size, _ in elf.sections:
         if kind == SHT_NOTE and name == ".note.gnu.build-id":
             try:
                 with open(path, "rb") as f:
@@ -891,7 +890,7 @@ _copies_dir = None
 _copies = {}  # (real path, mtime) -> the copy made of it
 
 
-def _file_for_gdb(path):
+def _file_for_gdb(path, elf):
     """The file to give add-symbol-file: path itself, or a copy with the link-time addresses of
     its sections set to zero. gdb places the sections of a relocatable file where it is told only
     when every section's address is zero; otherwise its debug information is read relative to
@@ -902,8 +901,7 @@ def _file_for_gdb(path):
     key = (os.path.realpath(path), os.stat(path).st_mtime_ns)
     if key in _copies:
         return _copies[key]
-    elf = _ElfSections.read(path)
-    if elf is None or not elf.relocatable:
+    if not elf.relocatable:
         return path
     placed = [at for _, _, flags, address, _, _, at in elf.sections
               if flags & SHF_ALLOC and address != 0]
@@ -1045,13 +1043,13 @@ loaded or unloaded (on a live guest): it replaces what it added before."""
             return "%s is not a 64-bit ELF file" % path
         note = module.sections.get(".note.gnu.build-id")
         in_memory = _memory_build_id(note, elf.order) if note else None
-        in_file = _file_build_id(path)
+        in_file = _file_build_id(path, elf)
         if in_memory and in_file and in_memory != in_file:
             return "%s is another build (build-id %s, the module's %s)" % (
                 path, in_file.hex(), in_memory.hex())
         self._replace(name)
         try:
-            given = os.path.abspath(_file_for_gdb(path))
+            given = os.path.abspath(_file_for_gdb(path, elf))
             command = "add-symbol-file %s 0x%x" % (_quote(given), text)
             for section, at in sorted(_section_addresses(elf, module).items()):
                 if section != ".text":
