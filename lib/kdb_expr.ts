@@ -157,10 +157,10 @@ export function addressArg(
   } else if (name.startsWith("%")) {
     throw new KdbError(KdbDiag.NOTIMP);
   } else {
-    // kdb asks kallsyms_lookup_name, which looks in the loaded modules after the kernel.
-    const sym = name === ""
-      ? undefined
-      : kernel.symbol(name) ?? moduleSymbolsNamed(kernel, name)[0]?.value;
+    // kdb asks kallsyms_lookup_name, which looks in the loaded modules after the kernel (no
+    // symbol starts with a digit: numbers skip the walk of every module's symbols).
+    const sym = name === "" ? undefined : kernel.symbol(name) ??
+      (/^[0-9]/.test(name) ? undefined : moduleSymbolsNamed(kernel, name)[0]?.value);
     if (sym !== undefined) value = sym;
     else {
       const n = parseKernelNumber(name);
