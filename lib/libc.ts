@@ -20,6 +20,9 @@ export function openLibc<S extends Deno.ForeignLibraryInterface>(
   }
 }
 
+/** Linux's `EINTR`: a system call interrupted by a signal, to be made again. */
+export const EINTR = 4;
+
 /** The calling thread's `errno`, read through `__errno_location`. */
 export function errnoOf(errnoLocation: () => Deno.PointerValue): number {
   const p = errnoLocation();
@@ -56,4 +59,27 @@ export function pollWithoutSleeping(
     c.sched_yield();
   } while (performance.now() < end);
   return false;
+}
+
+/**
+ * Sleep in `poll` on `pollfd` (one `struct pollfd`) for at most `ms`: whether it became ready (an
+ * error counts as ready: the read that follows reports it). Interrupted polls are resumed with the
+ * time left.
+ */
+export function pollSleeping(
+  c: {
+    poll(fds: Uint8Array, count: bigint, timeoutMs: number): number;
+    __errno_location(): Deno.PointerValue;
+  },
+  pollfd: Uint8Array,
+  ms: number,
+): boolean {
+  const end = performance.now() + ms;
+  for (;;) {
+    const left = Math.max(0, Math.ceil(end - performance.now()));
+    const r = c.poll(pollfd, 1n, left);
+    if (r > 0) return true;
+    if (r === 0) return false;
+    if (errnoOf(c.__errno_location) !== EINTR) return true;
+  }
 }

@@ -17,14 +17,13 @@
  * @module
  */
 
-import { errnoOf, lazyLibc, pollWithoutSleeping } from "./libc.ts";
+import { EINTR, errnoOf, lazyLibc, pollSleeping, pollWithoutSleeping } from "./libc.ts";
 
 const O_RDONLY = 0;
 const O_WRONLY = 1;
 const SHUT_WR = 1;
 const STDERR = 2;
 const O_CLOEXEC = 0o2000000;
-const EINTR = 4;
 const EAGAIN = 11;
 const POLLIN = 1;
 
@@ -137,6 +136,14 @@ export class PolledInput {
       if (code === EINTR) continue;
       return code === EAGAIN ? undefined : null;
     }
+  }
+
+  /**
+   * Sleep in `poll` on this thread for at most `timeoutMs`: whether input (or its end) came.
+   * The event loop waits meanwhile.
+   */
+  sleepUntilReadable(timeoutMs: number): boolean {
+    return pollSleeping(this.#c, this.#pollfd, timeoutMs);
   }
 
   /** Resolve once input (or its end) is there, or after `timeoutMs`, without blocking. */

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { errnoOf, lazyLibc, pollWithoutSleeping } from "./libc.ts";
+import { EINTR, errnoOf, lazyLibc, pollSleeping, pollWithoutSleeping } from "./libc.ts";
 
 const AF_INET = 2;
 const SOCK_STREAM = 1;
@@ -37,7 +37,6 @@ const POLLIN = 1;
 const POLLRDHUP = 0x2000;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
-const EINTR = 4;
 const EAGAIN = 11;
 
 const SYMBOLS = {
@@ -209,14 +208,18 @@ export class BlockingSocket {
     return pollWithoutSleeping(this.#c, this.#pollfd, this.spinMs);
   }
 
+  /**
+   * Sleep in `poll` on this thread for at most `timeoutMs`: whether bytes (or the end of the
+   * connection) arrived meanwhile. The event loop waits meanwhile.
+   */
+  sleepUntilReadable(timeoutMs: number): boolean {
+    if (this.#fd < 0) return true;
+    return pollSleeping(this.#c, this.#pollfd, timeoutMs);
+  }
+
   #pollSync(timeoutMs: number): boolean {
     if (timeoutMs > this.spinMs && this.spinUntilReadable()) return true;
-    for (;;) {
-      const r = this.#c.poll(this.#pollfd, 1n, timeoutMs);
-      if (r > 0) return true;
-      if (r === 0) return false;
-      if (errno(this.#c) !== EINTR) return true; // recv reports the error
-    }
+    return pollSleeping(this.#c, this.#pollfd, timeoutMs);
   }
 
   /**

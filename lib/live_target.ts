@@ -307,7 +307,31 @@ export class LiveTarget implements Target, RunControl {
     this.#running = false;
     this.#resumedByUs = false;
     this.#drop();
-    this.#deliver({ kind: "stopped", reply: this.#rewriteStop(n.text) });
+    const reply = this.#rewriteStop(n.text);
+    if (!this.#loneStep) this.#buildWhileQemuAnswers();
+    this.#deliver({ kind: "stopped", reply });
+  }
+
+  /** The last resume single-stepped one vCPU and left the others stopped. */
+  #loneStep = false;
+
+  /**
+   * At a stop, the stub has just asked QEMU for the stopped vCPU's registers (`g`), which the
+   * stop reply to gdb carries; QEMU takes a while to answer. Everything of the stop's kernel
+   * view that only needs memory (the kept view, VMCOREINFO checked again, each CPU's task and
+   * the thread list gdb asks for at every step) is built meanwhile from the RAM file, instead of
+   * after the stop reply, where gdb's next read would wait for it. Without the RAM file memory
+   * comes through the stub, which would have to read QEMU's answer first: nothing gains. Not
+   * after a step off a breakpoint either: gdb's next packets (put the breakpoint back,
+   * continue) need none of it.
+   */
+  #buildWhileQemuAnswers(): void {
+    if (!this.#ram || this.#lost) return;
+    try {
+      this.#state().inner.threads();
+    } catch {
+      // The requests that need the view will say what is wrong.
+    }
   }
 
   #deliver(e: StopEvent): void {
@@ -675,16 +699,20 @@ export class LiveTarget implements Target, RunControl {
       parts.push(`${a.action}:${this.#vcpus[cpu]}`);
     }
     this.#drop();
+    this.#loneStep = actions.length === 1 && actions[0].action === "s" &&
+      actions[0].thread !== undefined && actions[0].thread > 0;
     this.#running = true;
     this.#resumedByUs = true;
     if (this.options.qmp) this.#ownResumes++;
+    let stop: StubNotice | undefined;
     try {
-      stub.resume(`vCont;${parts.join(";")}`);
+      stop = stub.resume(`vCont;${parts.join(";")}`);
     } catch (e) {
       this.#running = false;
       if (this.options.qmp) this.#ownResumes--;
       return `E.${errorText(e)}`;
     }
+    if (stop) this.#notice(stop);
     return undefined;
   }
 
@@ -695,6 +723,10 @@ export class LiveTarget implements Target, RunControl {
     } catch {
       // a lost link is reported through nextStop
     }
+  }
+
+  stopNow(): StopEvent | undefined {
+    return this.#stopQueue.shift();
   }
 
   nextStop(): Promise<StopEvent> {

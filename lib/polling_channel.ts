@@ -32,6 +32,15 @@ export const GDB_SPIN_MS = 0.1;
  */
 const NO_SPIN_AFTER_BYTES = 8192;
 
+/**
+ * After the poll, how long a read sleeps in `poll` on the main thread before it waits on the
+ * thread pool (milliseconds). gdb's next packet of a step comes 0.1–0.5 ms after our reply, and
+ * a sleep in the thread pool costs two wake-ups when it comes (the pool's thread, then the event
+ * loop), one here. The event loop waits meanwhile: nothing else is served while a live guest is
+ * stopped for one client, and timers and signals are late by this much at most.
+ */
+export const GDB_SLEEP_MS = 2;
+
 /** How long a wait on the thread pool lasts before it looks at whether the channel closed. */
 const WAIT_SLICE_MS = 1000;
 
@@ -45,6 +54,8 @@ const EVENT_LOOP_TURN_MS = 20;
 export interface PolledSource {
   /** Poll without sleeping for a short while: whether input (or its end) is there. */
   spin(): boolean;
+  /** Sleep on this thread for at most `timeoutMs`: whether input (or its end) is there. */
+  sleep(timeoutMs: number): boolean;
   /**
    * The byte count, null at the end of the input, undefined when nothing is there yet;
    * `ready`: a poll just said input is there.
@@ -65,11 +76,16 @@ export class PollingReader {
   #written = 0;
 
   readonly #turnMs: number;
+  readonly #sleepMs: number;
 
-  /** @param turnMs longest time between turns of the event loop (tests: Infinity) */
-  constructor(source: PolledSource, turnMs = EVENT_LOOP_TURN_MS) {
+  /**
+   * @param turnMs longest time between turns of the event loop (tests: Infinity)
+   * @param sleepMs how long a read sleeps on the main thread before the thread pool
+   */
+  constructor(source: PolledSource, turnMs = EVENT_LOOP_TURN_MS, sleepMs = GDB_SLEEP_MS) {
     this.#source = source;
     this.#turnMs = turnMs;
+    this.#sleepMs = sleepMs;
   }
 
   /** `n` bytes went to gdb. */
@@ -83,7 +99,10 @@ export class PollingReader {
     }
     const spin = this.#written < NO_SPIN_AFTER_BYTES;
     this.#written = 0;
-    const n = this.#source.tryRead(buffer, spin && this.#source.spin());
+    let n = this.#source.tryRead(buffer, spin && this.#source.spin());
+    if (n === undefined && this.#source.sleep(this.#sleepMs)) {
+      n = this.#source.tryRead(buffer, true);
+    }
     return n !== undefined ? Promise.resolve(n) : this.readIdle(buffer);
   }
 
@@ -97,8 +116,14 @@ export class PollingReader {
     }
   }
 
+  /**
+   * A turn of the event loop, then the read. The turn is a zero-timeout poll on the thread pool
+   * (its completion is seen by the event loop, which runs what waits meanwhile): tens of
+   * microseconds, where a zero-delay timer often took a millisecond or more, every
+   * {@link EVENT_LOOP_TURN_MS} while gdb steps.
+   */
   async #readAfterTurn(buffer: Uint8Array): Promise<number | null> {
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await this.#source.readable(0);
     this.#lastTurn = performance.now();
     return this.readIdle(buffer);
   }
@@ -121,6 +146,7 @@ export class SocketChannel implements ByteChannel {
     this.peer = peer;
     this.#reader = new PollingReader({
       spin: () => sock.spinUntilReadable(),
+      sleep: (timeoutMs) => sock.sleepUntilReadable(timeoutMs),
       tryRead: (buffer) => this.#tryRecv(buffer),
       readable: (timeoutMs) => sock.readable(timeoutMs),
     });
@@ -180,6 +206,7 @@ export class StdinChannel implements ByteChannel {
   private constructor(input: PolledInput, spinMs: number) {
     this.#reader = new PollingReader({
       spin: () => input.spinUntilReadable(spinMs),
+      sleep: (timeoutMs) => input.sleepUntilReadable(timeoutMs),
       tryRead: (buffer, ready) => input.tryRead(buffer, ready),
       readable: (timeoutMs) => input.readable(timeoutMs),
     });

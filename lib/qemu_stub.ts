@@ -59,8 +59,12 @@ export interface QemuStub {
   monitor(command: string): string;
   /** Read memory with `m` packets (≤ {@link MAX_M} bytes each): the readable prefix. */
   readMemory(address: bigint, length: number): Uint8Array;
-  /** Send a resume packet (`vCont;…`, `c`, `s`); its stop reply arrives through `onEvent`. */
-  resume(packet: string): void;
+  /**
+   * Send a resume packet (`vCont;…`, `c`, `s`). Its stop reply arrives through `onEvent`, or is
+   * returned when it came before this returned (a single step, waited for on the spot): the
+   * caller then reports it at once, sparing gdb's next packet a wait on the thread pool.
+   */
+  resume(packet: string): StubNotice | undefined;
   /** Send the interrupt byte (0x03) to a running guest. */
   interrupt(): void;
   /** Close the link, sending `finalPacket` first (e.g. `D;1`). */

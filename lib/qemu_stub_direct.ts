@@ -156,7 +156,7 @@ export class DirectStub implements QemuStub {
     return read.bytes;
   }
 
-  resume(packet: string): void {
+  resume(packet: string): StubNotice | undefined {
     this.#checkLink();
     this.#general = undefined;
     this.#prefetchTakeable = false;
@@ -170,15 +170,27 @@ export class DirectStub implements QemuStub {
       // A single step takes QEMU well under a millisecond: wait for it here, sparing the stop
       // reply the trip through the thread pool's poll. gdb's ^C waits this long at most.
       const end = performance.now() + STEP_WAIT_MS;
-      for (let left = STEP_WAIT_MS; this.#running && left > 0;) {
-        if (this.#receive(Math.ceil(left)) <= 0) break;
-        left = end - performance.now();
+      this.#waitingOnTheSpot = true;
+      try {
+        for (let left = STEP_WAIT_MS; this.#running && left > 0;) {
+          if (this.#receive(Math.ceil(left)) <= 0) break;
+          left = end - performance.now();
+        }
+      } finally {
+        this.#waitingOnTheSpot = false;
       }
     }
     if (this.#running) {
       this.#watch().catch((e) => this.#linkLost(`the gdbstub connection failed: ${messageOf(e)}`));
     }
+    const stop = this.#stopOnTheSpot;
+    this.#stopOnTheSpot = undefined;
+    return stop;
   }
+
+  /** Inside {@link resume}'s wait for a single step: its stop is returned, not told. */
+  #waitingOnTheSpot = false;
+  #stopOnTheSpot: StubNotice | undefined;
 
   interrupt(): void {
     this.#checkLink();
@@ -300,7 +312,8 @@ export class DirectStub implements QemuStub {
     } catch {
       // the loss is told below
     }
-    this.#notify({ ev: "stop", text });
+    if (this.#waitingOnTheSpot) this.#stopOnTheSpot = { ev: "stop", text };
+    else this.#notify({ ev: "stop", text });
   }
 
   /** While the guest runs: wait for its stop reply without blocking the event loop. */

@@ -172,7 +172,7 @@ export class ThreadedStub implements QemuStub {
   }
 
   /** Send a resume packet (`vCont;…`, `c`, `s`); its stop reply arrives through `onEvent`. */
-  resume(packet: string): void {
+  resume(packet: string): undefined {
     if (this.#lost !== undefined) {
       throw new LiveError(`QEMU's gdbstub at ${this.address}: ${this.#lost}`);
     }

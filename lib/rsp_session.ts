@@ -744,6 +744,10 @@ export class RspSession {
     const err = run.resume(actions);
     if (err) return this.#reply(err);
     this.#running = true;
+    // A single step that has already stopped is answered now: gdb's next packet then finds the
+    // transport polling for it rather than in a wait on the thread pool.
+    const now = run.stopNow?.();
+    if (now) return this.stopped(now);
     this.#pendingStop = run.nextStop();
   }
 

@@ -144,6 +144,12 @@ export interface RunControl {
   interrupt(): void;
   /** The next stop (or loss) after {@link resume}. */
   nextStop(): Promise<StopEvent>;
+  /**
+   * The stop after {@link resume} when it has already come (a single step that resume waited
+   * for), taken so that {@link nextStop} will not give it again; else undefined. Optional: a
+   * client that does not ask gets every stop from {@link nextStop}.
+   */
+  stopNow?(): StopEvent | undefined;
   /** `Z`/`z` TYPE,ADDR,KIND: the reply (`OK`, `E…`, or empty when unsupported). */
   breakpoint(insert: boolean, type: number, address: bigint, kind: number): string;
   /**

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { bindPolling, ListenError } from "../lib/listen.ts";
 import { SocketListener } from "../lib/libc_socket.ts";
-import { PollingReader } from "../lib/polling_channel.ts";
+import { PollingReader, SocketChannel } from "../lib/polling_channel.ts";
 import { serveTcp } from "../lib/transport.ts";
 import { openDump } from "../lib/open_dump.ts";
 import { Kernel } from "../lib/kernel.ts";
@@ -147,6 +147,7 @@ Deno.test("polling reader: polls for gdb's next packet after a small reply, not 
       spins++;
       return pending !== undefined;
     },
+    sleep: () => pending !== undefined,
     tryRead: () => {
       const n = pending;
       pending = undefined;
@@ -171,3 +172,84 @@ Deno.test("polling reader: polls for gdb's next packet after a small reply, not 
   assert.equal(await read(100), 1);
   assert.equal(spins, 2);
 });
+
+Deno.test("polling reader: after the poll, a read sleeps on the main thread, then on the thread pool", async () => {
+  const calls: string[] = [];
+  /** What arrives, and when: at the poll, during the sleep, or only later. */
+  let arrives: "spin" | "sleep" | "later" = "spin";
+  let there = false;
+  const reader = new PollingReader(
+    {
+      spin: () => {
+        calls.push("spin");
+        if (arrives === "spin") there = true;
+        return there;
+      },
+      sleep: (ms) => {
+        calls.push(`sleep ${ms}`);
+        if (arrives === "sleep") there = true;
+        return there;
+      },
+      tryRead: () => {
+        calls.push("read");
+        if (!there) return undefined;
+        there = false;
+        return 7;
+      },
+      readable: () => {
+        calls.push("pool");
+        there = true;
+        return Promise.resolve();
+      },
+    },
+    Infinity,
+    2,
+  );
+  const buffer = new Uint8Array(16);
+  for (
+    const [when, expected] of [
+      ["spin", ["spin", "read"]],
+      ["sleep", ["spin", "read", "sleep 2", "read"]],
+      ["later", ["spin", "read", "sleep 2", "read", "pool", "read"]],
+    ] as const
+  ) {
+    arrives = when;
+    calls.length = 0;
+    assert.equal(await reader.read(buffer), 7, when);
+    assert.deepEqual(calls, expected, when);
+  }
+});
+
+Deno.test(
+  "polling channel: a client whose bytes are always there still lets timers run",
+  opts,
+  async () => {
+    const listener = SocketListener.listen("127.0.0.1", 0);
+    const peer = await Deno.connect({ hostname: "127.0.0.1", port: listener.port });
+    const accepted = await listener.accept();
+    assert.ok(accepted);
+    const channel = new SocketChannel(accepted.socket, accepted.peer);
+    try {
+      // Far more than the reads below take (4 bytes each): each finds bytes at once.
+      let queued = 0;
+      while (queued < 1 << 20) queued += await peer.write(new Uint8Array((1 << 20) - queued));
+      let fired = 0;
+      const timer = setTimeout(() => fired = performance.now(), 5);
+      const buffer = new Uint8Array(4);
+      const start = performance.now();
+      let reads = 0;
+      while (performance.now() - start < 100) {
+        assert.equal(await channel.read(buffer), 4);
+        reads++;
+      }
+      clearTimeout(timer);
+      assert.ok(fired > 0, `the timer never ran during ${reads} reads`);
+      // The event loop turns every 20 ms or so, not only once the reads stop.
+      assert.ok(fired - start < 60, `the timer ran ${fired - start} ms after it was due at 5 ms`);
+    } finally {
+      channel.close();
+      peer.close();
+      listener.close();
+    }
+  },
+);

@@ -6,7 +6,7 @@ import { escapeBinary, framePacket, hexEncodeText, latin1String } from "../lib/r
 import { serveChannel } from "../lib/transport.ts";
 import { X86_64_LAYOUT } from "../lib/regs_x86_64.ts";
 import { AARCH64_LAYOUT } from "../lib/regs_aarch64.ts";
-import type { MemoryRead, RunControl } from "../lib/target.ts";
+import type { MemoryRead, ResumeAction, RunControl, StopEvent } from "../lib/target.ts";
 import { MemoryChannel, parseReplies, SessionClient, unescape, unhex } from "./rsp_client.ts";
 import {
   FAKE_BASE,
@@ -700,4 +700,43 @@ Deno.test("live stop: the thread list and the stopped thread's reads are built a
     while (session.produce().length > 0 || !session.inputDrained) { /* write it out */ }
     assert.deepEqual(log, after ? ["afterStop 2", "threads"] : [], packet);
   }
+});
+
+Deno.test("live stop: a step that stopped before resume returned is answered with the vCont itself", async () => {
+  const target = new FakeTarget();
+  const log: string[] = [];
+  const queued: StopEvent[] = [];
+  const run = {
+    resume: (actions: ResumeAction[]) => {
+      log.push("resume");
+      // The target's link waited for a single step on the spot; a continue stops later.
+      if (actions.some((a) => a.action === "s")) {
+        queued.push({ kind: "stopped", reply: "T05thread:2;" });
+      }
+    },
+    stopNow: () => queued.shift(),
+    nextStop: () => {
+      log.push("nextStop");
+      return Promise.resolve<StopEvent>({ kind: "stopped", reply: "T02thread:1;" });
+    },
+    afterStop: (thread: number) => void log.push(`afterStop ${thread}`),
+  };
+  const live = Object.assign(target, { run: run as unknown as RunControl });
+  const session = new RspSession(live, { log: () => {} });
+  const c = new SessionClient(session);
+  c.handshake();
+  // The stop reply comes back as the answer to the step; nothing waits for a stop; the stop's
+  // work is done once the reply is out, as for a stop that came later.
+  const replies = c.packets("vCont;s:2;c");
+  assert.equal(replies.length, 1);
+  assert.match(replies[0], /^T05thread:2;/);
+  assert.equal(session.pendingStop, undefined);
+  assert.deepEqual(log, ["resume", "afterStop 2"]);
+  assert.equal(session.inputDrained, true);
+  // A continue that has not stopped yet waits on nextStop as before.
+  log.length = 0;
+  assert.deepEqual(c.packets("vCont;c"), []);
+  assert.deepEqual(log, ["resume", "nextStop"]);
+  session.stopped(await session.pendingStop!);
+  assert.match(new TextDecoder().decode(session.produce()), /^\$T02thread:1;/);
 });
