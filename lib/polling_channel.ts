@@ -8,8 +8,9 @@
  * microseconds (measured here: a loopback round trip to a server that sleeps between packets
  * took 60–90 µs, 25–30 µs to one that polls). gdb sends its next packet of a step within a
  * fraction of a millisecond, so a short poll catches it. The price is at most
- * {@link BlockingSocket.spinMs} of CPU per packet; the wait of a running guest (gdb waiting for
- * the stop) uses {@link SocketChannel.readIdle}, which does not spin.
+ * {@link BlockingSocket.spinMs} of CPU per packet. After the poll a read sleeps in `poll` on the
+ * main thread for a while ({@link GDB_SLEEP_MS}), and only then on the thread pool. The wait of a
+ * running guest (gdb waiting for the stop) uses {@link SocketChannel.readIdle}, which does neither.
  *
  * @module
  */

@@ -2,7 +2,8 @@
  * {@link QemuStub} on a blocking socket in the main thread (lib/libc_socket.ts): a request is
  * one `send` and, usually, one `recv`, with no thread in between. While the guest runs, the
  * socket is watched by a `poll` on Deno's blocking thread pool, so the event loop stays free for
- * gdb's ^C; the stop reply is then read here and handed to {@link QemuStub.onEvent}.
+ * gdb's ^C; the stop reply is then read here and handed to {@link QemuStub.onEvent}. A single
+ * step is waited for on the spot instead, and its stop reply returned by `resume` itself.
  *
  * The registers of the CPU that stopped are asked for (`g`) the moment its stop reply arrives,
  * before gdb has heard of the stop: gdb's first `g` of the stop then finds the answer waiting in
