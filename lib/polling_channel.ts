@@ -109,13 +109,24 @@ export class PollingReader {
 
   async readIdle(buffer: Uint8Array): Promise<number | null> {
     this.#written = 0;
+    const mine = ++this.#idleReads;
     for (;;) {
+      // Given up (abandonIdle): the bytes are left for the read that replaced this one.
+      if (mine !== this.#idleReads) return 0;
       const n = this.#source.tryRead(buffer);
       if (n !== undefined) return n;
       await this.#source.readable(WAIT_SLICE_MS);
       this.#lastTurn = performance.now();
     }
   }
+
+  /** The pending {@link readIdle} reads nothing more and resolves with 0. */
+  abandonIdle(): void {
+    this.#idleReads++;
+  }
+
+  /** Counts the idle reads started or given up: an idle read is current while it is unchanged. */
+  #idleReads = 0;
 
   /**
    * A turn of the event loop, then the read. The turn is a zero-timeout poll on the thread pool
@@ -161,6 +172,11 @@ export class SocketChannel implements ByteChannel {
   /** Read without polling first (nothing is expected soon, e.g. while the guest runs). */
   readIdle(buffer: Uint8Array): Promise<number | null> {
     return this.#reader.readIdle(buffer);
+  }
+
+  /** The pending {@link readIdle} reads nothing more and resolves with 0. */
+  abandonIdleRead(): void {
+    this.#reader.abandonIdle();
   }
 
   /** Write what the socket takes now, else wait (on the thread pool) until it takes some. */
@@ -227,6 +243,11 @@ export class StdinChannel implements ByteChannel {
   /** Read without polling first (nothing is expected soon, e.g. while the guest runs). */
   readIdle(buffer: Uint8Array): Promise<number | null> {
     return this.#reader.readIdle(buffer);
+  }
+
+  /** The pending {@link readIdle} reads nothing more and resolves with 0. */
+  abandonIdleRead(): void {
+    this.#reader.abandonIdle();
   }
 
   /** Write through Deno's standard output. */

@@ -62,6 +62,12 @@ export interface ByteChannel {
    * stop): a channel that polls for the next packet before sleeping does not poll here.
    */
   readIdle?(buffer: Uint8Array): Promise<number | null>;
+  /**
+   * Give up the pending {@link readIdle}: it reads nothing more and resolves with 0, so the next
+   * {@link read} (which polls) gets gdb's next packet. For a stop that came first: gdb answers
+   * it within a fraction of a millisecond, which a wait on the thread pool would lengthen.
+   */
+  abandonIdleRead?(): void;
 }
 
 /** An accepted connection, as the TCP server's loop sees it. */
@@ -183,6 +189,11 @@ export async function serveChannel(
         // A live target runs: wait for gdb (its interrupt) and for the stop, whichever first.
         const r = await Promise.race([reading.then((n) => ({ n })), stop.then((e) => ({ e }))]);
         if ("e" in r) {
+          if (channel.abandonIdleRead) {
+            channel.abandonIdleRead();
+            reading.catch(() => {}); // nobody waits for it any more
+            reading = undefined;
+          }
           session.stopped(r.e);
           do {
             const out = session.produce();

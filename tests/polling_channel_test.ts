@@ -253,3 +253,34 @@ Deno.test(
     }
   },
 );
+
+Deno.test("polling reader: an idle read given up reads nothing more, and the next read gets the bytes", async () => {
+  let there = false;
+  let wake: (() => void) | undefined;
+  const reader = new PollingReader(
+    {
+      spin: () => there,
+      sleep: () => there,
+      tryRead: () => {
+        if (!there) return undefined;
+        there = false;
+        return 3;
+      },
+      readable: () => new Promise<void>((resolve) => wake = resolve),
+    },
+    Infinity,
+    0,
+  );
+  const buffer = new Uint8Array(16);
+  // The wait of a running guest: nothing there yet, the read waits on the "thread pool".
+  const idle = reader.readIdle(buffer);
+  await Promise.resolve();
+  assert.ok(wake);
+  // The stop came first: the idle read is given up, then gdb's packet arrives and wakes it.
+  reader.abandonIdle();
+  there = true;
+  wake();
+  assert.equal(await idle, 0);
+  assert.equal(there, true, "the given-up read took the bytes");
+  assert.equal(await reader.read(buffer), 3);
+});
