@@ -38,7 +38,8 @@ const NO_SPIN_AFTER_BYTES = 8192;
  * thread pool (milliseconds). gdb's next packet of a step comes 0.1–0.5 ms after our reply, and
  * a sleep in the thread pool costs two wake-ups when it comes (the pool's thread, then the event
  * loop), one here. The event loop waits meanwhile: nothing else is served while a live guest is
- * stopped for one client, and timers and signals are late by this much at most.
+ * stopped for one client, and timers and signals wait for the next turn of the event loop (at
+ * most {@link EVENT_LOOP_TURN_MS} and this apart).
  */
 export const GDB_SLEEP_MS = 2;
 
@@ -98,6 +99,11 @@ export class PollingReader {
     if (performance.now() - this.#lastTurn >= this.#turnMs) {
       return this.#readAfterTurn(buffer);
     }
+    return this.#readSoon(buffer);
+  }
+
+  /** Poll, then sleep on this thread, then wait on the thread pool. */
+  #readSoon(buffer: Uint8Array): Promise<number | null> {
     const spin = this.#written < NO_SPIN_AFTER_BYTES;
     this.#written = 0;
     let n = this.#source.tryRead(buffer, spin && this.#source.spin());
@@ -110,23 +116,37 @@ export class PollingReader {
   async readIdle(buffer: Uint8Array): Promise<number | null> {
     this.#written = 0;
     const mine = ++this.#idleReads;
+    this.#idlePending = true;
     for (;;) {
       // Given up (abandonIdle): the bytes are left for the read that replaced this one.
       if (mine !== this.#idleReads) return 0;
       const n = this.#source.tryRead(buffer);
-      if (n !== undefined) return n;
+      if (n !== undefined) {
+        this.#idlePending = false;
+        return n;
+      }
       await this.#source.readable(WAIT_SLICE_MS);
       this.#lastTurn = performance.now();
     }
   }
 
-  /** The pending {@link readIdle} reads nothing more and resolves with 0. */
-  abandonIdle(): void {
+  /**
+   * Give up the pending {@link readIdle}: it reads nothing more and resolves with 0. False when
+   * there is none, or it has already read (its bytes are in its result: keep it).
+   */
+  abandonIdle(): boolean {
+    if (!this.#idlePending) return false;
     this.#idleReads++;
+    this.#idlePending = false;
+    // The event loop turned while that read waited on the thread pool: the next read may poll.
+    this.#lastTurn = performance.now();
+    return true;
   }
 
   /** Counts the idle reads started or given up: an idle read is current while it is unchanged. */
   #idleReads = 0;
+  /** The current idle read has not returned yet. */
+  #idlePending = false;
 
   /**
    * A turn of the event loop, then the read. The turn is a zero-timeout poll on the thread pool
@@ -137,7 +157,7 @@ export class PollingReader {
   async #readAfterTurn(buffer: Uint8Array): Promise<number | null> {
     await this.#source.readable(0);
     this.#lastTurn = performance.now();
-    return this.readIdle(buffer);
+    return this.#readSoon(buffer);
   }
 }
 
@@ -174,9 +194,9 @@ export class SocketChannel implements ByteChannel {
     return this.#reader.readIdle(buffer);
   }
 
-  /** The pending {@link readIdle} reads nothing more and resolves with 0. */
-  abandonIdleRead(): void {
-    this.#reader.abandonIdle();
+  /** Give up the pending {@link readIdle} (see {@link ByteChannel.abandonIdleRead}). */
+  abandonIdleRead(): boolean {
+    return this.#reader.abandonIdle();
   }
 
   /** Write what the socket takes now, else wait (on the thread pool) until it takes some. */
@@ -245,9 +265,9 @@ export class StdinChannel implements ByteChannel {
     return this.#reader.readIdle(buffer);
   }
 
-  /** The pending {@link readIdle} reads nothing more and resolves with 0. */
-  abandonIdleRead(): void {
-    this.#reader.abandonIdle();
+  /** Give up the pending {@link readIdle} (see {@link ByteChannel.abandonIdleRead}). */
+  abandonIdleRead(): boolean {
+    return this.#reader.abandonIdle();
   }
 
   /** Write through Deno's standard output. */

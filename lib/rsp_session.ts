@@ -448,8 +448,9 @@ export class RspSession {
   // --- live targets ---------------------------------------------------------------------------
   //
   // A target with run control (a live guest) also runs, steps, takes breakpoints and writes.
-  // Its replies to a resume come later: the transport waits on `pendingStop` and hands the stop
-  // to `stopped()`. Thread lists and prepared reads are dropped whenever the target may change.
+  // Its reply to a resume is the stop: at once when it has come already (a single step the
+  // target waited for), else later: the transport waits on `pendingStop` and hands the stop to
+  // `stopped()`. Thread lists and prepared reads are dropped whenever the target may change.
 
   #running = false;
   #pendingStop: Promise<StopEvent> | undefined;

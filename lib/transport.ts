@@ -63,11 +63,12 @@ export interface ByteChannel {
    */
   readIdle?(buffer: Uint8Array): Promise<number | null>;
   /**
-   * Give up the pending {@link readIdle}: it reads nothing more and resolves with 0, so the next
-   * {@link read} (which polls) gets gdb's next packet. For a stop that came first: gdb answers
-   * it within a fraction of a millisecond, which a wait on the thread pool would lengthen.
+   * Give up the pending {@link readIdle}: it reads nothing more and resolves with 0, so that a
+   * new {@link read} (which polls, then sleeps on this thread) gets gdb's next packet. For a stop
+   * that came first: gdb answers it within a fraction of a millisecond, which a wait on the
+   * thread pool would lengthen. False when that read has already read: its result must be used.
    */
-  abandonIdleRead?(): void;
+  abandonIdleRead?(): boolean;
 }
 
 /** An accepted connection, as the TCP server's loop sees it. */
@@ -189,8 +190,7 @@ export async function serveChannel(
         // A live target runs: wait for gdb (its interrupt) and for the stop, whichever first.
         const r = await Promise.race([reading.then((n) => ({ n })), stop.then((e) => ({ e }))]);
         if ("e" in r) {
-          if (channel.abandonIdleRead) {
-            channel.abandonIdleRead();
+          if (channel.abandonIdleRead?.()) {
             reading.catch(() => {}); // nobody waits for it any more
             reading = undefined;
           }

@@ -121,17 +121,27 @@ for (const [name, connect] of LINKS) {
       const l = log(stub);
       assert.equal(l.received.filter((p) => p === "g").length, 5, JSON.stringify(l));
       // A step answered at once: the blocking socket returns its stop (its `g` asked for), which
-      // is then not told as well; the worker tells it.
-      const quick = stub.resume("vCont;s:p01.02");
-      if (name === "blocking socket") {
-        assert.deepEqual(quick, { ev: "stop", text: "T05thread:p01.01;" });
-        assert.equal(stub.request("g"), "0600ff00");
-      } else {
-        assert.equal(quick, undefined);
-        await until(() => seen.filter((n) => n.ev === "stop" && !n.unsolicited).length === 5);
-        seen.pop();
+      // is then not told as well; the worker tells it. A loaded machine may keep the fake from
+      // answering within the on-the-spot wait: a few tries, each stop counted once either way.
+      const told = () => seen.filter((n) => n.ev === "stop" && !n.unsolicited).length;
+      const toldBefore = told();
+      const seenBefore = seen.length;
+      let onTheSpot = 0;
+      let tries = 0;
+      while (tries < 5 && onTheSpot === 0) {
+        tries++;
+        const quick = stub.resume("vCont;s:p01.02");
+        if (quick) {
+          onTheSpot++;
+          assert.deepEqual(quick, { ev: "stop", text: "T05thread:p01.01;" });
+          assert.match(stub.request("g"), /^[0-9a-f]{2}00ff00$/);
+        } else await until(() => told() === toldBefore + tries - onTheSpot);
       }
       await new Promise((r) => setTimeout(r, 20));
+      assert.equal(told(), toldBefore + tries - onTheSpot, "a stop told as well as returned");
+      if (name === "blocking socket") assert.equal(onTheSpot, 1, `none of ${tries} on the spot`);
+      else assert.equal(onTheSpot, 0);
+      seen.length = seenBefore; // as if only the 4 steps above had stopped
       // Continue, then ^C: the stop arrives as an event while the event loop stays free.
       assert.equal(stub.resume("vCont;c"), undefined);
       await new Promise((r) => setTimeout(r, 30));

@@ -740,3 +740,76 @@ Deno.test("live stop: a step that stopped before resume returned is answered wit
   session.stopped(await session.pendingStop!);
   assert.match(new TextDecoder().decode(session.produce()), /^\$T02thread:1;/);
 });
+
+/** A channel that also reads "idle" (as a live session's does) and can give such a read up. */
+class IdleChannel extends MemoryChannel {
+  readonly log: string[] = [];
+  #idleReads = 0;
+  #idlePending = false;
+
+  override async read(buffer: Uint8Array): Promise<number | null> {
+    this.log.push("read");
+    const n = await super.read(buffer);
+    this.log.push(`read got ${n}`);
+    return n;
+  }
+
+  async readIdle(buffer: Uint8Array): Promise<number | null> {
+    const mine = ++this.#idleReads;
+    this.#idlePending = true;
+    this.log.push("idle");
+    // Waits as the only reader until another read() takes its place (MemoryChannel wakes the
+    // last reader that waited), as a given-up thread-pool wait would find its bytes taken.
+    const n = await super.read(buffer);
+    if (mine !== this.#idleReads) {
+      this.log.push("idle read after it was given up");
+      return 0;
+    }
+    this.#idlePending = false;
+    this.log.push(`idle got ${n}`);
+    return n;
+  }
+
+  abandonIdleRead(): boolean {
+    this.log.push("abandon");
+    if (!this.#idlePending) return false;
+    this.#idleReads++;
+    this.#idlePending = false;
+    return true;
+  }
+}
+
+Deno.test("transport loop: a stop that comes first gives up the idle read; gdb's next packet goes to a new read", async () => {
+  const [, peer] = MemoryChannel.pair();
+  const channel = new IdleChannel();
+  channel.peer = peer;
+  peer.peer = channel;
+  let stop: ((e: StopEvent) => void) | undefined;
+  const run = {
+    attach: () => Promise.resolve(undefined),
+    release: () => {},
+    resume: () => undefined,
+    interrupt: () => {},
+    nextStop: () => new Promise<StopEvent>((resolve) => stop = resolve),
+    generation: 0,
+  };
+  const target = Object.assign(new FakeTarget(), { run: run as unknown as RunControl });
+  const done = serveChannel(target, channel, { log: () => {} });
+  await peer.write(framePacket("QStartNoAckMode"));
+  assert.equal(await peer.readUntil((t) => t.endsWith("#9a")), "+$OK#9a");
+  await peer.write(framePacket("vCont;c"));
+  // The guest runs: the transport waits for gdb (its ^C) on an idle read, and for the stop.
+  for (let i = 0; i < 50 && !channel.log.includes("idle"); i++) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  assert.ok(stop, "the session waits for a stop");
+  channel.log.length = 0;
+  stop({ kind: "stopped", reply: "T05thread:1;" });
+  assert.match(await peer.readUntil((t) => /#..$/.test(t)), /^\$T05thread:1;/);
+  await peer.write(framePacket("qC"));
+  assert.match(await peer.readUntil((t) => /#..$/.test(t)), /^\$QC/);
+  assert.deepEqual(channel.log.slice(0, 4), ["abandon", "read", "read got 6", "read"]);
+  assert.ok(!channel.log.some((l) => l.startsWith("idle")), channel.log.join(", "));
+  peer.close();
+  await done;
+});
