@@ -98,6 +98,21 @@ const ARM64_RD: readonly [string, number, string][] = [
   ["fpcr", 4, "fpcr"],
 ];
 
+/** kdb's commands that change a live target, other than `go` and `ss`: name, usage, help. */
+const RUN_CONTROL_COMMANDS: readonly (readonly [string, string, string])[] = [
+  ["mm", "<vaddr> <contents>", "Modify Memory Contents"],
+  ["rm", "<reg> <contents>", "Modify Registers"],
+  ["bp", "[<vaddr>]", "Set/Display breakpoints"],
+  ["bl", "[<vaddr>]", "Display breakpoints"],
+  ["bph", "[<vaddr>]", "[datar [length]|dataw [length]]   Set hw brk"],
+  ["bc", "<bpnum>", "Clear Breakpoint"],
+  ["be", "<bpnum>", "Enable Breakpoint"],
+  ["bd", "<bpnum>", "Disable Breakpoint"],
+];
+
+/** kdb's commands for a running kernel (lib/kdb_run.ts): on a dump they only say they cannot. */
+const LIVE_ONLY = new Set([...RUN_CONTROL_COMMANDS.map(([name]) => name), "ss"]);
+
 const COMMANDS: Command[] = [
   {
     name: "md",
@@ -237,21 +252,12 @@ const COMMANDS: Command[] = [
     run: (sh, _a, args, out) => sh.perCpu(args, out),
   },
   // A live guest's: on a dump each says it cannot (lib/kdb_run.ts).
-  ...([
-    ["mm", "<vaddr> <contents>", "Modify Memory Contents"],
-    ["rm", "<reg> <contents>", "Modify Registers"],
-    ["bp", "[<vaddr>]", "Set/Display breakpoints"],
-    ["bl", "[<vaddr>]", "Display breakpoints"],
-    ["bph", "[<vaddr>]", "[datar [length]|dataw [length]]   Set hw brk"],
-    ["bc", "<bpnum>", "Clear Breakpoint"],
-    ["be", "<bpnum>", "Enable Breakpoint"],
-    ["bd", "<bpnum>", "Disable Breakpoint"],
-  ].map(([name, usage, help]): Command => ({
+  ...RUN_CONTROL_COMMANDS.map(([name, usage, help]): Command => ({
     name,
     usage,
     help,
     run: (sh, argv0, args, out) => sh.runControl(name, argv0, args, out),
-  }))),
+  })),
   {
     name: "ss",
     usage: "",
@@ -1141,9 +1147,6 @@ export class KdbShell {
     for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) one(cpu);
   }
 }
-
-/** kdb's commands for a running kernel (lib/kdb_run.ts): on a dump they only say they cannot. */
-const LIVE_ONLY = new Set(["mm", "rm", "bp", "bl", "bph", "bc", "be", "bd", "ss"]);
 
 /** kdb commands that write memory or registers or run the target: refused on a dump. */
 const READ_ONLY_COMMANDS = new Set(["reboot", "kill", "sr"]);

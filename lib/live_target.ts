@@ -13,16 +13,17 @@
  * @module
  */
 
-import type {
-  ArchName,
-  MemoryRead,
-  MonitorOutput,
-  RegisterValues,
-  ResumeAction,
-  RunControl,
-  StopEvent,
-  Target,
-  ThreadInfo,
+import {
+  type ArchName,
+  isLoneStep,
+  type MemoryRead,
+  type MonitorOutput,
+  type RegisterValues,
+  type ResumeAction,
+  type RunControl,
+  type StopEvent,
+  type Target,
+  type ThreadInfo,
 } from "./target.ts";
 import { FIRST_PACKET, LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
@@ -699,8 +700,7 @@ export class LiveTarget implements Target, RunControl {
       parts.push(`${a.action}:${this.#vcpus[cpu]}`);
     }
     this.#drop();
-    this.#loneStep = actions.length === 1 && actions[0].action === "s" &&
-      actions[0].thread !== undefined && actions[0].thread > 0;
+    this.#loneStep = isLoneStep(actions);
     this.#running = true;
     this.#resumedByUs = true;
     if (this.options.qmp) this.#ownResumes++;

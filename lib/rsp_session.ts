@@ -26,7 +26,13 @@ import {
   unescapeBinary,
   WireEvent,
 } from "./rsp_wire.ts";
-import type { ResumeAction, StopEvent, Target, ThreadInfo } from "./target.ts";
+import {
+  isLoneStep,
+  type ResumeAction,
+  type StopEvent,
+  type Target,
+  type ThreadInfo,
+} from "./target.ts";
 import { execFileForGdb, HostIo, librariesSvr4Xml } from "./rsp_hostio.ts";
 
 /**
@@ -738,10 +744,7 @@ export class RspSession {
   #resume(actions: ResumeAction[]): void {
     const run = this.#target.run!;
     this.#forgetTarget();
-    // One thread stepped while the others stay stopped: how gdb steps off a breakpoint before
-    // it puts the breakpoint back and continues (it reads nothing at that stop).
-    this.#loneStep = actions.length === 1 && actions[0].action === "s" &&
-      actions[0].thread !== undefined && actions[0].thread > 0;
+    this.#loneStep = isLoneStep(actions);
     const err = run.resume(actions);
     if (err) return this.#reply(err);
     this.#running = true;

@@ -111,6 +111,15 @@ export interface ResumeAction {
   thread?: number;
 }
 
+/**
+ * One thread single-stepped while every other stays stopped: how gdb steps off a breakpoint
+ * before it puts the breakpoint back and continues (it reads nothing at that stop).
+ */
+export function isLoneStep(actions: readonly ResumeAction[]): boolean {
+  return actions.length === 1 && actions[0].action === "s" && actions[0].thread !== undefined &&
+    actions[0].thread > 0;
+}
+
 /** How a running target came to a halt, or that it is gone. */
 export type StopEvent =
   /** A stop reply for gdb, in this target's thread ids (e.g. `T05thread:2;watch:ffff…;`). */
