@@ -4,8 +4,10 @@
  * 1. `dump binary memory` of 16 MiB of kernel text (from `_text`): through us with the RAM
  *    file, through us without it (the gdbstub's physical mode), and gdb on QEMU directly;
  * 2. attach to the first kernel-aware `bt` (symbols already loaded, timed inside gdb);
- * 3. breakpoint-hit latency (`continue` to `hrtimer_interrupt`), then `stepi` latency from that
- *    breakpoint (per operation, timed inside gdb).
+ * 3. breakpoint-hit latency (`continue` to `hrtimer_interrupt`, which waits for the guest's next
+ *    timer interrupt), the latency of a hit the guest reaches at once (from `hrtimer_interrupt`
+ *    to `__hrtimer_run_queues`, which it calls: what the hit costs the tools, gdb and us), then
+ *    `stepi` latency from that breakpoint (per operation, timed inside gdb).
  *
  * Boots one guest (tests/live_guest.ts). Run: `deno run -A bench/live_bench.ts [--repeat N]
  * [--gdb PATH] [--bulk-only] [--warm]`: `--gdb` times another gdb for every way (gdb 16 and
@@ -60,6 +62,7 @@ try {
     attach: number[];
     stepi: number[];
     hit: number[];
+    hitAtOnce: number[];
   }
   const way = (name: string, extra?: string[], more: Partial<Way> = {}): Way => ({
     name,
@@ -69,6 +72,7 @@ try {
     attach: [],
     stepi: [],
     hit: [],
+    hitAtOnce: [],
   });
   const ram = ["--guest-ram", guest.ramPath];
   const ways: Way[] = [
@@ -92,6 +96,30 @@ try {
     w.target = `target remote 127.0.0.1:${server.port}`;
     w.stop = server.stop;
   }
+  // A hit the guest reaches at once: from hrtimer_interrupt (A) to __hrtimer_run_queues (B),
+  // which it calls a few hundred instructions later. Only the continues from A that stop at B
+  // are timed (the other vCPU may reach A first).
+  const hitsAtOnce = `${tmp}/hits_at_once.py`;
+  await Deno.writeTextFile(
+    hitsAtOnce,
+    `import gdb, time
+def hits_at_once(n):
+    b = int(gdb.parse_and_eval("(long)&__hrtimer_run_queues")) & (2**64 - 1)
+    at_b = lambda: (int(gdb.parse_and_eval("$pc")) & (2**64 - 1)) == b
+    total, count = 0.0, 0
+    for _ in range(n):
+        while at_b():
+            gdb.execute("continue", to_string=True)
+        t = time.perf_counter()
+        gdb.execute("continue", to_string=True)
+        if at_b():
+            total += time.perf_counter() - t
+            count += 1
+    while at_b():
+        gdb.execute("continue", to_string=True)
+    print("HIT_AT_ONCE", total / count if count else float("nan"), count)
+`,
+  );
   // Breakpoint hits, then steps from that breakpoint.
   const runControl = [
     "break hrtimer_interrupt",
@@ -99,6 +127,9 @@ try {
     "python t0 = time.perf_counter()",
     `python [gdb.execute('continue', to_string=True) for _ in range(${HITS})]`,
     `python print('HIT', (time.perf_counter() - t0) / ${HITS})`,
+    "break __hrtimer_run_queues",
+    `source ${hitsAtOnce}`,
+    `python hits_at_once(${HITS})`,
     "delete",
     // Every way steps the same code, from the breakpoint. Stepped where QMP happened to
     // stop the guest (its idle loop, where a step over `hlt` waits for an interrupt), one
@@ -132,6 +163,7 @@ try {
       w.bulk.push(get("BULK"));
       w.stepi.push(get("STEPI"));
       w.hit.push(get("HIT"));
+      w.hitAtOnce.push(get("HIT_AT_ONCE"));
       if (Number.isNaN(get("BULK")) || (!values["bulk-only"] && Number.isNaN(get("HIT")))) {
         console.error(out);
       }
@@ -151,6 +183,7 @@ try {
     `${ms(best(w.attach), 0)} ms; ${ms(median(w.attach), 0)} ms`,
     `${ms(best(w.stepi), 2)} ms; ${ms(median(w.stepi), 2)} ms`,
     `${ms(best(w.hit), 1)} ms; ${ms(median(w.hit), 1)} ms`,
+    `${ms(best(w.hitAtOnce), 2)} ms; ${ms(median(w.hitAtOnce), 2)} ms`,
   ]);
   console.log(
     `best; median of ${repeat} rounds (${STEPS} stepi, ${HITS} hits each); guest: 512 MiB, ` +
@@ -158,9 +191,10 @@ try {
       `${cpuModel()}; load average ${loadAverage()}`,
   );
   console.log(
-    "| path | dump 16 MiB of kernel text | attach to first bt | stepi | breakpoint hit |",
+    "| path | dump 16 MiB of kernel text | attach to first bt | stepi | breakpoint hit | " +
+      "hit at once |",
   );
-  console.log("| --- | --- | --- | --- | --- |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
   for (const r of rows) console.log(`| ${r.join(" | ")} |`);
   // The machine's load moves every way's figures together within a round (seconds apart):
   // each round's ratio to gdb on QEMU directly is steadier than best or median alone.
@@ -177,7 +211,7 @@ try {
       ? ""
       : `; stepi ${show(ratios(w.stepi, straight.stepi))}; hit ${
         show(ratios(w.hit, straight.hit))
-      }`;
+      }; hit at once ${show(ratios(w.hitAtOnce, straight.hitAtOnce))}`;
     console.log(
       `- ${w.name}: bulk ${show(ratios(straight.bulk, w.bulk))} as fast${runControlRatios}`,
     );

@@ -167,6 +167,7 @@ export class LiveTarget implements Target, RunControl {
         throw new LiveError("QEMU's gdbstub refused physical memory mode (Qqemu.PhyMemMode)");
       }
       if (this.#ramRanges.length === 0) this.#openRam(stub);
+      this.#accelerator ??= accelerator(stub);
     } catch (e) {
       this.#stub = undefined;
       stub.close();
@@ -309,22 +310,26 @@ export class LiveTarget implements Target, RunControl {
     this.#resumedByUs = false;
     this.#drop();
     const reply = this.#rewriteStop(n.text);
-    if (!this.#loneStep) this.#buildWhileQemuAnswers();
+    if (this.#stepped && !this.#loneStep) this.#buildWhileQemuAnswers();
     this.#deliver({ kind: "stopped", reply });
   }
 
   /** The last resume single-stepped one vCPU and left the others stopped. */
   #loneStep = false;
+  /** The last resume single-stepped a vCPU (gdb's `stepi`, or a step off a breakpoint). */
+  #stepped = false;
 
   /**
    * At a stop, the stub has just asked QEMU for the stopped vCPU's registers (`g`), which the
    * stop reply to gdb carries; QEMU takes a while to answer. Everything of the stop's kernel
    * view that only needs memory (the kept view, VMCOREINFO checked again, each CPU's task and
    * the thread list gdb asks for at every step) is built meanwhile from the RAM file, instead of
-   * after the stop reply, where gdb's next read would wait for it. Without the RAM file memory
-   * comes through the stub, which would have to read QEMU's answer first: nothing gains. Not
-   * after a step off a breakpoint either: gdb's next packets (put the breakpoint back,
-   * continue) need none of it.
+   * after the stop reply, where gdb's next read, 50–150 µs after a `stepi`, would wait for it.
+   * Only at a step's stop: at a breakpoint gdb works on the stop for 0.3–0.8 ms before its
+   * first request, and the session builds all this then (RunControl.afterStop), after the stop
+   * reply has gone. Without the RAM file memory comes through the stub, which would have to
+   * read QEMU's answer first: nothing gains. Not after a step off a breakpoint either: gdb's
+   * next packets (put the breakpoint back, continue) need none of it.
    */
   #buildWhileQemuAnswers(): void {
     if (!this.#ram || this.#lost) return;
@@ -494,6 +499,7 @@ export class LiveTarget implements Target, RunControl {
         "KASLR found": facts.kaslrSource,
         "VMCOREINFO": facts.vmcoreinfoSource,
         "gdbstub link": src.stub.link,
+        "accelerator": this.#accelerator ?? "not known",
       },
     });
     const kernel = new Kernel(dump, {
@@ -701,6 +707,7 @@ export class LiveTarget implements Target, RunControl {
     }
     this.#drop();
     this.#loneStep = isLoneStep(actions);
+    this.#stepped = actions.some((a) => a.action === "s");
     this.#running = true;
     this.#resumedByUs = true;
     if (this.options.qmp) this.#ownResumes++;
@@ -738,8 +745,27 @@ export class LiveTarget implements Target, RunControl {
 
   breakpoint(insert: boolean, type: number, address: bigint, kind: number): string {
     const spec = `${type},${address.toString(16)},${kind.toString(16)}`;
+    const packet = `${insert ? "Z" : "z"}${spec}`;
     try {
-      const reply = this.#live().request(`${insert ? "Z" : "z"}${spec}`);
+      const stub = this.#live();
+      // Under TCG, QEMU cannot refuse a breakpoint (type 0 or 1, kept in a list per vCPU; memory
+      // is not written) nor the removal of one it holds: gdb's wait for QEMU's answer, two hops
+      // twice at every breakpoint hit, is spared. The answer is still read, in order; a refusal
+      // is said on stderr.
+      if (
+        this.#accelerator === "TCG" && stub.post && type <= 1 &&
+        (insert || this.#inserted.has(spec))
+      ) {
+        stub.post(packet, (reply) => {
+          if (reply === "OK") return;
+          this.options.log?.(`QEMU's gdbstub refused ${packet} (${reply || "not supported"})`);
+          if (insert) this.#inserted.delete(spec);
+        });
+        if (insert) this.#inserted.add(spec);
+        else this.#inserted.delete(spec);
+        return "OK";
+      }
+      const reply = stub.request(packet);
       if (reply === "OK") {
         if (insert) this.#inserted.add(spec);
         else this.#inserted.delete(spec);
@@ -756,6 +782,9 @@ export class LiveTarget implements Target, RunControl {
    * dropped while the guest ran would leave the next one a stop it never asked for.
    */
   #inserted = new Set<string>();
+
+  /** How QEMU runs the guest (see {@link accelerator}); TCG cannot refuse a breakpoint. */
+  #accelerator: string | undefined;
 
   writeMemory(
     address: bigint,
@@ -826,4 +855,22 @@ export class LiveTarget implements Target, RunControl {
       return `E.${errorText(e)}`;
     }
   }
+}
+
+/**
+ * How QEMU runs the guest, from HMP's `info kvm`: "KVM", "TCG", or undefined when not known. On
+ * a Linux host QEMU's gdbstub works under KVM or TCG only, so KVM disabled (or not built in)
+ * means TCG; elsewhere other accelerators exist. Under KVM a software breakpoint writes guest
+ * memory and can fail; under TCG it cannot.
+ */
+function accelerator(stub: QemuStub): string | undefined {
+  let text: string;
+  try {
+    text = stub.monitor("info kvm");
+  } catch {
+    return undefined;
+  }
+  if (/kvm support: enabled/.test(text)) return "KVM";
+  if (Deno.build.os === "linux" && /kvm support: (disabled|not compiled)/.test(text)) return "TCG";
+  return undefined;
 }

@@ -55,6 +55,13 @@ export interface QemuStub {
   selectThread(id: string): void;
   /** Send one packet and return the stub's reply (qXfer data unescaped), as latin1 text. */
   request(packet: string, timeoutMs?: number): string;
+  /**
+   * Send one packet without waiting for its reply: `onReply` gets it when it arrives, in order
+   * with every other reply (QEMU answers one packet after another). It may be held a few
+   * milliseconds to go with the next packet, never behind one sent after it. Links without it
+   * make the caller wait, with {@link request}.
+   */
+  post?(packet: string, onReply: (reply: string) => void): void;
   /** Run a QEMU monitor (HMP) command through `qRcmd`; its output text. */
   monitor(command: string): string;
   /** Read memory with `m` packets (≤ {@link MAX_M} bytes each): the readable prefix. */

@@ -45,6 +45,12 @@ const STEP_WAIT_MS = 3;
  */
 const SPIN_MS = 0.15;
 
+/**
+ * How long a posted packet ({@link DirectStub.post}) may wait for another packet to QEMU to go
+ * with before it is sent alone (milliseconds).
+ */
+const POSTED_FLUSH_MS = 20;
+
 /** How often the watch of a running guest looks at whether the link was closed meanwhile. */
 const WATCH_SLICE_MS = 250;
 
@@ -58,8 +64,11 @@ export class DirectStub implements QemuStub {
   #buf = new Uint8Array(1 << 16);
   /** Packets received and not yet taken by a request, in order (never stop replies). */
   #replies: string[] = [];
-  /** Replies still to come that belong to nobody (an unused prefetch), dropped on arrival. */
-  #skip = 0;
+  /**
+   * Replies still to come that no request waits for, in the order they will arrive: an unused
+   * prefetch (dropped) and posted requests (handed to their callback).
+   */
+  #unclaimed: ((reply: string) => void)[] = [];
   /**
    * Acknowledgements owed to QEMU, sent in front of our next packet: QEMU's system-mode stub
    * never waits for them, so each need not cost a write of its own.
@@ -118,12 +127,40 @@ export class DirectStub implements QemuStub {
     if (this.#prefetching) {
       this.#prefetching = false;
       if (takeable && packet === "g") return this.#nextReply(timeoutMs, false, packet);
-      this.#skip++;
+      this.#unclaimed.push(ignore);
     }
     this.#sendPacket(packet);
     const reply = this.#nextReply(timeoutMs, packet.startsWith("?"), packet);
     return packet.startsWith("qXfer") ? latin1(unescapeBinary(latin1Bytes(reply))) : reply;
   }
+
+  post(packet: string, onReply: (reply: string) => void): void {
+    this.#checkLink();
+    this.#prefetchTakeable = false;
+    if (this.#prefetching) {
+      this.#prefetching = false;
+      this.#unclaimed.push(ignore);
+    }
+    // Held until our next packet to QEMU (gdb's resume, usually within a millisecond), or
+    // until POSTED_FLUSH_MS: each packet sent alone wakes QEMU, which then takes a core from
+    // gdb and us in the middle of gdb's exchange with us.
+    this.#posted.push(framePacket(packet));
+    this.#unclaimed.push(onReply);
+    if (this.#postedTimer === undefined) {
+      const timer = setTimeout(() => {
+        this.#postedTimer = undefined;
+        if (this.#posted.length > 0 && this.#lost === undefined && !this.#closed) {
+          this.#send(new Uint8Array(0));
+        }
+      }, POSTED_FLUSH_MS);
+      Deno.unrefTimer(timer);
+      this.#postedTimer = timer;
+    }
+  }
+
+  /** Posted packets not sent yet: they go in front of the next packet to QEMU. */
+  #posted: Uint8Array[] = [];
+  #postedTimer: ReturnType<typeof setTimeout> | undefined;
 
   monitor(command: string): string {
     const bytes = new TextEncoder().encode(command);
@@ -146,7 +183,7 @@ export class DirectStub implements QemuStub {
     this.#prefetchTakeable = false;
     if (this.#prefetching) {
       this.#prefetching = false;
-      this.#skip++;
+      this.#unclaimed.push(ignore);
     }
     const read = new PipelinedRead(address, length, MAX_M, READ_PIPELINE);
     for (let frames = read.nextBatch(); frames; frames = read.nextBatch()) {
@@ -163,7 +200,7 @@ export class DirectStub implements QemuStub {
     this.#prefetchTakeable = false;
     if (this.#prefetching) {
       this.#prefetching = false;
-      this.#skip++;
+      this.#unclaimed.push(ignore);
     }
     this.#running = true;
     this.#sendPacket(packet);
@@ -210,6 +247,7 @@ export class DirectStub implements QemuStub {
       }
     }
     this.#closed = true;
+    clearTimeout(this.#postedTimer);
     this.#running = false;
     this.#lost ??= "closed";
     this.#sock.close();
@@ -229,10 +267,24 @@ export class DirectStub implements QemuStub {
   }
 
   #send(bytes: Uint8Array): void {
-    if (this.#acksOwed > 0) {
-      const joined = new Uint8Array(this.#acksOwed + bytes.length);
+    if (this.#acksOwed > 0 || this.#posted.length > 0) {
+      const posted = this.#posted;
+      const joined = new Uint8Array(
+        this.#acksOwed + posted.reduce((n, p) => n + p.length, 0) + bytes.length,
+      );
       joined.fill(0x2b, 0, this.#acksOwed); // '+'
-      joined.set(bytes, this.#acksOwed);
+      let at = this.#acksOwed;
+      for (const p of posted) {
+        joined.set(p, at);
+        at += p.length;
+      }
+      joined.set(bytes, at);
+      if (posted.length > 0) {
+        this.#lastFrame = undefined; // several packets cannot be resent as one
+        this.#posted = [];
+        clearTimeout(this.#postedTimer);
+        this.#postedTimer = undefined;
+      }
       this.#acksOwed = 0;
       bytes = joined;
     }
@@ -294,7 +346,7 @@ export class DirectStub implements QemuStub {
         this.#acksOwed++;
         const text = latin1(e.payload);
         if (this.#running && isStopReply(text)) this.#stopped(text);
-        else if (this.#skip > 0 && !isStopReply(text)) this.#skip--;
+        else if (this.#unclaimed.length > 0 && !isStopReply(text)) this.#unclaimed.shift()!(text);
         else this.#replies.push(text);
       }
     }
@@ -366,6 +418,8 @@ export class DirectStub implements QemuStub {
     });
   }
 }
+
+function ignore(): void {}
 
 function messageOf(e: unknown): string {
   return e instanceof SocketError || e instanceof Error ? e.message : String(e);

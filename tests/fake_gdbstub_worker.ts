@@ -12,7 +12,11 @@
  * - `qNack` → `-` the first time (the client must send it again), then `OK`;
  * - `qBadSum` → `OK` with a wrong checksum (the client must ask again with `-`), then right;
  * - `qSilent` → nothing; `qClose` → the connection is closed;
- * - `qLog` → hex of the JSON list of packets received so far, and the count of `+` acks.
+ * - `Z0,ADDR,1`/`z0,ADDR,1` → `OK`, as QEMU's TCG does, except `E22` for ADDR `dead` and for a
+ *   `z0` of a breakpoint not inserted;
+ * - `qRcmd,HEX` of `info kvm` → the monitor's output (`O` and hex), then `OK`;
+ * - `qLog` → hex of the JSON list of packets received so far, the count of `+` acks, and for each
+ *   packet the number of the read (of the connection) it came in.
  */
 
 /// <reference lib="deno.worker" />
@@ -37,6 +41,9 @@ for await (const conn of listener) {
   // As QEMU does: its ack and reply go as two writes, which Nagle would hold 40 ms apart.
   conn.setNoDelay(true);
   const received: string[] = [];
+  const reads: number[] = [];
+  let readCount = 0;
+  const breakpoints = new Set<string>();
   let acks = 0;
   let gCount = 0;
   let nacked = false;
@@ -51,6 +58,7 @@ for await (const conn of listener) {
     for (;;) {
       const n = await conn.read(data);
       if (n === null) break;
+      readCount++;
       buf += String.fromCharCode(...data.subarray(0, n));
       for (;;) {
         if (buf[0] === "+") {
@@ -76,6 +84,7 @@ for await (const conn of listener) {
         const text = buf.slice(1, end);
         buf = buf.slice(end + 3);
         received.push(text);
+        reads.push(readCount);
         if (text === "qNack" && !nacked) {
           nacked = true;
           await send(new TextEncoder().encode("-"));
@@ -115,7 +124,19 @@ for await (const conn of listener) {
         } else if (text === "qClose") {
           conn.close();
           break;
-        } else if (text === "qLog") await reply(hex(JSON.stringify({ received, acks })));
+        } else if (/^[Zz]0,/.test(text)) {
+          const where = text.slice(3);
+          if (where.startsWith("dead,") || (text[0] === "z" && !breakpoints.has(where))) {
+            await reply("E22");
+          } else {
+            if (text[0] === "Z") breakpoints.add(where);
+            else breakpoints.delete(where);
+            await reply("OK");
+          }
+        } else if (text === `qRcmd,${hex("info kvm")}`) {
+          await reply(`O${hex("kvm support: disabled\r\n")}`);
+          await reply("OK");
+        } else if (text === "qLog") await reply(hex(JSON.stringify({ received, acks, reads })));
         else await reply("");
       }
     }

@@ -27,7 +27,7 @@ async function fakeStub(): Promise<{ port: number; stop: () => void }> {
   return { port, stop: () => worker.terminate() };
 }
 
-function log(stub: QemuStub): { received: string[]; acks: number } {
+function log(stub: QemuStub): { received: string[]; acks: number; reads: number[] } {
   return JSON.parse(new TextDecoder().decode(hexBytes(stub.request("qLog"))));
 }
 
@@ -215,3 +215,49 @@ for (const [name, connect] of LINKS) {
     }
   });
 }
+
+// The worker-thread link has no post: its callers wait for each reply.
+Deno.test({
+  name: "QEMU stub link (blocking socket): posted packets go with the next one, replies in order",
+  ignore: !available,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const fake = await fakeStub();
+  const stub = DirectStub.connect("127.0.0.1", fake.port);
+  try {
+    assert.equal(stub.monitor("info kvm"), "kvm support: disabled\r\n");
+    const replies: string[] = [];
+    // Held: the next request carries them, in the same write; their replies reach their
+    // callbacks in order, and the request gets its own.
+    stub.post!("Z0,1000,1", (r) => replies.push(`Z0:${r}`));
+    stub.post!("Z0,dead,1", (r) => replies.push(`refused:${r}`));
+    assert.equal(replies.length, 0);
+    assert.equal(stub.request("qC"), "QCp01.01");
+    assert.deepEqual(replies, ["Z0:OK", "refused:E22"]);
+    let l = log(stub);
+    const at = (p: string) => l.reads[l.received.lastIndexOf(p)];
+    assert.equal(at("Z0,1000,1"), at("qC"), JSON.stringify(l));
+    assert.equal(at("Z0,dead,1"), at("qC"), JSON.stringify(l));
+    // With a resume; the stop's registers asked for meanwhile are not a posted reply.
+    stub.post!("z0,1000,1", (r) => replies.push(`z0:${r}`));
+    const now = stub.resume("vCont;s:p01.01");
+    if (!now) await new Promise((r) => setTimeout(r, 50));
+    stub.post!("z0,1000,1", (r) => replies.push(`again:${r}`)); // QEMU holds it no more
+    assert.equal(stub.request("qC"), "QCp01.01");
+    assert.deepEqual(replies.slice(2), ["z0:OK", "again:E22"]);
+    l = log(stub);
+    assert.equal(at("z0,1000,1"), at("qC"), JSON.stringify(l));
+    assert.equal(l.received[l.received.indexOf("vCont;s:p01.01") - 1], "z0,1000,1");
+    // Nothing else to send: it goes alone a little later.
+    stub.post!("Z0,2000,1", (r) => replies.push(`alone:${r}`));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(stub.request("qC"), "QCp01.01");
+    assert.deepEqual(replies.slice(4), ["alone:OK"]);
+    l = log(stub);
+    assert.ok(at("Z0,2000,1") < at("qC"), JSON.stringify(l));
+  } finally {
+    stub.close();
+    fake.stop();
+  }
+});
