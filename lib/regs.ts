@@ -106,11 +106,28 @@ function encodeOne(def: RegisterDef, value: bigint | undefined, sink: RegisterSi
     sink.text("x".repeat(size * 2));
     return;
   }
-  let v = BigInt.asUintN(def.bits, value);
   const bytes = size <= scratch.length ? scratch.subarray(0, size) : new Uint8Array(size);
-  for (let i = 0; i < size; i++) {
-    bytes[i] = Number(v & 0xffn);
-    v >>= 8n;
+  if (size <= 8) {
+    // Two 32-bit halves as numbers: a live stop reply carries every register, and BigInt
+    // arithmetic byte by byte made its encoding a visible part of the stop.
+    const v = BigInt.asUintN(64, value);
+    let lo = Number(v & 0xffffffffn);
+    let hi = Number(v >> 32n);
+    for (let i = 0; i < size; i++) {
+      if (i < 4) {
+        bytes[i] = lo & 0xff;
+        lo >>>= 8;
+      } else {
+        bytes[i] = hi & 0xff;
+        hi >>>= 8;
+      }
+    }
+  } else {
+    let v = BigInt.asUintN(def.bits, value);
+    for (let i = 0; i < size; i++) {
+      bytes[i] = Number(v & 0xffn);
+      v >>= 8n;
+    }
   }
   sink.hex(bytes);
 }
