@@ -68,8 +68,9 @@ export interface QemuStub {
   readMemory(address: bigint, length: number): Uint8Array;
   /**
    * Send a resume packet (`vCont;…`, `c`, `s`). Its stop reply arrives through `onEvent`, or is
-   * returned when it came before this returned (a single step, waited for on the spot): the
-   * caller then reports it at once, sparing gdb's next packet a wait on the thread pool.
+   * returned when it came before this returned (a link may wait a few milliseconds on the spot:
+   * a single step, a breakpoint just ahead): the caller then reports it at once, sparing gdb's
+   * next packet a wait on the thread pool.
    */
   resume(packet: string): StubNotice | undefined;
   /** Send the interrupt byte (0x03) to a running guest. */

@@ -2,8 +2,9 @@
  * {@link QemuStub} on a blocking socket in the main thread (lib/libc_socket.ts): a request is
  * one `send` and, usually, one `recv`, with no thread in between. While the guest runs, the
  * socket is watched by a `poll` on Deno's blocking thread pool, so the event loop stays free for
- * gdb's ^C; the stop reply is then read here and handed to {@link QemuStub.onEvent}. A single
- * step is waited for on the spot instead, and its stop reply returned by `resume` itself.
+ * gdb's ^C; the stop reply is then read here and handed to {@link QemuStub.onEvent}. The first
+ * few milliseconds of a resume are waited for on the spot instead: a stop within them (a single
+ * step, a breakpoint just ahead) is returned by `resume` itself.
  *
  * The registers of the CPU that stopped are asked for (`g`) the moment its stop reply arrives,
  * before gdb has heard of the stop: gdb's first `g` of the stop then finds the answer waiting in
@@ -35,8 +36,12 @@ import {
   type StubNotice,
 } from "./qemu_stub.ts";
 
-/** How long a single step's stop reply is waited for on the spot. */
-const STEP_WAIT_MS = 3;
+/**
+ * How long a resume's stop reply is waited for on the spot (milliseconds): a single step takes
+ * QEMU well under a millisecond, and so does a continue to a breakpoint the guest reaches at
+ * once. gdb's ^C (read by the event loop) waits this long at most.
+ */
+const RESUME_WAIT_MS = 3;
 
 /**
  * How long a wait for QEMU's reply polls before it sleeps (milliseconds): QEMU answers most
@@ -204,19 +209,18 @@ export class DirectStub implements QemuStub {
     }
     this.#running = true;
     this.#sendPacket(packet);
-    if (/^(s|vCont(;[^;]*)*;s)/.test(packet)) {
-      // A single step takes QEMU well under a millisecond: wait for it here, sparing the stop
-      // reply the trip through the thread pool's poll. gdb's ^C waits this long at most.
-      const end = performance.now() + STEP_WAIT_MS;
-      this.#waitingOnTheSpot = true;
-      try {
-        for (let left = STEP_WAIT_MS; this.#running && left > 0;) {
-          if (this.#receive(Math.ceil(left)) <= 0) break;
-          left = end - performance.now();
-        }
-      } finally {
-        this.#waitingOnTheSpot = false;
+    // Wait for the stop here a short while, sparing a quick one (a step, a breakpoint just
+    // ahead) the trip through the thread pool's poll: two wake-ups, the pool's thread's and the
+    // event loop's, instead of one.
+    const end = performance.now() + RESUME_WAIT_MS;
+    this.#waitingOnTheSpot = true;
+    try {
+      for (let left = RESUME_WAIT_MS; this.#running && left > 0;) {
+        if (this.#receive(Math.ceil(left)) <= 0) break;
+        left = end - performance.now();
       }
+    } finally {
+      this.#waitingOnTheSpot = false;
     }
     if (this.#running) {
       this.#watch().catch((e) => this.#linkLost(`the gdbstub connection failed: ${messageOf(e)}`));
@@ -226,7 +230,7 @@ export class DirectStub implements QemuStub {
     return stop;
   }
 
-  /** Inside {@link resume}'s wait for a single step: its stop is returned, not told. */
+  /** Inside {@link resume}'s wait on the spot: a stop is returned, not told. */
   #waitingOnTheSpot = false;
   #stopOnTheSpot: StubNotice | undefined;
 

@@ -454,8 +454,8 @@ export class RspSession {
   // --- live targets ---------------------------------------------------------------------------
   //
   // A target with run control (a live guest) also runs, steps, takes breakpoints and writes.
-  // Its reply to a resume is the stop: at once when it has come already (a single step the
-  // target waited for), else later: the transport waits on `pendingStop` and hands the stop to
+  // Its reply to a resume is the stop: at once when it has come already (a step, or a breakpoint
+  // just ahead, that the target waited for), else later: the transport waits on `pendingStop` and hands the stop to
   // `stopped()`. Thread lists and prepared reads are dropped whenever the target may change.
 
   #running = false;
@@ -748,7 +748,7 @@ export class RspSession {
     const err = run.resume(actions);
     if (err) return this.#reply(err);
     this.#running = true;
-    // A single step that has already stopped is answered now: gdb's next packet then finds the
+    // A resume that has already stopped is answered now: gdb's next packet then finds the
     // transport polling for it rather than in a wait on the thread pool.
     const now = run.stopNow?.();
     if (now) return this.stopped(now);

@@ -154,8 +154,8 @@ export interface RunControl {
   /** The next stop (or loss) after {@link resume}. */
   nextStop(): Promise<StopEvent>;
   /**
-   * The stop after {@link resume} when it has already come (a single step that resume waited
-   * for), taken so that {@link nextStop} will not give it again; else undefined. Optional: a
+   * The stop after {@link resume} when it has already come (a step, or a breakpoint just ahead,
+   * that resume waited for), taken so that {@link nextStop} will not give it again; else undefined. Optional: a
    * client that does not ask gets every stop from {@link nextStop}.
    */
   stopNow?(): StopEvent | undefined;
