@@ -6,7 +6,8 @@
  * Posts `{ port }` once listening. Packets:
  * - `qC` → `QCp01.01`; `g` → a register block that counts the `g`s received; `?` → a stop;
  * - `vCont;s…`/`vCont;c…` → a stop reply after 5 ms (`c`: only after 0x03 arrives); `vCont;s:p01.02`
- *   → a stop reply at once (a step QEMU answers while the client still waits for it);
+ *   and `vCont;c:p01.02` → a stop reply at once (a step, or a breakpoint just ahead, that QEMU
+ *   answers while the client still waits for it);
  * - `mADDR,LEN` → LEN bytes, each the low byte of its address; addresses ≥ 0x10000 → `E14`;
  * - `qUnsolicited` → a stop reply first, then `OK`;
  * - `qNack` → `-` the first time (the client must send it again), then `OK`;
@@ -94,7 +95,7 @@ for await (const conn of listener) {
         if (text === "qC") await reply("QCp01.01");
         else if (text === "g") await reply(`${(++gCount).toString(16).padStart(2, "0")}00ff00`);
         else if (text === "?") await reply(stopReply);
-        else if (text === "vCont;s:p01.02") await reply(stopReply);
+        else if (text === "vCont;s:p01.02" || text === "vCont;c:p01.02") await reply(stopReply);
         else if (text.startsWith("vCont;s")) {
           running = "step";
           setTimeout(() => {
