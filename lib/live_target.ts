@@ -388,7 +388,6 @@ export class LiveTarget implements Target, RunControl {
   #stopRegisters: Map<string, bigint>[] | undefined;
 
   #vcpuRegisters(): Map<string, bigint>[] {
-    if (this.#resumedBehind) this.#state(); // stops the guest again first
     return this.#stopRegisters ??= lazyVcpuRegisters(this.#src());
   }
 
@@ -408,18 +407,20 @@ export class LiveTarget implements Target, RunControl {
 
   #live(): QemuStub {
     if (this.#lost) throw new LiveError(this.#lost);
-    if (!this.#stub) throw new LiveError("no connection to QEMU's gdbstub");
-    return this.#stub;
-  }
-
-  #state(): Snapshot {
-    if (this.#snapshot) return this.#snapshot;
-    const stub = this.#live();
+    const stub = this.#stub;
+    if (!stub) throw new LiveError("no connection to QEMU's gdbstub");
     if (this.#resumedBehind) {
+      // Stopped again before QEMU is asked anything: a byte that reaches its stub while the
+      // guest runs only stops it (the packet it began is lost).
       this.#resumedBehind = false;
       stub.interrupt();
       stub.request("qC"); // answered once the guest has stopped again
     }
+    return stub;
+  }
+
+  #state(): Snapshot {
+    if (this.#snapshot) return this.#snapshot;
     const src = this.#src();
     const registers = this.#stopRegisters ??= lazyVcpuRegisters(src);
     const { kernel, facts } = this.#kernelView(src, registers);
@@ -858,19 +859,21 @@ export class LiveTarget implements Target, RunControl {
 }
 
 /**
- * How QEMU runs the guest, from HMP's `info kvm`: "KVM", "TCG", or undefined when not known. On
- * a Linux host QEMU's gdbstub works under KVM or TCG only, so KVM disabled (or not built in)
- * means TCG; elsewhere other accelerators exist. Under KVM a software breakpoint writes guest
+ * How QEMU runs the guest, from its monitor (HMP, through the gdbstub): "KVM" when `info kvm`
+ * says so, "TCG" when `info jit` answers with TCG's statistics, else undefined (HVF, Xen, an
+ * older or newer QEMU that words them otherwise). Under KVM a software breakpoint writes guest
  * memory and can fail; under TCG it cannot.
  */
 function accelerator(stub: QemuStub): string | undefined {
-  let text: string;
-  try {
-    text = stub.monitor("info kvm");
-  } catch {
-    return undefined;
-  }
-  if (/kvm support: enabled/.test(text)) return "KVM";
-  if (Deno.build.os === "linux" && /kvm support: (disabled|not compiled)/.test(text)) return "TCG";
+  const ask = (command: string) => {
+    try {
+      return stub.monitor(command);
+    } catch {
+      return "";
+    }
+  };
+  if (/kvm support: enabled/.test(ask("info kvm"))) return "KVM";
+  // TCG's own statistics; any other accelerator refuses ("only available with accel=tcg").
+  if (/Translation buffer state/.test(ask("info jit"))) return "TCG";
   return undefined;
 }

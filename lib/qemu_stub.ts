@@ -57,8 +57,8 @@ export interface QemuStub {
   request(packet: string, timeoutMs?: number): string;
   /**
    * Send one packet without waiting for its reply: `onReply` gets it when it arrives, in order
-   * with every other reply (QEMU answers one packet after another). It may be held a few
-   * milliseconds to go with the next packet, never behind one sent after it. Links without it
+   * with every other reply (QEMU answers one packet after another). It may be held (up to 20
+   * ms) to go with the next packet, never behind one sent after it. Links without it
    * make the caller wait, with {@link request}.
    */
   post?(packet: string, onReply: (reply: string) => void): void;

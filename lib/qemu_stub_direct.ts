@@ -154,8 +154,11 @@ export class DirectStub implements QemuStub {
     if (this.#postedTimer === undefined) {
       const timer = setTimeout(() => {
         this.#postedTimer = undefined;
-        if (this.#posted.length > 0 && this.#lost === undefined && !this.#closed) {
+        if (this.#posted.length === 0 || this.#lost !== undefined || this.#closed) return;
+        try {
           this.#send(new Uint8Array(0));
+        } catch {
+          // the link is gone: #send has said so (onEvent), and the next request will
         }
       }, POSTED_FLUSH_MS);
       Deno.unrefTimer(timer);
@@ -216,7 +219,7 @@ export class DirectStub implements QemuStub {
     this.#waitingOnTheSpot = true;
     try {
       for (let left = RESUME_WAIT_MS; this.#running && left > 0;) {
-        if (this.#receive(Math.ceil(left)) <= 0) break;
+        if (this.#receive(left) <= 0) break;
         left = end - performance.now();
       }
     } finally {
@@ -237,7 +240,9 @@ export class DirectStub implements QemuStub {
   interrupt(): void {
     this.#checkLink();
     this.#general = undefined;
-    this.#send(Uint8Array.of(3));
+    // Alone: QEMU takes the first byte that comes while the guest runs for an interrupt and
+    // drops it, so posted packets wait for the next one.
+    this.#send(Uint8Array.of(3), false);
   }
 
   close(finalPacket?: string): void {
@@ -270,9 +275,10 @@ export class DirectStub implements QemuStub {
     this.#send(this.#lastFrame);
   }
 
-  #send(bytes: Uint8Array): void {
-    if (this.#acksOwed > 0 || this.#posted.length > 0) {
-      const posted = this.#posted;
+  /** Send `bytes`, after the acks owed and (unless `withPosted` is false) the posted packets. */
+  #send(bytes: Uint8Array, withPosted = true): void {
+    if (this.#acksOwed > 0 || (withPosted && this.#posted.length > 0)) {
+      const posted = withPosted ? this.#posted : [];
       const joined = new Uint8Array(
         this.#acksOwed + posted.reduce((n, p) => n + p.length, 0) + bytes.length,
       );
@@ -341,17 +347,22 @@ export class DirectStub implements QemuStub {
     if (n <= 0) return n;
     for (const e of this.#decoder.push(this.#buf.subarray(0, n))) {
       if (e.kind === "nack") {
-        if (this.#lastFrame) this.#send(this.#lastFrame);
+        if (this.#lastFrame) this.#send(this.#lastFrame, false);
       } else if (e.kind === "packet") {
         if (!e.checksumOk) {
-          this.#send(Uint8Array.of(0x2d)); // '-'
+          this.#send(Uint8Array.of(0x2d), false); // '-', right behind the packet it refuses
           continue;
         }
         this.#acksOwed++;
         const text = latin1(e.payload);
         if (this.#running && isStopReply(text)) this.#stopped(text);
-        else if (this.#unclaimed.length > 0 && !isStopReply(text)) this.#unclaimed.shift()!(text);
-        else this.#replies.push(text);
+        else if (this.#unclaimed.length > 0 && !isStopReply(text)) {
+          try {
+            this.#unclaimed.shift()!(text);
+          } catch {
+            // a callback's failure must not lose the replies decoded after this one
+          }
+        } else this.#replies.push(text);
       }
     }
     return n;

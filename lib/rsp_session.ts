@@ -455,8 +455,9 @@ export class RspSession {
   //
   // A target with run control (a live guest) also runs, steps, takes breakpoints and writes.
   // Its reply to a resume is the stop: at once when it has come already (a step, or a breakpoint
-  // just ahead, that the target waited for), else later: the transport waits on `pendingStop` and hands the stop to
-  // `stopped()`. Thread lists and prepared reads are dropped whenever the target may change.
+  // just ahead, that the target waited for), else later: the transport waits on `pendingStop`
+  // and hands the stop to `stopped()`. Thread lists and prepared reads are dropped whenever the
+  // target may change.
 
   #running = false;
   #pendingStop: Promise<StopEvent> | undefined;

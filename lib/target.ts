@@ -155,8 +155,8 @@ export interface RunControl {
   nextStop(): Promise<StopEvent>;
   /**
    * The stop after {@link resume} when it has already come (a step, or a breakpoint just ahead,
-   * that resume waited for), taken so that {@link nextStop} will not give it again; else undefined. Optional: a
-   * client that does not ask gets every stop from {@link nextStop}.
+   * that resume waited for), taken so that {@link nextStop} will not give it again; else
+   * undefined. Optional: a client that does not ask gets every stop from {@link nextStop}.
    */
   stopNow?(): StopEvent | undefined;
   /** `Z`/`z` TYPE,ADDR,KIND: the reply (`OK`, `E…`, or empty when unsupported). */
