@@ -310,13 +310,14 @@ export class LiveTarget implements Target, RunControl {
     this.#resumedByUs = false;
     this.#drop();
     const reply = this.#rewriteStop(n.text);
-    if (this.#stepped && !this.#loneStep) this.#buildWhileQemuAnswers();
+    if (this.#stepped) this.#buildWhileQemuAnswers();
     this.#deliver({ kind: "stopped", reply });
   }
 
-  /** The last resume single-stepped one vCPU and left the others stopped. */
-  #loneStep = false;
-  /** The last resume single-stepped a vCPU (gdb's `stepi`, or a step off a breakpoint). */
+  /**
+   * The last resume single-stepped a vCPU while the others ran (gdb's `stepi`), not one alone
+   * (gdb's step off a breakpoint) and not a continue.
+   */
   #stepped = false;
 
   /**
@@ -707,8 +708,7 @@ export class LiveTarget implements Target, RunControl {
       parts.push(`${a.action}:${this.#vcpus[cpu]}`);
     }
     this.#drop();
-    this.#loneStep = isLoneStep(actions);
-    this.#stepped = actions.some((a) => a.action === "s");
+    this.#stepped = actions.some((a) => a.action === "s") && !isLoneStep(actions);
     this.#running = true;
     this.#resumedByUs = true;
     if (this.options.qmp) this.#ownResumes++;
@@ -753,20 +753,17 @@ export class LiveTarget implements Target, RunControl {
       // is not written) nor the removal of one it holds: gdb's wait for QEMU's answer, two hops
       // twice at every breakpoint hit, is spared. The answer is still read, in order; a refusal
       // is said on stderr.
-      if (
-        this.#accelerator === "TCG" && stub.post && type <= 1 &&
-        (insert || this.#inserted.has(spec))
-      ) {
-        stub.post(packet, (reply) => {
-          if (reply === "OK") return;
-          this.options.log?.(`QEMU's gdbstub refused ${packet} (${reply || "not supported"})`);
+      const cannotFail = this.#accelerator === "TCG" && type <= 1 &&
+        (insert || this.#inserted.has(spec));
+      let reply: string;
+      if (cannotFail && stub.post) {
+        stub.post(packet, (late) => {
+          if (late === "OK") return;
+          this.options.log?.(`QEMU's gdbstub refused ${packet} (${late || "not supported"})`);
           if (insert) this.#inserted.delete(spec);
         });
-        if (insert) this.#inserted.add(spec);
-        else this.#inserted.delete(spec);
-        return "OK";
-      }
-      const reply = stub.request(packet);
+        reply = "OK";
+      } else reply = stub.request(packet);
       if (reply === "OK") {
         if (insert) this.#inserted.add(spec);
         else this.#inserted.delete(spec);

@@ -141,11 +141,7 @@ export class DirectStub implements QemuStub {
 
   post(packet: string, onReply: (reply: string) => void): void {
     this.#checkLink();
-    this.#prefetchTakeable = false;
-    if (this.#prefetching) {
-      this.#prefetching = false;
-      this.#unclaimed.push(ignore);
-    }
+    this.#skipPrefetch();
     // Held until our next packet to QEMU (gdb's resume, usually within a millisecond), or
     // until POSTED_FLUSH_MS: each packet sent alone wakes QEMU, which then takes a core from
     // gdb and us in the middle of gdb's exchange with us.
@@ -163,6 +159,15 @@ export class DirectStub implements QemuStub {
       }, POSTED_FLUSH_MS);
       Deno.unrefTimer(timer);
       this.#postedTimer = timer;
+    }
+  }
+
+  /** A packet other than the stop's first `g` is going out: the prefetched answer is nobody's. */
+  #skipPrefetch(): void {
+    this.#prefetchTakeable = false;
+    if (this.#prefetching) {
+      this.#prefetching = false;
+      this.#unclaimed.push(ignore);
     }
   }
 
@@ -188,11 +193,7 @@ export class DirectStub implements QemuStub {
 
   readMemory(address: bigint, length: number): Uint8Array {
     this.#checkLink();
-    this.#prefetchTakeable = false;
-    if (this.#prefetching) {
-      this.#prefetching = false;
-      this.#unclaimed.push(ignore);
-    }
+    this.#skipPrefetch();
     const read = new PipelinedRead(address, length, MAX_M, READ_PIPELINE);
     for (let frames = read.nextBatch(); frames; frames = read.nextBatch()) {
       this.#lastFrame = undefined; // several packets cannot be resent as one
@@ -205,11 +206,7 @@ export class DirectStub implements QemuStub {
   resume(packet: string): StubNotice | undefined {
     this.#checkLink();
     this.#general = undefined;
-    this.#prefetchTakeable = false;
-    if (this.#prefetching) {
-      this.#prefetching = false;
-      this.#unclaimed.push(ignore);
-    }
+    this.#skipPrefetch();
     this.#running = true;
     this.#sendPacket(packet);
     // Wait for the stop here a short while, sparing a quick one (a step, a breakpoint just
