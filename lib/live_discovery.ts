@@ -19,7 +19,9 @@
  *
  * Both: VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else from a
  * scan of guest RAM for a page that starts with `OSRELEASE=` (the kernel allocates the text a page
- * of its own); its KERNELOFFSET, when present, is the offset used.
+ * of its own): every page of the RAM file, or without it the first bytes of each page through the
+ * gdbstub, where the kernel's first allocations are first; its KERNELOFFSET, when present, is the
+ * offset used.
  *
  * @module
  */
@@ -30,7 +32,7 @@ import { START_KERNEL_MAP, X86_64Walker } from "./paging_x86_64.ts";
 import { Arm64Walker } from "./paging_aarch64.ts";
 import type { Vmlinux } from "./vmlinux.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
-import type { GuestRam } from "./guest_ram.ts";
+import type { GuestRam, RamRange } from "./guest_ram.ts";
 import type { LiveSource } from "./live_dump.ts";
 import { hexBytes } from "./rsp_client.ts";
 
@@ -93,7 +95,7 @@ export function discoverX86(
   cr3: bigint,
   cr4: bigint,
   vmlinux: Vmlinux | undefined,
-  ram: GuestRam | undefined,
+  scan: VmcoreinfoScan | undefined,
   known?: KnownVmcoreinfo,
 ): LiveFacts {
   const warnings: string[] = [];
@@ -140,7 +142,7 @@ export function discoverX86(
     walker,
     vmlinuxTrusted ? vmlinux : undefined,
     kaslrOffset,
-    ram,
+    scan?.slow && fromMapping === undefined ? notYet(scan) : scan,
     known,
   );
   return withKernelOffset(found, kaslrOffset, kaslrSource, warnings, "the page tables");
@@ -307,25 +309,29 @@ export function discoverAarch64(
   vcpuCount: number,
   vcpu: (cpu: number) => Aarch64Vcpu,
   vmlinux: Vmlinux | undefined,
-  ram: GuestRam | undefined,
+  scan: VmcoreinfoScan | undefined,
   known?: KnownVmcoreinfo,
 ): LiveFacts {
   const warnings: string[] = [];
   const vbar = vmlinux ? kaslrFromVbar(phys, vcpuCount, vcpu, vmlinux) : undefined;
   if (vbar?.mismatch) warnings.push(vbar.mismatch);
+  const kernelSeen = () => {
+    for (let cpu = 0; cpu < vcpuCount; cpu++) if (!vbarUnusable(vcpu(cpu))) return true;
+    return false;
+  };
   const found = findVmcoreinfo(
     phys,
     vbar?.walker,
     vbar?.offset !== undefined ? vmlinux : undefined,
     vbar?.offset,
-    ram,
+    scan?.slow && vbar?.offset === undefined && !kernelSeen() ? notYet(scan) : scan,
     known,
   );
   const source = vbar?.source ??
-    (ram
-      ? "not found (no VMCOREINFO in the RAM file; --vmlinux would allow VBAR_EL1)"
+    (scan
+      ? "not found (no VMCOREINFO found in guest RAM; --vmlinux would allow VBAR_EL1)"
       : "not found (an aarch64 guest needs --vmlinux, for VBAR_EL1 against " +
-        "its vectors, or --guest-ram, for VMCOREINFO by a scan of RAM)");
+        "its vectors, or VMCOREINFO from a scan of guest RAM)");
   return withKernelOffset(found, vbar?.offset, source, warnings, "VBAR_EL1");
 }
 
@@ -339,14 +345,14 @@ interface VmcoreinfoFinding {
 /**
  * VMCOREINFO: where it was at the last stop, else through the kernel's `vmcoreinfo_data` (a
  * `vmlinux` trusted to be the running kernel's, the offset and the kernel's page tables), else
- * by a scan of the RAM file.
+ * by a scan of guest RAM.
  */
 function findVmcoreinfo(
   phys: PhysicalMemory,
   walker: PageTableWalker | undefined,
   vmlinux: Vmlinux | undefined,
   kaslrOffset: bigint | undefined,
-  ram: GuestRam | undefined,
+  scan: VmcoreinfoScan | undefined,
   known: KnownVmcoreinfo | undefined,
 ): VmcoreinfoFinding {
   const valid = (b: Uint8Array | undefined) =>
@@ -380,15 +386,15 @@ function findVmcoreinfo(
       }
     }
   }
-  if (ram) {
-    const at = scanRamForVmcoreinfo(ram);
-    if (at !== undefined) {
-      return {
-        vmcoreinfo: new VmcoreInfo(readNoteText(phys, at)),
-        paddr: at,
-        source: "a scan of guest RAM",
-      };
+  if (scan) {
+    for (const at of scan.candidates()) {
+      const text = readNoteText(phys, at);
+      const words = new TextDecoder().decode(text);
+      if (valid(text) && words.includes("\nPAGESIZE=") && words.includes("\nSYMBOL(")) {
+        return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source: scan.source };
+      }
     }
+    return { source: `not found (${scan.notFound()})` };
   }
   return { source: "not found" };
 }
@@ -435,24 +441,118 @@ function readNoteText(phys: PhysicalMemory, paddr: number): Uint8Array {
   return text.slice(0, end < 0 ? text.length : end);
 }
 
-/** Physical address of the first page of RAM that starts with `OSRELEASE=`. */
-function scanRamForVmcoreinfo(ram: GuestRam): number | undefined {
-  const want = new TextEncoder().encode("OSRELEASE=");
-  const chunk = new Uint8Array(1 << 20);
-  for (const r of ram.ranges) {
-    for (let at = r.start; at < r.end; at += chunk.length) {
-      const n = Math.min(chunk.length, r.end - at);
-      const view = chunk.subarray(0, n);
-      if (!ram.read(at, view)) break;
-      for (let p = 0; p + want.length <= n; p += 4096) {
-        let same = true;
-        for (let i = 0; i < want.length && same; i++) same = view[p + i] === want[i];
-        if (same) {
-          const text = new TextDecoder().decode(view.subarray(p, p + 4096));
-          if (text.includes("\nPAGESIZE=") && text.includes("\nSYMBOL(")) return at + p;
+/**
+ * A search of guest RAM for the page that starts with `OSRELEASE=` (the kernel keeps the
+ * VMCOREINFO text in a page of its own); each candidate is checked by the caller.
+ */
+export interface VmcoreinfoScan {
+  /** How RAM was searched, for the banner. */
+  readonly source: string;
+  /** Physical addresses of pages that start with `OSRELEASE=`, found as they are asked for. */
+  candidates(): Iterable<number>;
+  /** Why nothing was found (what was searched), for the banner. */
+  notFound(): string;
+  /**
+   * Whether the scan is slow enough to be worth it only once a kernel is seen running (x86_64:
+   * its image mapped under CR3; aarch64: a vCPU at EL1 with a kernel vector table): a guest
+   * stopped in its firmware or boot loader would otherwise pay for it at every stop.
+   */
+  readonly slow?: boolean;
+}
+
+/** In place of a slow scan while no kernel is seen running: nothing, and why. */
+function notYet(scan: VmcoreinfoScan): VmcoreinfoScan {
+  return {
+    source: scan.source,
+    notFound: () => "no kernel seen running yet: guest RAM not scanned",
+    candidates: () => [],
+  };
+}
+
+const OSRELEASE = new TextEncoder().encode("OSRELEASE=");
+
+/** Whether `bytes` at `at` start with `OSRELEASE=`. */
+function startsOsrelease(bytes: Uint8Array, at: number): boolean {
+  for (let i = 0; i < OSRELEASE.length; i++) if (bytes[at + i] !== OSRELEASE[i]) return false;
+  return true;
+}
+
+/** A scan of the shared RAM file: every page, at the file's speed. */
+export function ramFileScan(ram: GuestRam): VmcoreinfoScan {
+  return {
+    source: "a scan of guest RAM",
+    notFound: () => "no VMCOREINFO in the RAM file",
+    *candidates() {
+      const chunk = new Uint8Array(1 << 20);
+      for (const r of ram.ranges) {
+        for (let at = r.start; at < r.end; at += chunk.length) {
+          const n = Math.min(chunk.length, r.end - at);
+          const view = chunk.subarray(0, n);
+          if (!ram.read(at, view)) break;
+          for (let p = 0; p + OSRELEASE.length <= n; p += 4096) {
+            if (startsOsrelease(view, p)) yield at + p;
+          }
         }
       }
-    }
-  }
-  return undefined;
+    },
+  };
+}
+
+/**
+ * Most pages a scan through the gdbstub looks at (1 GiB of RAM, about 4 s at QEMU's 17 µs a
+ * page); the kernel allocates the page early in boot, near the start of a zone (see
+ * {@link scanOrder}), so it is found long before this.
+ */
+export const STUB_SCAN_MAX_PAGES = 1 << 18;
+
+/** Pages asked for per request to the stub (16 MiB): the scan stops as soon as it finds. */
+const STUB_SCAN_CHUNK_PAGES = 4096;
+
+const FOUR_GIB = 0x1_0000_0000;
+const SIXTEEN_MIB = 0x100_0000;
+
+/**
+ * The order in which to look at guest RAM: where the kernel's page allocator hands out its first
+ * pages. It serves GFP_KERNEL from the highest zone, and pages freed to it at boot go to the tail
+ * of its free lists, so early allocations come from near the start of the zone: RAM above 4 GiB
+ * (ZONE_NORMAL on x86_64 and arm64), then from 16 MiB up (ZONE_DMA32 on x86_64), then the rest.
+ */
+export function scanOrder(ranges: readonly RamRange[]): RamRange[] {
+  const cut = (lo: number, hi: number) =>
+    ranges
+      .map((r) => ({ ...r, start: Math.max(r.start, lo), end: Math.min(r.end, hi) }))
+      .filter((r) => r.start < r.end);
+  return [
+    ...cut(FOUR_GIB, Infinity),
+    ...cut(SIXTEEN_MIB, FOUR_GIB),
+    ...cut(0, SIXTEEN_MIB),
+  ];
+}
+
+/**
+ * A scan through QEMU's gdbstub (no RAM file): the first bytes of each page, many `m` packets in
+ * flight, in {@link scanOrder}, at most {@link STUB_SCAN_MAX_PAGES} pages.
+ */
+export function stubScan(src: LiveSource, maxPages = STUB_SCAN_MAX_PAGES): VmcoreinfoScan {
+  let looked = 0;
+  return {
+    source: "a scan of guest RAM through the gdbstub",
+    slow: true,
+    notFound: () =>
+      `no VMCOREINFO in the ${looked >> 8} MiB of guest RAM scanned through the gdbstub`,
+    *candidates() {
+      looked = 0;
+      for (const r of scanOrder(src.ramRanges)) {
+        for (let at = r.start; at + 4096 <= r.end && looked < maxPages;) {
+          const count = Math.min(STUB_SCAN_CHUNK_PAGES, (r.end - at) >> 12, maxPages - looked);
+          const heads = src.stub.sampleMemory(BigInt(at), 4096, count, OSRELEASE.length);
+          looked += count;
+          for (let k = 0; k < count; k++) {
+            if (startsOsrelease(heads, k * OSRELEASE.length)) yield at + k * 4096;
+          }
+          at += count * 4096;
+        }
+      }
+    },
+  };
 }

@@ -29,7 +29,15 @@ import { FIRST_PACKET, LiveError, QemuStub, type StubNotice } from "./qemu_stub.
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
 import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
 import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
-import { discoverAarch64, discoverX86, type LiveFacts, readAarch64Vcpu } from "./live_discovery.ts";
+import {
+  discoverAarch64,
+  discoverX86,
+  type LiveFacts,
+  ramFileScan,
+  readAarch64Vcpu,
+  stubScan,
+  type VmcoreinfoScan,
+} from "./live_discovery.ts";
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
 import { tasksTarget } from "./tasks_target.ts";
@@ -41,6 +49,13 @@ import { bytesHex } from "./rsp_client.ts";
 import { errorText } from "./file_source.ts";
 import { DumpError } from "./errors.ts";
 import { resolve } from "node:path";
+
+/**
+ * How long after a scan of guest RAM through the gdbstub found no VMCOREINFO another may be tried
+ * (milliseconds): a kernel early in its boot writes it later, but a stop every few steps should
+ * not pay up to a few seconds each.
+ */
+const STUB_SCAN_RETRY_MS = 10_000;
 
 /** Options of a live target. */
 export interface LiveOptions {
@@ -469,6 +484,7 @@ export class LiveTarget implements Target, RunControl {
       vmcoreinfoSource: "not found",
       warnings: [],
     };
+    const scan = this.#vmcoreinfoScan(src);
     if (again) facts = again;
     else if (probe.arch === "x86_64" && probe.qemuCpus.length > 0) {
       const cpu = probe.qemuCpus[0];
@@ -477,7 +493,7 @@ export class LiveTarget implements Target, RunControl {
         cpu.cr3,
         cpu.cr4,
         this.#opened?.vmlinux,
-        this.#ram,
+        scan,
         this.#knownVmcoreinfo,
       );
     } else if (probe.arch === "aarch64") {
@@ -486,9 +502,12 @@ export class LiveTarget implements Target, RunControl {
         registers.length,
         (cpu) => readAarch64Vcpu(src, cpu, registers[cpu]),
         this.#opened?.vmlinux,
-        this.#ram,
+        scan,
         this.#knownVmcoreinfo,
       );
+    }
+    if (!again && scan?.slow && !facts.vmcoreinfo) {
+      this.#stubScanAfter = performance.now() + STUB_SCAN_RETRY_MS;
     }
     if (facts.vmcoreinfo && facts.vmcoreinfoPaddr !== undefined) {
       this.#knownVmcoreinfo = { paddr: facts.vmcoreinfoPaddr, raw: facts.vmcoreinfo.raw.slice() };
@@ -518,6 +537,20 @@ export class LiveTarget implements Target, RunControl {
     if (facts === this.#lastFacts) this.#kept = { facts, dump, kernel };
     return { kernel, facts };
   }
+
+  /**
+   * How guest RAM may be searched for VMCOREINFO at this stop: the RAM file, else through the
+   * gdbstub, unless a scan through the gdbstub found nothing less than
+   * {@link STUB_SCAN_RETRY_MS} ago (a kernel early in its boot, before it has written
+   * VMCOREINFO, or one without it: every stop would pay for the scan).
+   */
+  #vmcoreinfoScan(src: LiveSource): VmcoreinfoScan | undefined {
+    if (this.#ram) return ramFileScan(this.#ram);
+    return performance.now() >= this.#stubScanAfter ? stubScan(src) : undefined;
+  }
+
+  /** When a scan through the gdbstub may be tried again. */
+  #stubScanAfter = 0;
 
   /**
    * The facts of the last stop, when the guest's VMCOREINFO text is still where it was (one

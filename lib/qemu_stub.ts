@@ -31,6 +31,13 @@ export const MAX_M = 0x800;
 /** `m` requests sent ahead of their replies: a page is two `m` packets, one round trip. */
 export const READ_PIPELINE = 4;
 
+/**
+ * Small `m` requests of a scan ({@link QemuStub.sampleMemory}) sent ahead of their replies:
+ * measured on QEMU 7.2, 8 in flight already bring a 10-byte read from 30 µs to 17 µs; more gain
+ * nothing.
+ */
+export const SAMPLE_PIPELINE = 32;
+
 export { LiveError } from "./errors.ts";
 
 /** Something the stub said without being asked. */
@@ -66,6 +73,12 @@ export interface QemuStub {
   monitor(command: string): string;
   /** Read memory with `m` packets (≤ {@link MAX_M} bytes each): the readable prefix. */
   readMemory(address: bigint, length: number): Uint8Array;
+  /**
+   * The first `length` (≤ {@link MAX_M}) bytes of `count` blocks `stride` apart from `address`,
+   * block k at `k * length` of the result; a block that cannot be read is left zero. For scans
+   * that look at the start of many pages: the packets are sent many at a time.
+   */
+  sampleMemory(address: bigint, stride: number, count: number, length: number): Uint8Array;
   /**
    * Send a resume packet (`vCont;…`, `c`, `s`). Its stop reply arrives through `onEvent`, or is
    * returned when it came before this returned (a link may wait a few milliseconds on the spot:

@@ -17,11 +17,13 @@
 import { BlockingSocket, SocketError } from "./libc_socket.ts";
 import {
   bytesHex,
+  concatBytes,
   framePacket,
   hexBytes,
   isStopReply,
   latin1,
   PipelinedRead,
+  SampledRead,
   StubDecoder,
   unescapeBinary,
 } from "./rsp_client.ts";
@@ -33,6 +35,7 @@ import {
   type QemuStub,
   READ_PIPELINE,
   REQUEST_TIMEOUT_MS,
+  SAMPLE_PIPELINE,
   type StubNotice,
 } from "./qemu_stub.ts";
 
@@ -185,7 +188,7 @@ export class DirectStub implements QemuStub {
         out.push(hexBytes(reply.slice(1)) ?? new Uint8Array());
         continue;
       }
-      const text = new TextDecoder().decode(concat(out));
+      const text = new TextDecoder().decode(concatBytes(out));
       if (reply !== "OK") throw new LiveError(`QEMU monitor command "${command}": ${reply}`);
       return text;
     }
@@ -195,6 +198,18 @@ export class DirectStub implements QemuStub {
     this.#checkLink();
     this.#skipPrefetch();
     const read = new PipelinedRead(address, length, MAX_M, READ_PIPELINE);
+    for (let frames = read.nextBatch(); frames; frames = read.nextBatch()) {
+      this.#lastFrame = undefined; // several packets cannot be resent as one
+      this.#send(frames);
+      while (read.pending > 0) read.take(this.#nextReply(REQUEST_TIMEOUT_MS, false, "m"));
+    }
+    return read.bytes;
+  }
+
+  sampleMemory(address: bigint, stride: number, count: number, length: number): Uint8Array {
+    this.#checkLink();
+    this.#skipPrefetch();
+    const read = new SampledRead(address, stride, count, length, SAMPLE_PIPELINE);
     for (let frames = read.nextBatch(); frames; frames = read.nextBatch()) {
       this.#lastFrame = undefined; // several packets cannot be resent as one
       this.#send(frames);
@@ -440,16 +455,5 @@ function messageOf(e: unknown): string {
 function latin1Bytes(text: string): Uint8Array {
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }

@@ -102,6 +102,18 @@ export function unescapeBinary(payload: Uint8Array): Uint8Array {
 
 const utf8 = new TextDecoder();
 
+/** The parts one after another, in one buffer (the part itself when it is the only one). */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** Latin1 text of bytes. */
 export function latin1(bytes: Uint8Array): string {
   // Nearly every reply is ASCII (hex, stop replies): the native decoder is 40x faster than
@@ -164,13 +176,7 @@ export class PipelinedRead {
       this.#batch.push(n);
       frames.push(framePacket(`m${(this.#address + BigInt(at)).toString(16)},${n.toString(16)}`));
     }
-    const joined = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
-    let off = 0;
-    for (const f of frames) {
-      joined.set(f, off);
-      off += f.length;
-    }
-    return joined;
+    return concatBytes(frames);
   }
 
   /** Replies the current batch still waits for. */
@@ -195,5 +201,60 @@ export class PipelinedRead {
   /** The bytes read: the readable prefix. */
   get bytes(): Uint8Array {
     return this.#out.subarray(0, this.#done);
+  }
+}
+
+/**
+ * The first `length` bytes of `count` blocks `stride` apart, one `m` packet each, sent `pipeline`
+ * at a time: a scan that looks at the start of every page (QEMU answers a small `m` in about
+ * 17 µs when many are in flight, against 100–150 µs for a round trip each). A block that cannot
+ * be read is left zero and the scan goes on.
+ */
+export class SampledRead {
+  readonly #address: bigint;
+  readonly #stride: number;
+  readonly #count: number;
+  readonly #length: number;
+  readonly #pipeline: number;
+  readonly #out: Uint8Array;
+  #sent = 0;
+  #taken = 0;
+
+  constructor(address: bigint, stride: number, count: number, length: number, pipeline: number) {
+    this.#address = address;
+    this.#stride = stride;
+    this.#count = count;
+    this.#length = length;
+    this.#pipeline = pipeline;
+    this.#out = new Uint8Array(count * length);
+  }
+
+  /** The frames of the next batch, in one buffer; undefined when every block was asked for. */
+  nextBatch(): Uint8Array | undefined {
+    if (this.#sent >= this.#count) return undefined;
+    const frames: Uint8Array[] = [];
+    const len = this.#length.toString(16);
+    for (; this.#sent < this.#count && frames.length < this.#pipeline; this.#sent++) {
+      const at = this.#address + BigInt(this.#sent) * BigInt(this.#stride);
+      frames.push(framePacket(`m${at.toString(16)},${len}`));
+    }
+    return concatBytes(frames);
+  }
+
+  /** Replies the batches sent so far still wait for. */
+  get pending(): number {
+    return this.#sent - this.#taken;
+  }
+
+  /** Take the next reply, in the order the blocks were asked for. */
+  take(reply: string): void {
+    const k = this.#taken++;
+    const bytes = reply.startsWith("E") ? undefined : hexBytes(reply);
+    if (bytes) this.#out.set(bytes.subarray(0, this.#length), k * this.#length);
+  }
+
+  /** Block k's bytes are at `k * length`. */
+  get bytes(): Uint8Array {
+    return this.#out;
   }
 }

@@ -70,9 +70,25 @@ for (const [name, connect] of LINKS) {
       const bytes = stub.readMemory(0xf000n, 0x1800);
       assert.equal(bytes.length, 0x1000);
       assert.ok(bytes.every((b, i) => b === ((0xf000 + i) & 0xff)));
+      // A scan's samples: the start of every block, many packets in flight, a refused one
+      // (≥ 0x10000) left zero without ending the scan.
+      const samples = stub.sampleMemory(0xe000n, 0x1000, 40, 3);
+      assert.equal(samples.length, 120);
+      for (let k = 0; k < 40; k++) {
+        const at = 0xe000 + k * 0x1000;
+        const want = at >= 0x10000 ? [0, 0, 0] : [0, 1, 2].map((i) => (at + i) & 0xff);
+        assert.deepEqual([...samples.subarray(k * 3, k * 3 + 3)], want, `block ${k}`);
+      }
+      assert.equal(stub.request("qC"), "QCp01.01"); // every sample's reply was taken
       const l = log(stub);
       assert.equal(l.received.filter((p) => p === "qNack").length, 2, JSON.stringify(l));
-      assert.equal(l.received.filter((p) => p.startsWith("m")).length, 3, JSON.stringify(l));
+      const sampleReads = new Set(
+        l.received.flatMap((p, i) => /^m[0-9a-f]+,3$/.test(p) ? [l.reads[i]] : []),
+      );
+      assert.equal(l.received.filter((p) => /^m[0-9a-f]+,3$/.test(p)).length, 40);
+      // On the blocking socket 32 go in one write (TCP may split it, never into 40).
+      if (name === "blocking socket") assert.ok(sampleReads.size <= 8, `${sampleReads.size}`);
+      assert.equal(l.received.filter((p) => p.startsWith("m")).length, 43, JSON.stringify(l));
       // Every packet of the stub's was acked (the last, qLog's own, not yet).
       assert.ok(l.acks >= l.received.length - 2, JSON.stringify(l));
     } finally {

@@ -1,0 +1,167 @@
+/**
+ * The search for a live guest's VMCOREINFO in its RAM, on crafted memory: the order the scan
+ * through the gdbstub looks in, its bound, the check of each candidate, and no slow scan before
+ * a kernel is seen running. The real guest is in tests/live_gdb_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { discoverX86, scanOrder, stubScan, type VmcoreinfoScan } from "../lib/live_discovery.ts";
+import type { LiveSource } from "../lib/live_dump.ts";
+import type { QemuStub } from "../lib/qemu_stub.ts";
+import { type DumpReader, PageStatus } from "../lib/dump.ts";
+import { PhysicalMemory } from "../lib/physical_memory.ts";
+
+const MiB = 1 << 20;
+const GiB = 1024 * MiB;
+
+/** Sparse guest memory: pages by physical address, zero elsewhere. */
+class Memory {
+  pages = new Map<number, Uint8Array>();
+  samples = 0;
+
+  put(paddr: number, text: string): void {
+    const page = new Uint8Array(4096);
+    page.set(new TextEncoder().encode(text));
+    this.pages.set(paddr, page);
+  }
+
+  read(paddr: number, out: Uint8Array): void {
+    const page = this.pages.get(paddr - (paddr % 4096));
+    out.fill(0);
+    if (page) out.set(page.subarray(paddr % 4096, (paddr % 4096) + out.length));
+  }
+
+  /** What a stub's sampleMemory answers. */
+  sample(address: bigint, stride: number, count: number, length: number): Uint8Array {
+    const out = new Uint8Array(count * length);
+    for (let k = 0; k < count; k++) {
+      this.read(Number(address) + k * stride, out.subarray(k * length, (k + 1) * length));
+    }
+    this.samples += count;
+    return out;
+  }
+
+  source(ranges: { start: number; end: number }[]): LiveSource {
+    const stub = {
+      sampleMemory: (a: bigint, s: number, c: number, l: number) => this.sample(a, s, c, l),
+    } as unknown as QemuStub;
+    return {
+      stub,
+      desc: undefined as never,
+      ramRanges: ranges.map((r) => ({ ...r, fileOffset: 0 })),
+      vcpus: [],
+    };
+  }
+
+  /** The memory as a dump, for PhysicalMemory. */
+  dump(): DumpReader {
+    return {
+      format: "test",
+      files: [],
+      arch: "x86_64",
+      pageSize: 4096,
+      maxPfn: (8 * GiB) / 4096,
+      notes: [],
+      cpus: [],
+      qemuCpus: [],
+      compressed: false,
+      warnings: [],
+      details: {},
+      virtualMappings: [],
+      readPage: (pfn, out) => {
+        this.read(pfn * 4096, out);
+        return PageStatus.Present;
+      },
+      lastError: "",
+      close: () => {},
+    };
+  }
+}
+
+const VMCOREINFO = "OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff82a0a000\n" +
+  "KERNELOFFSET=14c00000\n";
+
+Deno.test("VMCOREINFO scan order: RAM above 4 GiB, then from 16 MiB, then below", () => {
+  const order = scanOrder([
+    { start: 0, end: 3 * GiB, fileOffset: 0 },
+    { start: 4 * GiB, end: 6 * GiB, fileOffset: 3 * GiB },
+  ]);
+  assert.deepEqual(order.map((r) => [r.start, r.end, r.fileOffset]), [
+    [4 * GiB, 6 * GiB, 3 * GiB],
+    [16 * MiB, 3 * GiB, 0],
+    [0, 16 * MiB, 0],
+  ]);
+  // A guest smaller than 16 MiB: one range, nothing empty.
+  assert.deepEqual(scanOrder([{ start: 0, end: 8 * MiB, fileOffset: 0 }]).length, 1);
+});
+
+Deno.test("VMCOREINFO scan through the gdbstub: candidates in order, bounded, lazily", () => {
+  const mem = new Memory();
+  mem.put(24 * MiB, VMCOREINFO);
+  mem.put(4 * GiB + 3 * MiB, "OSRELEASE=not really");
+  mem.put(5 * MiB, VMCOREINFO);
+  const src = mem.source([{ start: 0, end: 64 * MiB }, {
+    start: 4 * GiB,
+    end: 4 * GiB + 32 * MiB,
+  }]);
+  const scan = stubScan(src);
+  assert.ok(scan.slow);
+  const found = scan.candidates()[Symbol.iterator]();
+  assert.equal(found.next().value, 4 * GiB + 3 * MiB);
+  assert.equal(found.next().value, 24 * MiB);
+  // Asked for lazily, 16 MiB at a time: up to 32 MiB so far, and nothing of the low 16 MiB.
+  assert.equal(mem.samples, (32 * MiB + 16 * MiB) / 4096);
+  assert.equal(found.next().value, 5 * MiB);
+  assert.equal(found.next().done, true);
+  // At most maxPages pages: 20 MiB here, from 16 MiB up, short of where the text is.
+  const few = new Memory();
+  few.put(40 * MiB, VMCOREINFO);
+  const bounded = stubScan(few.source([{ start: 0, end: 64 * MiB }]), (20 * MiB) / 4096);
+  assert.deepEqual([...bounded.candidates()], []);
+  assert.equal(few.samples, (20 * MiB) / 4096);
+  assert.match(bounded.notFound(), /^no VMCOREINFO in the 20 MiB of guest RAM scanned/);
+});
+
+/** A scan over fixed candidates, recording whether it was used. */
+function fixedScan(at: number[], slow: boolean): VmcoreinfoScan & { used: boolean } {
+  const scan = {
+    used: false,
+    slow,
+    source: "a test scan",
+    notFound: () => "nothing in the test",
+    candidates() {
+      scan.used = true;
+      return at;
+    },
+  };
+  return scan;
+}
+
+Deno.test("VMCOREINFO discovery: candidates checked; no slow scan before a kernel runs", () => {
+  const mem = new Memory();
+  mem.put(0x100000, "OSRELEASE=a page of something else");
+  mem.put(0x200000, VMCOREINFO);
+  const phys = () => new PhysicalMemory(mem.dump());
+  // CR3 points at an empty table: no kernel image mapped (a guest in its firmware).
+  const cr3 = 0x300000n;
+  const quick = fixedScan([0x100000, 0x200000], false);
+  const facts = discoverX86(phys(), cr3, 0n, undefined, quick);
+  assert.ok(quick.used);
+  assert.equal(facts.vmcoreinfoPaddr, 0x200000);
+  assert.equal(facts.vmcoreinfoSource, "a test scan");
+  assert.equal(facts.vmcoreinfo?.osRelease, "6.1.0-test");
+  assert.equal(facts.kaslrOffset, 0x14c00000n);
+  assert.match(facts.kaslrSource, /^VMCOREINFO \(a test scan\)$/);
+
+  const slow = fixedScan([0x200000], true);
+  const none = discoverX86(phys(), cr3, 0n, undefined, slow);
+  assert.equal(slow.used, false);
+  assert.equal(none.vmcoreinfo, undefined);
+  assert.equal(
+    none.vmcoreinfoSource,
+    "not found (no kernel seen running yet: guest RAM not scanned)",
+  );
+
+  const empty = discoverX86(phys(), cr3, 0n, undefined, fixedScan([0x100000], false));
+  assert.equal(empty.vmcoreinfoSource, "not found (nothing in the test)");
+});
