@@ -458,6 +458,8 @@ export interface VmcoreinfoScan {
    * stopped in its firmware or boot loader would otherwise pay for it at every stop.
    */
   readonly slow?: boolean;
+  /** Whether any RAM was looked at (a slow scan that did not run is not retried later). */
+  readonly ran?: boolean;
 }
 
 /** In place of a slow scan while no kernel is seen running: nothing, and why. */
@@ -538,6 +540,9 @@ export function stubScan(src: LiveSource, maxPages = STUB_SCAN_MAX_PAGES): Vmcor
   return {
     source: "a scan of guest RAM through the gdbstub",
     slow: true,
+    get ran() {
+      return looked > 0;
+    },
     notFound: () =>
       `no VMCOREINFO in the ${looked >> 8} MiB of guest RAM scanned through the gdbstub`,
     *candidates() {

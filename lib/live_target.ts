@@ -506,7 +506,7 @@ export class LiveTarget implements Target, RunControl {
         this.#knownVmcoreinfo,
       );
     }
-    if (!again && scan?.slow && !facts.vmcoreinfo) {
+    if (!again && scan?.ran && !facts.vmcoreinfo) {
       this.#stubScanAfter = performance.now() + STUB_SCAN_RETRY_MS;
     }
     if (facts.vmcoreinfo && facts.vmcoreinfoPaddr !== undefined) {
@@ -540,7 +540,7 @@ export class LiveTarget implements Target, RunControl {
 
   /**
    * How guest RAM may be searched for VMCOREINFO at this stop: the RAM file, else through the
-   * gdbstub, unless a scan through the gdbstub found nothing less than
+   * gdbstub, unless a scan through the gdbstub looked and found nothing less than
    * {@link STUB_SCAN_RETRY_MS} ago (a kernel early in its boot, before it has written
    * VMCOREINFO, or one without it: every stop would pay for the scan).
    */

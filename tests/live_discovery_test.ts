@@ -106,8 +106,10 @@ Deno.test("VMCOREINFO scan through the gdbstub: candidates in order, bounded, la
   }]);
   const scan = stubScan(src);
   assert.ok(scan.slow);
+  assert.equal(scan.ran, false);
   const found = scan.candidates()[Symbol.iterator]();
   assert.equal(found.next().value, 4 * GiB + 3 * MiB);
+  assert.equal(scan.ran, true);
   assert.equal(found.next().value, 24 * MiB);
   // Asked for lazily, 16 MiB at a time: up to 32 MiB so far, and nothing of the low 16 MiB.
   assert.equal(mem.samples, (32 * MiB + 16 * MiB) / 4096);
