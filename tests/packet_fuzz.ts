@@ -31,6 +31,7 @@ import {
 import { type RspServer, serveTcp } from "../lib/transport.ts";
 import type { Target } from "../lib/target.ts";
 import { caseSeed, Rng } from "./fuzz_rng.ts";
+import { concatBytes } from "../lib/rsp_client.ts";
 
 /** What the generator knows about the target: addresses worth reading, thread ids. */
 export interface FuzzContext {
@@ -272,14 +273,9 @@ export interface TrafficCase {
   goodPayloads: string[];
 }
 
+/** The parts in one new buffer (never one of the parts: callers keep and compare them). */
 function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return parts.length === 1 ? parts[0].slice() : concatBytes(parts);
 }
 
 /** A payload for an oversize packet: printable, no frame characters. */

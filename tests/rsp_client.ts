@@ -17,6 +17,7 @@ import {
   WireEvent,
 } from "../lib/rsp_wire.ts";
 import type { ByteChannel } from "../lib/transport.ts";
+import { concatBytes } from "../lib/rsp_client.ts";
 
 const replyReader = new PacketReader(1 << 22);
 
@@ -61,13 +62,7 @@ export class SessionClient {
       this.writes.push(out);
       parts.push(out);
     } while (!this.session.inputDrained);
-    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      all.set(p, o);
-      o += p.length;
-    }
-    return all;
+    return concatBytes(parts);
   }
 
   /** Feed raw bytes; the parsed replies. */
