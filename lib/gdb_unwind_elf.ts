@@ -63,6 +63,9 @@ const EXTRA_FUNCTIONS = [
 const SYSCALL_ENTRY = /^entry_(SYSCALL|SYSENTER|INT80)/;
 
 // DW_CFA opcodes used here.
+const CFA_ADVANCE_LOC = 0x40;
+const CFA_ADVANCE_LOC1 = 0x02;
+const CFA_ADVANCE_LOC2 = 0x03;
 const CFA_ADVANCE_LOC4 = 0x04;
 const CFA_OFFSET_EXT_SF = 0x11;
 const CFA_UNDEFINED = 0x07;
@@ -79,8 +82,11 @@ const OP_PLUS = 0x22;
 const OP_BREG0 = 0x70;
 
 class Bytes {
-  #buf = new Uint8Array(4096);
+  #buf: Uint8Array;
   length = 0;
+  constructor(initial = 64) {
+    this.#buf = new Uint8Array(initial);
+  }
   #room(n: number) {
     if (this.length + n <= this.#buf.length) return;
     const next = new Uint8Array(Math.max(this.#buf.length * 2, this.length + n));
@@ -133,6 +139,10 @@ class Bytes {
   }
   get data(): Uint8Array {
     return this.#buf.slice(0, this.length);
+  }
+  /** The bytes written, not copied (valid until the next write). */
+  get view(): Uint8Array {
+    return this.#buf.subarray(0, this.length);
   }
 }
 
@@ -214,7 +224,8 @@ function rowRules(
 interface Fde {
   start: bigint;
   end: bigint;
-  body: Uint8Array;
+  /** The CFA instructions, or what writes them (straight into the section: no copy each). */
+  body: Uint8Array | ((b: Bytes) => void);
 }
 
 /**
@@ -222,7 +233,7 @@ interface Fde {
  * alignment -8, the given return address column and initial instructions), then the FDEs.
  */
 function debugFrame(raColumn: number, initial: Uint8Array, fdes: Fde[]): Uint8Array {
-  const b = new Bytes();
+  const b = new Bytes(fdes.length * 64);
   const cieAt = b.length;
   b.u32(0);
   b.u32(0xffffffff);
@@ -239,27 +250,49 @@ function debugFrame(raColumn: number, initial: Uint8Array, fdes: Fde[]): Uint8Ar
     b.u32(cieAt);
     b.u64(f.start);
     b.u64(f.end - f.start);
-    b.bytes(f.body);
+    if (typeof f.body === "function") f.body(b);
+    else b.bytes(f.body);
     while ((b.length - at) % 8) b.u8(0);
     b.patch32(at, b.length - at - 4);
   }
-  return b.data;
+  return b.view;
+}
+
+/** The rules of each kind of ORC entry seen (a kernel has a few hundred kinds, not more). */
+const rulesByKind = new Map<string, ReturnType<typeof rowRules>>();
+
+function cachedRowRules(e: OrcEntry, syscall: boolean): ReturnType<typeof rowRules> {
+  const key = `${e.type},${e.spReg},${e.spOffset},${e.bpReg},${e.bpOffset},${syscall}`;
+  let rules = rulesByKind.get(key);
+  if (!rules) rulesByKind.set(key, rules = rowRules(e, syscall));
+  return rules;
+}
+
+/** A code range and the ORC entries that cover it (the first may start before it). */
+interface OrcRange {
+  start: bigint;
+  end: bigint;
+  entries: OrcEntry[];
+  syscall: (ip: bigint) => boolean;
 }
 
 /** The CFA program of one code range, a row per ORC entry (only what changed is restated). */
-function orcFde(
-  r: { start: bigint; end: bigint; entries: OrcEntry[]; syscall: (ip: bigint) => boolean },
-): Fde {
-  const body = encode((b) => {
+function orcFde(r: OrcRange): Fde {
+  const body = (b: Bytes) => {
     let prev: { cfa: Uint8Array; regs: Map<number, Uint8Array> } | undefined;
     let loc = r.start;
     for (const e of r.entries) {
       const ip = e.ip < r.start ? r.start : e.ip;
       if (ip >= r.end) break;
-      const rules = rowRules(e, r.syscall(ip));
+      const rules = cachedRowRules(e, r.syscall(ip));
+      if (rules === prev) continue; // the same row again: nothing to state
       if (ip > loc) {
-        b.u8(CFA_ADVANCE_LOC4);
-        b.u32(Number(ip - loc));
+        // The shortest advance that holds it (code alignment 1): most are under 64 bytes.
+        const delta = Number(ip - loc);
+        if (delta < 0x40) b.u8(CFA_ADVANCE_LOC | delta);
+        else if (delta < 0x100) b.u8(CFA_ADVANCE_LOC1, delta);
+        else if (delta < 0x10000) (b.u8(CFA_ADVANCE_LOC2), b.u16(delta));
+        else (b.u8(CFA_ADVANCE_LOC4), b.u32(delta));
         loc = ip;
       }
       if (!prev || !same(prev.cfa, rules.cfa)) b.bytes(rules.cfa);
@@ -268,7 +301,7 @@ function orcFde(
       }
       prev = rules;
     }
-  });
+  };
   return { start: r.start, end: r.end, body };
 }
 
@@ -278,46 +311,268 @@ function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
   return true;
 }
 
-/** A minimal ELF64 shared object holding only a `.debug_frame` section. */
-function elfWithDebugFrame(frame: Uint8Array, machine: number): Uint8Array {
-  const shstrtab = new TextEncoder().encode("\0.debug_frame\0.shstrtab\0");
-  const frameAt = 64;
-  const strAt = frameAt + frame.length;
-  const shAt = (strAt + shstrtab.length + 7) & ~7;
-  const b = new Bytes();
-  b.u8(0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  b.u16(3); // ET_DYN
-  b.u16(machine);
-  b.u32(1);
-  b.u64(0n); // entry
-  b.u64(0n); // phoff
-  b.u64(BigInt(shAt));
-  b.u32(0);
-  b.u16(64);
-  b.u16(56);
-  b.u16(0);
-  b.u16(64);
-  b.u16(3);
-  b.u16(2);
-  b.bytes(frame);
-  b.bytes(shstrtab);
-  while (b.length < shAt) b.u8(0);
-  const section = (name: number, type: number, offset: number, size: number, align: number) => {
+/** A kernel symbol for gdb: its name, runtime address and kallsyms type letter. */
+export interface KernelSymbol {
+  name: string;
+  address: bigint;
+  type: string;
+}
+
+/** Types of kallsyms symbols that are code (weak ones are nearly all functions). */
+const CODE_TYPES = new Set(["T", "t", "W", "w"]);
+/** Symbols gdb gets no use of: absolute values, undefined ones. */
+const SKIPPED_TYPES = new Set(["A", "a", "U", "u"]);
+/** A symbol is sized to the next one, up to this (past it: a gap, size unknown). */
+const MAX_SYMBOL_SIZE = 1n << 24n;
+
+/**
+ * A minimal ELF64 shared object for gdb: a `.debug_frame` section, and, when given, the kernel's
+ * symbols. Symbols live in sections without contents (SHT_NOBITS) that cover them: code runs as
+ * `.text` (gdb then takes them for functions, and looks them up by pc), data runs as `.data`.
+ */
+function gdbElf(
+  machine: number,
+  frame: Uint8Array | undefined,
+  symbols: readonly KernelSymbol[] = [],
+): Uint8Array {
+  const enc = new TextEncoder();
+  const syms = symbols.filter((x) => x.name && !SKIPPED_TYPES.has(x.type));
+  syms.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  // Runs of code and of data, in address order: one section each, ending where the next begins.
+  const runs: { code: boolean; start: bigint; end: bigint }[] = [];
+  const runOf = new Int32Array(syms.length);
+  syms.forEach((x, k) => {
+    const code = CODE_TYPES.has(x.type);
+    const last = runs.at(-1);
+    if (last && last.code === code) last.end = x.address;
+    else {
+      if (last) last.end = x.address;
+      runs.push({ code, start: x.address, end: x.address });
+    }
+    runOf[k] = runs.length - 1;
+  });
+  const lastRun = runs.at(-1);
+  if (lastRun && syms.length) lastRun.end = syms[syms.length - 1].address + 1n;
+  for (const r of runs) if (r.end <= r.start) r.end = r.start + 1n;
+
+  const names = new Bytes(syms.length * 24 + 16);
+  names.u8(0);
+  const nameAt = (text: string) => {
+    const at = names.length;
+    names.bytes(enc.encode(text));
+    names.u8(0);
+    return at;
+  };
+  // Local symbols first, as ELF wants (sh_info: the first global one).
+  const symtab = new Bytes((syms.length + 1) * 24);
+  symtab.bytes(new Uint8Array(24));
+  const local = (t: string) => t === t.toLowerCase() && t !== "w" && t !== "v";
+  // Each symbol sized to the next higher address (aliases share it), as the kernel sizes them.
+  const sizes: bigint[] = new Array(syms.length).fill(0n);
+  for (let k = syms.length - 2, higher = syms.length - 1; k >= 0; k--) {
+    if (syms[k + 1].address > syms[k].address) higher = k + 1;
+    const gap = syms[higher].address - syms[k].address;
+    sizes[k] = gap > 0n && gap <= MAX_SYMBOL_SIZE ? gap : 0n;
+  }
+  let firstGlobal = 1;
+  for (const wantLocal of [true, false]) {
+    syms.forEach((x, k) => {
+      if (local(x.type) !== wantLocal) return;
+      const size = sizes[k];
+      const bind = wantLocal ? 0 : x.type === "W" || x.type === "V" ? 2 : 1;
+      const kind = CODE_TYPES.has(x.type) ? 2 : 1; // STT_FUNC, STT_OBJECT
+      symtab.u32(nameAt(x.name));
+      symtab.u8((bind << 4) | kind, 0);
+      symtab.u16(1 + runOf[k]);
+      symtab.u64(x.address);
+      symtab.u64(size);
+      if (wantLocal) firstGlobal++;
+    });
+  }
+
+  const shNames = new Bytes();
+  shNames.u8(0);
+  const shName = (text: string) => {
+    const at = shNames.length;
+    shNames.bytes(enc.encode(text));
+    shNames.u8(0);
+    return at;
+  };
+  const textName = shName(".text");
+  const dataName = shName(".data");
+  const frameName = shName(".debug_frame");
+  const symtabName = shName(".symtab");
+  const strtabName = shName(".strtab");
+  const shstrtabName = shName(".shstrtab");
+
+  const symtabData = syms.length ? symtab.view : undefined;
+  const strtabData = names.view;
+  // Contents after the 64-byte header, each 8-aligned; then the section headers.
+  const contents = (frame?.length ?? 0) + (symtabData?.length ?? 0) + strtabData.length;
+  const b = new Bytes(contents + 64 * (runs.length + 16) + 256);
+  b.bytes(new Uint8Array(64));
+  const place = (data: Uint8Array) => {
+    while (b.length % 8) b.u8(0);
+    const at = b.length;
+    b.bytes(data);
+    return at;
+  };
+  const frameAt = frame ? place(frame) : 0;
+  const symtabAt = symtabData ? place(symtabData) : 0;
+  const strtabAt = symtabData ? place(strtabData) : 0;
+  const shstrtab = shNames.data;
+  const shstrtabAt = place(shstrtab);
+  while (b.length % 8) b.u8(0);
+  const shAt = b.length;
+  const section = (
+    name: number,
+    type: number,
+    flags: number,
+    addr: bigint,
+    offset: number,
+    size: bigint | number,
+    link: number,
+    info: number,
+    align: number,
+    entsize: number,
+  ) => {
     b.u32(name);
     b.u32(type);
-    b.u64(0n); // flags: not loaded
-    b.u64(0n); // addr
+    b.u64(BigInt(flags));
+    b.u64(addr);
     b.u64(BigInt(offset));
     b.u64(BigInt(size));
-    b.u32(0);
-    b.u32(0);
+    b.u32(link);
+    b.u32(info);
     b.u64(BigInt(align));
-    b.u64(0n);
+    b.u64(BigInt(entsize));
   };
-  section(0, 0, 0, 0, 0);
-  section(1, 1, frameAt, frame.length, 8); // .debug_frame, SHT_PROGBITS
-  section(14, 3, strAt, shstrtab.length, 1); // .shstrtab, SHT_STRTAB
-  return b.data;
+  section(0, 0, 0, 0n, 0, 0, 0, 0, 0, 0);
+  for (const r of runs) {
+    // SHT_NOBITS; code: SHF_ALLOC|SHF_EXECINSTR, data: SHF_ALLOC|SHF_WRITE.
+    section(
+      r.code ? textName : dataName,
+      8,
+      r.code ? 6 : 3,
+      r.start,
+      0,
+      r.end - r.start,
+      0,
+      0,
+      1,
+      0,
+    );
+  }
+  let count = 1 + runs.length;
+  if (frame) {
+    section(frameName, 1, 0, 0n, frameAt, frame.length, 0, 0, 8, 0); // SHT_PROGBITS
+    count++;
+  }
+  if (symtabData) {
+    // .symtab (SHT_SYMTAB) links to .strtab, the next section.
+    section(symtabName, 2, 0, 0n, symtabAt, symtabData.length, count + 1, firstGlobal, 8, 24);
+    section(strtabName, 3, 0, 0n, strtabAt, strtabData.length, 0, 0, 1, 0);
+    count += 2;
+  }
+  section(shstrtabName, 3, 0, 0n, shstrtabAt, shstrtab.length, 0, 0, 1, 0);
+  count++;
+
+  const out = b.view;
+  const h = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  out.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
+  // With the kernel's symbols it is gdb's executable (ET_EXEC: never relocated as a PIE would
+  // be); else a library.
+  h.setUint16(16, syms.length ? 2 : 3, true);
+  h.setUint16(18, machine, true);
+  h.setUint32(20, 1, true);
+  h.setBigUint64(40, BigInt(shAt), true);
+  h.setUint16(52, 64, true);
+  h.setUint16(54, 56, true);
+  h.setUint16(58, 64, true);
+  h.setUint16(60, count, true);
+  h.setUint16(62, count - 1, true);
+  return out;
+}
+
+/** A file made for gdb: its name (what gdb is told) and bytes. */
+export interface GdbFile {
+  name: string;
+  data: Uint8Array;
+  /** gdb's executable (its symbol file), rather than a shared library. */
+  exec?: boolean;
+}
+
+/**
+ * Name of the generated executable when there is no vmlinux: a path on no file system, fetched
+ * by gdb through `vFile` (the `target:` prefix whatever its sysroot).
+ */
+export const KERNEL_SYMBOLS_NAME = "target:/kdump-gdbserver/kernel-symbols-from-dump";
+
+/**
+ * What the server offers gdb beside the user's files: without a vmlinux, an executable of the
+ * kernel's own symbols (kallsyms) and unwind tables (ORC on x86_64); with one, a library of
+ * unwind tables for the code the vmlinux has none for. Undefined when the dump has neither.
+ */
+export function kernelFileForGdb(kernel: Kernel): GdbFile | undefined {
+  const data = kernel.dump.arch === "x86_64"
+    ? kernelEntryUnwindElf(kernel)
+    : kernelEntryUnwindElfArm64(kernel);
+  if (!data) return undefined;
+  const exec = !kernel.vmlinux && (kernel.kallsyms()?.size ?? 0) > 0;
+  return exec ? { name: KERNEL_SYMBOLS_NAME, data, exec } : { name: UNWIND_LIBRARY_NAME, data };
+}
+
+/**
+ * The kernel's own symbols (kallsyms) for gdb, when it has no vmlinux to read them from; then gdb
+ * names frames, `info symbol` and `break FUNCTION` work from the dump alone.
+ */
+function kallsymsForGdb(kernel: Kernel): KernelSymbol[] | undefined {
+  if (kernel.vmlinux) return undefined;
+  const ks = kernel.kallsyms();
+  if (!ks) return undefined;
+  const out = [...ks.entries()];
+  return out.length ? out : undefined;
+}
+
+/**
+ * Without a vmlinux gdb has no call frame information at all: one FDE per function of the kernel
+ * text, from the ORC entries that cover it (the kernel's own unwinder reads the same), so gdb's
+ * DWARF unwinder walks every kernel stack instead of guessing from prologues. The entry code
+ * keeps its user-mode boundary (the syscall entries' registers are the user's).
+ */
+function allTextRanges(
+  kernel: Kernel,
+  orc: NonNullable<ReturnType<typeof orcTable>>,
+  symbols: readonly KernelSymbol[],
+): OrcRange[] {
+  const stext = kernel.symbol("_stext");
+  const etext = kernel.symbol("_etext");
+  if (stext === undefined || etext === undefined || etext <= stext) return [];
+  const starts = [
+    ...new Set(
+      symbols.filter((x) => CODE_TYPES.has(x.type) && x.address >= stext && x.address < etext)
+        .map((x) => x.address),
+    ),
+  ].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  if (!starts.length) return [];
+  const names = new Map<bigint, string>();
+  for (const x of symbols) if (!names.has(x.address)) names.set(x.address, x.name);
+  const entries = orc.entriesIn(starts[0], etext);
+  if (!entries.length) return [];
+  const ranges: OrcRange[] = [];
+  let e = 0;
+  for (let k = 0; k < starts.length; k++) {
+    const start = starts[k];
+    const end = k + 1 < starts.length ? starts[k + 1] : etext;
+    // The entry in force at `start` (the last one at or below it), then those inside.
+    while (e + 1 < entries.length && entries[e + 1].ip <= start) e++;
+    if (entries[e].ip >= end) continue; // no entry reaches this range
+    let last = e;
+    while (last + 1 < entries.length && entries[last + 1].ip < end) last++;
+    const syscall = SYSCALL_ENTRY.test(names.get(start) ?? "");
+    ranges.push({ start, end, entries: entries.slice(e, last + 1), syscall: () => syscall });
+  }
+  return ranges;
 }
 
 /**
@@ -326,13 +581,20 @@ function elfWithDebugFrame(frame: Uint8Array, machine: number): Uint8Array {
  */
 export function kernelEntryUnwindElf(kernel: Kernel): Uint8Array | undefined {
   if (kernel.dump.arch !== "x86_64") return undefined;
+  const symbols = kallsymsForGdb(kernel);
   const orc = orcTable(kernel);
   const start = kernel.symbol("__entry_text_start");
   const end = kernel.symbol("__entry_text_end");
-  if (!orc || start === undefined || end === undefined || end <= start) return undefined;
+  if (!orc || start === undefined || end === undefined || end <= start) {
+    return symbols ? gdbElf(62, undefined, symbols) : undefined;
+  }
   const syscall = (ip: bigint) => SYSCALL_ENTRY.test(symbolAt(kernel, ip)?.name ?? "");
-  const ranges = [{ start, end, entries: orc.entriesIn(start, end), syscall }];
-  for (const name of EXTRA_FUNCTIONS) {
+  const everyFunction = symbols ? allTextRanges(kernel, orc, symbols) : [];
+  const ranges: OrcRange[] = everyFunction.length
+    ? everyFunction
+    : [{ start, end, entries: orc.entriesIn(start, end), syscall }];
+  // With a vmlinux (its DWARF covers the C code), only the assembly outside .entry.text besides.
+  for (const name of everyFunction.length ? [] : EXTRA_FUNCTIONS) {
     const at = kernel.symbol(name);
     if (at === undefined || (at >= start && at < end)) continue;
     const hit = symbolAt(kernel, at);
@@ -349,7 +611,7 @@ export function kernelEntryUnwindElf(kernel: Kernel): Uint8Array | undefined {
     b.u8(CFA_DEF_CFA), b.uleb(RSP), b.uleb(8);
     b.u8(CFA_OFFSET_EXT_SF), b.uleb(RIP), b.sleb(1);
   });
-  return elfWithDebugFrame(debugFrame(RIP, initial, fdes), 62);
+  return gdbElf(62, debugFrame(RIP, initial, fdes), symbols);
 }
 
 // arm64 DWARF registers: x0–x30 are 0–30, sp 31, pc 32 (used as the return address column, so
@@ -438,5 +700,5 @@ export function kernelEntryUnwindElfArm64(kernel: Kernel): Uint8Array | undefine
     b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0);
     b.u8(0x09), b.uleb(A64_PC), b.uleb(A64_LR); // DW_CFA_register pc, x30
   });
-  return elfWithDebugFrame(debugFrame(A64_PC, initial, fdes), 183);
+  return gdbElf(183, debugFrame(A64_PC, initial, fdes), kallsymsForGdb(kernel));
 }

@@ -23,6 +23,7 @@ export class KallsymsTable {
   #base: bigint;
   #absolutePercpu: boolean;
   #names: readonly string[];
+  #types: Uint8Array;
   /** Address of each symbol minus the base, as numbers (per-CPU ones -Infinity): built on use. */
   #rel?: Float64Array;
 
@@ -33,6 +34,7 @@ export class KallsymsTable {
    * @param base `kallsyms_relative_base`
    * @param arch the dumped machine, which decides how offsets are read
    * @param names every symbol's name in table (= address) order, for {@link lookup}
+   * @param types every symbol's type letter (`T`, `t`, `D`, … as in /proc/kallsyms), likewise
    */
   constructor(
     index: Map<string, number>,
@@ -40,6 +42,7 @@ export class KallsymsTable {
     base: bigint,
     arch: ArchName,
     names: readonly string[] = [],
+    types: Uint8Array = new Uint8Array(0),
   ) {
     this.#index = index;
     this.#offsets = offsets;
@@ -48,6 +51,24 @@ export class KallsymsTable {
     // other architectures store every address relative to the base.
     this.#absolutePercpu = arch === "x86_64";
     this.#names = names;
+    this.#types = types;
+  }
+
+  /**
+   * Every symbol with an address (not x86_64's per-CPU offsets), in table order, which is address
+   * order: its name, address and type letter. Empty when names were not kept.
+   */
+  *entries(): Generator<{ name: string; address: bigint; type: string }> {
+    const rel = this.#relative();
+    const n = Math.min(rel.length, this.#types.length);
+    for (let i = 0; i < n; i++) {
+      if (rel[i] === -Infinity) continue;
+      yield {
+        name: this.#names[i],
+        address: (this.#base + BigInt(rel[i])) & 0xffffffffffffffffn,
+        type: String.fromCharCode(this.#types[i]),
+      };
+    }
   }
 
   /**
@@ -160,7 +181,9 @@ export function readKallsyms(
   // Little-endian like every host Deno runs on (x86_64, aarch64).
   const offsets = new Int32Array(offsetBytes.buffer, 0, num);
   const all: string[] = [];
-  const finish = (names: Map<string, number>) => new KallsymsTable(names, offsets, base, arch, all);
+  const types = new Uint8Array(num);
+  const finish = (names: Map<string, number>) =>
+    new KallsymsTable(names, offsets, base, arch, all, types.subarray(0, all.length));
 
   const names = new ChunkReader(mem, namesAddr);
   const out = new Map<string, number>();
@@ -181,6 +204,7 @@ export function readKallsyms(
     }
     // The first character is the symbol type letter, as in /proc/kallsyms.
     const bare = name.slice(1);
+    types[all.length] = name.charCodeAt(0);
     all.push(bare);
     if (bare && !out.has(bare)) out.set(bare, i);
   }

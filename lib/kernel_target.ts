@@ -22,11 +22,7 @@ import type { VirtualMemory } from "./paging.ts";
 import { filterPs, formatPs, taskPsRow } from "./ps.ts";
 import { errorText } from "./file_source.ts";
 import { addressArg } from "./kdb_expr.ts";
-import {
-  kernelEntryUnwindElf,
-  kernelEntryUnwindElfArm64,
-  UNWIND_LIBRARY_NAME,
-} from "./gdb_unwind_elf.ts";
+import { type GdbFile, kernelFileForGdb } from "./gdb_unwind_elf.ts";
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
@@ -135,24 +131,25 @@ export class KernelTarget implements Target {
     return this.kernel.textSegment();
   }
 
-  /** Unwind tables for the entry code, which the vmlinux has none for (gdb_unwind_elf.ts). */
-  libraries(): readonly { name: string; data: Uint8Array }[] {
+  /**
+   * Unwind tables for the entry code, which the vmlinux has none for; without a vmlinux, an
+   * executable of the kernel's symbols and unwind tables (gdb_unwind_elf.ts).
+   */
+  libraries(): readonly GdbFile[] {
     if (this.#libraries === undefined) {
-      let data: Uint8Array | undefined;
+      let file: GdbFile | undefined;
       try {
-        data = this.kernel.dump.arch === "x86_64"
-          ? kernelEntryUnwindElf(this.kernel)
-          : kernelEntryUnwindElfArm64(this.kernel);
+        file = kernelFileForGdb(this.kernel);
       } catch {
         // A damaged dump only costs gdb the help: it unwinds the entry code by guessing.
-        data = undefined;
+        file = undefined;
       }
-      this.#libraries = data ? [{ name: UNWIND_LIBRARY_NAME, data }] : [];
+      this.#libraries = file ? [file] : [];
     }
     return this.#libraries;
   }
 
-  #libraries?: { name: string; data: Uint8Array }[];
+  #libraries?: GdbFile[];
 
   vmcoreinfo(): Uint8Array | undefined {
     return this.kernel.dump.vmcoreinfo?.raw;

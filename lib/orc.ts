@@ -202,17 +202,24 @@ export class OrcTable {
     // Entries are sorted by ip: read from the first one on until past the range.
     const out: OrcEntry[] = [first];
     const index = this.#lastIndex;
-    const chunk = 512;
+    // A chunk of both tables at a time: a whole kernel's text is a few hundred thousand entries
+    // (gdb's unwind tables without a vmlinux), one read each would be most of the time.
+    const chunk = 4096;
     for (let i = index + 1; i < this.#count; i += chunk) {
       const n = Math.min(chunk, this.#count - i);
-      const buf = this.#read(this.#ipTable + BigInt(i) * 4n, n * 4);
-      if (!buf) break;
-      const v = new DataView(buf.buffer);
+      const ips = this.#read(this.#ipTable + BigInt(i) * 4n, n * 4);
+      const entries = this.#read(this.#orcTable + BigInt(i) * 6n, n * 6);
+      if (!ips || !entries) break;
+      const v = new DataView(ips.buffer);
+      const ev = new DataView(entries.buffer);
+      const base = Number(this.#ipTable & 0xffffffffn) + i * 4;
+      const high = this.#ipTable - (this.#ipTable & 0xffffffffn);
       for (let j = 0; j < n; j++) {
-        const ip = this.#ipTable + BigInt((i + j) * 4) + BigInt(v.getInt32(j * 4, true));
+        // ip = &ip_table[i + j] + its 32-bit relative value, computed in numbers where exact.
+        const low = base + j * 4 + v.getInt32(j * 4, true);
+        const ip = high + BigInt(low);
         if (ip >= end) return out;
-        const e = this.#entry(i + j, ip);
-        if (e) out.push(e);
+        out.push(this.#decode(ev, j * 6, ip));
       }
     }
     return out;
@@ -261,9 +268,12 @@ export class OrcTable {
 
   #entry(index: number, ip: bigint): OrcEntry | undefined {
     const b = this.#read(this.#orcTable + BigInt(index) * 6n, 6);
-    if (!b) return undefined;
-    const v = new DataView(b.buffer);
-    const flags = v.getUint16(4, true);
+    return b ? this.#decode(new DataView(b.buffer), 0, ip) : undefined;
+  }
+
+  /** The entry whose six bytes are at `at` in `v`, covering code from `ip`. */
+  #decode(v: DataView, at: number, ip: bigint): OrcEntry {
+    const flags = v.getUint16(at + 4, true);
     const l = this.#layout;
     const get = (f: Field) => (flags >>> f.bit) & ((1 << f.size) - 1);
     const spReg = get(l.spReg);
@@ -276,8 +286,8 @@ export class OrcTable {
     } else type = TYPES_V3[raw] ?? "undefined";
     return {
       ip,
-      spOffset: v.getInt16(0, true),
-      bpOffset: v.getInt16(2, true),
+      spOffset: v.getInt16(at, true),
+      bpOffset: v.getInt16(at + 2, true),
       spReg,
       bpReg: get(l.bpReg),
       type,

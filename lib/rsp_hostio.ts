@@ -18,8 +18,11 @@ const ENOENT = 2;
 const EBADF = 9;
 const EACCES = 13;
 const EINVAL = 22;
-/** Most bytes one pread answers (escaping can double them; the packet limit is far above). */
-const MAX_PREAD = 0x4000;
+/**
+ * Most bytes one pread answers: escaping can double them, and that stays under the packet size
+ * the server offers (0x20000). gdb reads a whole generated executable (megabytes) this way.
+ */
+const MAX_PREAD = 0xf000;
 
 /** A vFile reply: its text, and binary data to follow it (pread, fstat). */
 export interface HostIoReply {
@@ -31,9 +34,15 @@ function xmlAttr(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/"/g, "&quot;");
 }
 
+/** The made executable, when the target has one and the user no file of their own. */
+export function generatedExec(target: Target): string | undefined {
+  if (target.execFile?.()) return undefined;
+  return target.libraries?.()?.find((l) => l.exec)?.name;
+}
+
 /** The library list gdb's svr4 support reads: every library loaded at offset 0. */
 export function librariesSvr4Xml(target: Target): Uint8Array | undefined {
-  const libs = target.libraries?.();
+  const libs = target.libraries?.()?.filter((l) => !l.exec);
   if (!libs?.length) return undefined;
   const items = libs.map((l, i) =>
     `<library name="${xmlAttr(l.name)}" lm="0x${

@@ -33,7 +33,7 @@ import {
   type Target,
   type ThreadInfo,
 } from "./target.ts";
-import { execFileForGdb, HostIo, librariesSvr4Xml } from "./rsp_hostio.ts";
+import { execFileForGdb, generatedExec, HostIo, librariesSvr4Xml } from "./rsp_hostio.ts";
 
 /**
  * Largest packet payload the server accepts, advertised as `PacketSize`. gdb 13 sizes its `m`
@@ -834,10 +834,10 @@ export class RspSession {
       "qXfer:features:read+",
       "qXfer:threads:read+",
     ];
-    if (target.execFile?.()) features.push("qXfer:exec-file:read+");
+    if (target.execFile?.() || generatedExec(target)) features.push("qXfer:exec-file:read+");
     if (target.auxv?.() !== undefined) features.push("qXfer:auxv:read+");
     if (target.vmcoreinfo?.() !== undefined) features.push("qXfer:vmcoreinfo:read+");
-    if (this.#hostIo.enabled) features.push("qXfer:libraries-svr4:read+");
+    if (target.libraries?.()?.some((l) => !l.exec)) features.push("qXfer:libraries-svr4:read+");
     // gdb 16+ only uses `x` (binary memory reads, `b` replies) when this is offered.
     features.push("binary-upload+");
     return features.join(";");
@@ -921,7 +921,12 @@ export class RspSession {
         break;
       case "exec-file": {
         const path = this.#target.execFile?.();
-        data = path ? new TextEncoder().encode(execFileForGdb(path, this.#target)) : undefined;
+        const made = generatedExec(this.#target);
+        data = path
+          ? new TextEncoder().encode(execFileForGdb(path, this.#target))
+          : made
+          ? new TextEncoder().encode(made)
+          : undefined;
         break;
       }
       case "libraries-svr4":

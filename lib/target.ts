@@ -89,10 +89,11 @@ export interface Target {
   monitorHelp?(): string[];
   /**
    * Files made in memory that gdb should load as shared libraries (`qXfer:libraries-svr4:read`,
-   * then read through `vFile`), e.g. unwind tables for code the symbol file has none for. Names
-   * are what gdb is told; no file on disk is ever served this way.
+   * then read through `vFile`), e.g. unwind tables for code the symbol file has none for; one
+   * marked `exec` is gdb's executable instead (`qXfer:exec-file:read`) when the user has no
+   * {@link execFile}. Names are what gdb is told; no file on disk is ever served this way.
    */
-  libraries?(): readonly { name: string; data: Uint8Array }[];
+  libraries?(): readonly { name: string; data: Uint8Array; exec?: boolean }[];
   /**
    * Work the target can do before gdb asks (e.g. every task's saved registers, which gdb asks for
    * one thread at a time in `info threads`), in slices of about `budgetMs`: called while the

@@ -44,8 +44,69 @@ const CASES = [
   { boot: "aarch64-6.1", file: "dump.zlib-d31.kdump", gdb: "gdb-multiarch" },
 ];
 
+/** Each thread's frames, as tests/gdb_frames.py prints them. */
+function framesOf(out: string): Map<number, { pc: string; inline: boolean; name: string }[]> {
+  const byThread = new Map<number, { pc: string; inline: boolean; name: string }[]>();
+  for (const m of out.matchAll(/^FRAME (\d+) ([0-9a-f]+) ([01]) (\S+)$/gm)) {
+    const list = byThread.get(Number(m[1])) ?? [];
+    list.push({ pc: m[2], inline: m[3] === "1", name: m[4] });
+    byThread.set(Number(m[1]), list);
+  }
+  return byThread;
+}
+
+/** A function's name without the compiler's suffixes (`.cold`, `.isra.0`): DWARF has none. */
+function baseName(name: string): string {
+  return name.split(".")[0];
+}
+
+const FRAMES_SCRIPT = new URL("./gdb_frames.py", import.meta.url).pathname;
+
 for (const c of CASES) {
   const ignore = !hasBoot(c.boot) || !have(c.gdb);
+
+  Deno.test({
+    name: `gdb unwind: ${c.boot} without a vmlinux: kallsyms and ORC give gdb the vmlinux's frames`,
+    ignore,
+    async fn() {
+      const b = boot(c.boot);
+      const run = (args: string[]) =>
+        runGdb([pipeTarget([b.path(c.file), ...args]), `source ${FRAMES_SCRIPT}`], { gdb: c.gdb });
+      const bare = await run([]);
+      const full = await run(["--vmlinux", b.vmlinux]);
+      // gdb loads the server's generated executable by itself (no `file`, no `sharedlibrary`).
+      assert.match(
+        bare.out,
+        /Reading symbols from target:\/kdump-gdbserver\/kernel-symbols/,
+        bare.out,
+      );
+      const without = framesOf(bare.out);
+      const withVmlinux = framesOf(full.out);
+      assert.equal(without.size, b.expected.cpus.length, bare.out);
+      for (const [thread, frames] of withVmlinux) {
+        // The vmlinux's frames, inlined ones left out (kallsyms knows only real functions).
+        const want = frames.filter((f) => !f.inline).map((f) => `${f.pc} ${baseName(f.name)}`);
+        const got = (without.get(thread) ?? []).map((f) => `${f.pc} ${baseName(f.name)}`);
+        if (c.gdb === "gdb-multiarch") {
+          // arm64 has no ORC: the names come from kallsyms, the unwinding is gdb's own guess,
+          // so only the first frame is the same for sure.
+          assert.equal(got[0], want[0], `thread ${thread}\n${bare.out}\n${full.out}`);
+          continue;
+        }
+        // The same pcs; the same functions, except that in assembly kallsyms names the inner
+        // label the pc is past, as the kernel's own Call Trace does
+        // (`entry_SYSCALL_64_after_hwframe` where the vmlinux's sized symbol is
+        // `entry_SYSCALL_64`).
+        const pcs = (l: string[]) => l.map((x) => x.split(" ")[0]);
+        assert.deepEqual(pcs(got), pcs(want), `thread ${thread}\n${bare.out}\n${full.out}`);
+        got.forEach((g, i) => {
+          const [gName, wName] = [g.split(" ")[1], want[i].split(" ")[1]];
+          assert.ok(gName === wName || gName.startsWith(wName + "_"), `${g} against ${want[i]}`);
+        });
+        assert.ok(got.length >= 3, `thread ${thread}: ${got.join(", ")}`);
+      }
+    },
+  });
 
   Deno.test({
     name: `gdb unwind: ${c.boot}: every CPU's bt ends at the user boundary, as drgn's`,

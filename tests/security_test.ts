@@ -151,7 +151,7 @@ Deno.test("the CLI warns on stderr for a non-loopback --host, not for the defaul
   assert.match(wide, /warning: listening on 0\.0\.0\.0:\d+, not a loopback address/);
 });
 
-Deno.test("only the named vmlinux is named to gdb, and vFile serves only the generated unwind file", () => {
+Deno.test("only the named vmlinux is named to gdb, and vFile serves only the generated files", () => {
   const kernel = new Kernel(openDump([DUMP]), { vmlinux: B.vmlinux, cacheBytes: 1 << 20 });
   try {
     const c = new SessionClient(new RspSession(new KernelTarget(kernel)));
@@ -197,12 +197,29 @@ Deno.test("only the named vmlinux is named to gdb, and vFile serves only the gen
   } finally {
     kernel.close();
   }
-  // Without --vmlinux nothing is offered.
+  // Without --vmlinux the exec file is the generated one (the kernel's symbols from the dump), a
+  // name on no file system, served from memory; still nothing on disk opens, and no library list.
   const bare = new Kernel(openDump([DUMP]), { cacheBytes: 1 << 20 });
   try {
     const c = new SessionClient(new RspSession(new KernelTarget(bare)));
-    assert.doesNotMatch(c.handshake(), /exec-file/);
-    assert.equal(c.request("qXfer:exec-file:read:1:0,fff"), "");
+    const supported = c.handshake();
+    assert.match(supported, /qXfer:exec-file:read\+/);
+    assert.doesNotMatch(supported, /libraries/);
+    const hex = (t: string) =>
+      Array.from(new TextEncoder().encode(t), (b) => b.toString(16).padStart(2, "0")).join("");
+    for (const annex of ["", "1", "../../etc/passwd"]) {
+      assert.equal(
+        c.request(`qXfer:exec-file:read:${annex}:0,fff`),
+        "ltarget:/kdump-gdbserver/kernel-symbols-from-dump",
+      );
+    }
+    for (const path of ["/etc/passwd", DUMP, "/kdump-gdbserver", "/kdump-gdbserver/other"]) {
+      assert.equal(c.request(`vFile:open:${hex(path)},0,0`), "F-1,2", path);
+    }
+    const fd = c.request(`vFile:open:${hex("/kdump-gdbserver/kernel-symbols-from-dump")},0,0`);
+    assert.match(fd, /^F[0-9a-f]+$/);
+    assert.match(c.request(`vFile:pread:${fd.slice(1)},4,0`), /^F4;\x7fELF$/);
+    assert.equal(c.request("qXfer:libraries-svr4:read::0,fff"), "");
   } finally {
     bare.close();
   }
