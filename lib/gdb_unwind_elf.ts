@@ -545,34 +545,37 @@ function allTextRanges(
   orc: NonNullable<ReturnType<typeof orcTable>>,
   symbols: readonly KernelSymbol[],
 ): OrcRange[] {
-  const stext = kernel.symbol("_stext");
-  const etext = kernel.symbol("_etext");
-  if (stext === undefined || etext === undefined || etext <= stext) return [];
-  const starts = [
-    ...new Set(
-      symbols.filter((x) => CODE_TYPES.has(x.type) && x.address >= stext && x.address < etext)
-        .map((x) => x.address),
-    ),
-  ].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  if (!starts.length) return [];
   const names = new Map<bigint, string>();
   for (const x of symbols) if (!names.has(x.address)) names.set(x.address, x.name);
-  const entries = orc.entriesIn(starts[0], etext);
-  if (!entries.length) return [];
   const ranges: OrcRange[] = [];
-  let e = 0;
-  for (let k = 0; k < starts.length; k++) {
-    const start = starts[k];
-    const end = k + 1 < starts.length ? starts[k + 1] : etext;
-    // The entry in force at `start` (the last one at or below it), then those inside.
-    while (e + 1 < entries.length && entries[e + 1].ip <= start) e++;
-    if (entries[e].ip >= end) continue; // no entry reaches this range
-    let last = e;
-    while (last + 1 < entries.length && entries[last + 1].ip < end) last++;
-    const syscall = SYSCALL_ENTRY.test(names.get(start) ?? "");
-    ranges.push({ start, end, entries: entries.slice(e, last + 1), syscall: () => syscall });
+  // The kernel's text, and its init text (the boot CPU's idle task still has frames there).
+  for (const [from, to] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
+    const lo = kernel.symbol(from);
+    const hi = kernel.symbol(to);
+    if (lo === undefined || hi === undefined || hi <= lo) continue;
+    const starts = [
+      ...new Set(
+        symbols.filter((x) => CODE_TYPES.has(x.type) && x.address >= lo && x.address < hi)
+          .map((x) => x.address),
+      ),
+    ].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    if (!starts.length) continue;
+    const entries = orc.entriesIn(starts[0], hi);
+    if (!entries.length) continue;
+    let e = 0;
+    for (let k = 0; k < starts.length; k++) {
+      const start = starts[k];
+      const end = k + 1 < starts.length ? starts[k + 1] : hi;
+      // The entry in force at `start` (the last one at or below it), then those inside.
+      while (e + 1 < entries.length && entries[e + 1].ip <= start) e++;
+      if (entries[e].ip >= end) continue; // no entry reaches this range
+      let last = e;
+      while (last + 1 < entries.length && entries[last + 1].ip < end) last++;
+      const syscall = SYSCALL_ENTRY.test(names.get(start) ?? "");
+      ranges.push({ start, end, entries: entries.slice(e, last + 1), syscall: () => syscall });
+    }
   }
-  return ranges;
+  return ranges.sort((a, b) => (a.start < b.start ? -1 : 1));
 }
 
 /**

@@ -40,6 +40,7 @@ import {
 } from "./live_discovery.ts";
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
+import { type GdbFile, kernelFileForGdb } from "./gdb_unwind_elf.ts";
 import { tasksTarget } from "./tasks_target.ts";
 import { PhysicalMemory } from "./physical_memory.ts";
 import { Vmlinux } from "./vmlinux.ts";
@@ -678,6 +679,28 @@ export class LiveTarget implements Target, RunControl {
   textSegment(): bigint | undefined {
     return this.#guard(() => this.#state().kernel.textSegment(), undefined);
   }
+
+  /**
+   * Without a vmlinux, as on a dump: an executable of the running kernel's own symbols
+   * (kallsyms) and, on x86_64, unwind tables (ORC) for gdb (gdb_unwind_elf.ts), once VMCOREINFO
+   * locates them. Made once per kernel: its text does not change while it runs.
+   */
+  libraries(): readonly GdbFile[] {
+    if (this.#opened) return [];
+    return this.#guard(() => {
+      const s = this.#state();
+      if (!s.facts.vmcoreinfo) return [];
+      const boot = s.facts.vmcoreinfo.raw;
+      if (this.#gdbFile?.boot !== boot) {
+        const file = kernelFileForGdb(s.kernel);
+        this.#gdbFile = { boot, files: file?.exec ? [file] : [] };
+      }
+      return this.#gdbFile.files;
+    }, []);
+  }
+
+  /** The generated executable, and the VMCOREINFO text of the kernel it was made from. */
+  #gdbFile: { boot: Uint8Array; files: GdbFile[] } | undefined;
 
   vmcoreinfo(): Uint8Array | undefined {
     return this.#guard(() => this.#state().kernel.dump.vmcoreinfo?.raw, undefined);

@@ -168,7 +168,19 @@ Deno.test({
           "info threads",
           "monitor ps httpd",
           "monitor vmcoreinfo",
+          // gdb's own symbols and unwinding, from the running kernel's kallsyms and ORC.
+          "break do_nanosleep",
+          "continue",
+          "bt 3",
+          "delete",
         ]);
+        assert.match(
+          bare.out,
+          /^Reading symbols from target:\/kdump-gdbserver\/kernel-symbols-from-dump\.\.\.$/m,
+          bare.out,
+        );
+        assert.match(bare.out, /hit Breakpoint 1, 0x[0-9a-f]+ in do_nanosleep \(\)$/m, bare.out);
+        assert.match(bare.out, /^#1 +0x[0-9a-f]+ in hrtimer_nanosleep \(\)$/m, bare.out);
         const a = r.out.match(/kernel offset (0x[0-9a-f]+)/)?.[1];
         assert.ok(a, r.out);
         assert.match(bare.out, new RegExp(`KASLR: +kernel offset ${a}\\b`), bare.out);
