@@ -258,14 +258,42 @@ function debugFrame(raColumn: number, initial: Uint8Array, fdes: Fde[]): Uint8Ar
   return b.view;
 }
 
-/** The rules of each kind of ORC entry seen (a kernel has a few hundred kinds, not more). */
-const rulesByKind = new Map<string, ReturnType<typeof rowRules>>();
+/** The rules of one kind of ORC entry, numbered so that row-to-row changes can be kept. */
+interface Rules {
+  id: number;
+  cfa: Uint8Array;
+  regs: Map<number, Uint8Array>;
+}
 
-function cachedRowRules(e: OrcEntry, syscall: boolean): ReturnType<typeof rowRules> {
+/** The rules of each kind of ORC entry seen (a kernel has a few hundred kinds, not more). */
+const rulesByKind = new Map<string, Rules>();
+
+function cachedRowRules(e: OrcEntry, syscall: boolean): Rules {
   const key = `${e.type},${e.spReg},${e.spOffset},${e.bpReg},${e.bpOffset},${syscall}`;
   let rules = rulesByKind.get(key);
-  if (!rules) rulesByKind.set(key, rules = rowRules(e, syscall));
+  if (!rules) rulesByKind.set(key, rules = { id: rulesByKind.size + 1, ...rowRules(e, syscall) });
   return rules;
+}
+
+/**
+ * The instructions that take a row from `prev`'s rules (none: the FDE's first row) to `next`'s:
+ * only what changed. Kept per pair, as the same few hundred pairs recur across a whole kernel.
+ */
+const changes = new Map<number, Uint8Array>();
+
+function rowChange(prev: Rules | undefined, next: Rules): Uint8Array {
+  const key = (prev?.id ?? 0) * 0x100000 + next.id;
+  let bytes = changes.get(key);
+  if (!bytes) {
+    bytes = encode((b) => {
+      if (!prev || !same(prev.cfa, next.cfa)) b.bytes(next.cfa);
+      for (const [reg, rule] of next.regs) {
+        if (!prev || !same(prev.regs.get(reg), rule)) b.bytes(rule);
+      }
+    });
+    changes.set(key, bytes);
+  }
+  return bytes;
 }
 
 /** A code range and the ORC entries that cover it (the first may start before it). */
@@ -279,7 +307,7 @@ interface OrcRange {
 /** The CFA program of one code range, a row per ORC entry (only what changed is restated). */
 function orcFde(r: OrcRange): Fde {
   const body = (b: Bytes) => {
-    let prev: { cfa: Uint8Array; regs: Map<number, Uint8Array> } | undefined;
+    let prev: Rules | undefined;
     let loc = r.start;
     for (const e of r.entries) {
       const ip = e.ip < r.start ? r.start : e.ip;
@@ -295,10 +323,7 @@ function orcFde(r: OrcRange): Fde {
         else (b.u8(CFA_ADVANCE_LOC4), b.u32(delta));
         loc = ip;
       }
-      if (!prev || !same(prev.cfa, rules.cfa)) b.bytes(rules.cfa);
-      for (const [reg, rule] of rules.regs) {
-        if (!prev || !same(prev.regs.get(reg), rule)) b.bytes(rule);
-      }
+      b.bytes(rowChange(prev, rules));
       prev = rules;
     }
   };

@@ -62,6 +62,37 @@ function baseName(name: string): string {
 
 const FRAMES_SCRIPT = new URL("./gdb_frames.py", import.meta.url).pathname;
 
+/**
+ * gdb's frames without a vmlinux (`bare`, tests/gdb_frames.py output) against gdb's with it
+ * (`full`), thread by thread: the same pcs, the same functions, the vmlinux's inlined and inferred
+ * tail-call frames left out (no frame of theirs is on the stack, and kallsyms knows only real
+ * functions), at least `minFrames` each. `firstOnly`: only the
+ * first frame (arm64, which has no ORC: the names come from kallsyms, the unwinding past the first
+ * frame is gdb's own guess).
+ */
+function assertSameFramesByPc(bare: string, full: string, firstOnly: boolean, minFrames: number) {
+  const without = framesOf(bare);
+  for (const [thread, frames] of framesOf(full)) {
+    const want = frames.filter((f) => !f.inline).map((f) => `${f.pc} ${baseName(f.name)}`);
+    const got = (without.get(thread) ?? []).map((f) => `${f.pc} ${baseName(f.name)}`);
+    const what = `thread ${thread}: ${got.join(", ")}\nagainst ${want.join(", ")}`;
+    if (firstOnly) {
+      assert.equal(got[0], want[0], what);
+      continue;
+    }
+    // The same functions, except that in assembly kallsyms names the inner label the pc is past,
+    // as the kernel's own Call Trace does (`entry_SYSCALL_64_after_hwframe` where the vmlinux's
+    // sized symbol is `entry_SYSCALL_64`).
+    const pcs = (l: string[]) => l.map((x) => x.split(" ")[0]);
+    assert.deepEqual(pcs(got), pcs(want), what);
+    got.forEach((g, i) => {
+      const [gName, wName] = [g.split(" ")[1], want[i].split(" ")[1]];
+      assert.ok(gName === wName || gName.startsWith(wName + "_"), `${g} against ${want[i]}`);
+    });
+    assert.ok(got.length >= minFrames, what);
+  }
+}
+
 for (const c of CASES) {
   const ignore = !hasBoot(c.boot) || !have(c.gdb);
 
@@ -80,30 +111,14 @@ for (const c of CASES) {
         /Reading symbols from target:\/kdump-gdbserver\/kernel-symbols/,
         bare.out,
       );
-      const without = framesOf(bare.out);
-      const withVmlinux = framesOf(full.out);
-      assert.equal(without.size, b.expected.cpus.length, bare.out);
-      for (const [thread, frames] of withVmlinux) {
-        // The vmlinux's frames, inlined ones left out (kallsyms knows only real functions).
-        const want = frames.filter((f) => !f.inline).map((f) => `${f.pc} ${baseName(f.name)}`);
-        const got = (without.get(thread) ?? []).map((f) => `${f.pc} ${baseName(f.name)}`);
-        if (c.gdb === "gdb-multiarch") {
-          // arm64 has no ORC: the names come from kallsyms, the unwinding is gdb's own guess,
-          // so only the first frame is the same for sure.
-          assert.equal(got[0], want[0], `thread ${thread}\n${bare.out}\n${full.out}`);
-          continue;
-        }
-        // The same pcs; the same functions, except that in assembly kallsyms names the inner
-        // label the pc is past, as the kernel's own Call Trace does
-        // (`entry_SYSCALL_64_after_hwframe` where the vmlinux's sized symbol is
-        // `entry_SYSCALL_64`).
-        const pcs = (l: string[]) => l.map((x) => x.split(" ")[0]);
-        assert.deepEqual(pcs(got), pcs(want), `thread ${thread}\n${bare.out}\n${full.out}`);
-        got.forEach((g, i) => {
-          const [gName, wName] = [g.split(" ")[1], want[i].split(" ")[1]];
-          assert.ok(gName === wName || gName.startsWith(wName + "_"), `${g} against ${want[i]}`);
-        });
-        assert.ok(got.length >= 3, `thread ${thread}: ${got.join(", ")}`);
+      assert.equal(framesOf(bare.out).size, b.expected.cpus.length, bare.out);
+      assertSameFramesByPc(bare.out, full.out, c.gdb === "gdb-multiarch", 3);
+      if (c.boot === "x86_64-6.1") {
+        // Every task's (sleeping ones from the registers the scheduler saved), likewise.
+        const tasks = await run(["--tasks"]);
+        const tasksFull = await run(["--tasks", "--vmlinux", b.vmlinux]);
+        assert.ok(framesOf(tasks.out).size >= 50, tasks.out);
+        assertSameFramesByPc(tasks.out, tasksFull.out, false, 1);
       }
     },
   });
