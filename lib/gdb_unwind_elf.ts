@@ -126,6 +126,11 @@ class Bytes {
       this.u8(b | 0x80);
     }
   }
+  /** An ASCII text, one byte per character. */
+  ascii(text: string) {
+    this.#room(text.length);
+    for (let i = 0; i < text.length; i++) this.#buf[this.length++] = text.charCodeAt(i);
+  }
   bytes(b: Uint8Array) {
     this.#room(b.length);
     this.#buf.set(b, this.length);
@@ -266,10 +271,15 @@ interface Rules {
 }
 
 /** The rules of each kind of ORC entry seen (a kernel has a few hundred kinds, not more). */
-const rulesByKind = new Map<string, Rules>();
+const rulesByKind = new Map<number, Rules>();
+const ORC_TYPE_NUMBER: Record<string, number> = {};
 
 function cachedRowRules(e: OrcEntry, syscall: boolean): Rules {
-  const key = `${e.type},${e.spReg},${e.spOffset},${e.bpReg},${e.bpOffset},${syscall}`;
+  // A number, not a string, per entry (hundreds of thousands): type, both registers, both 16-bit
+  // offsets and the syscall flag, 45 bits in all.
+  const type = ORC_TYPE_NUMBER[e.type] ??= Object.keys(ORC_TYPE_NUMBER).length;
+  const key = ((((type * 16 + e.spReg) * 16 + e.bpReg) * 0x10000 + (e.spOffset & 0xffff)) *
+          0x10000 + (e.bpOffset & 0xffff)) * 2 + (syscall ? 1 : 0);
   let rules = rulesByKind.get(key);
   if (!rules) rulesByKind.set(key, rules = { id: rulesByKind.size + 1, ...rowRules(e, syscall) });
   return rules;
@@ -301,6 +311,9 @@ interface OrcRange {
   start: bigint;
   end: bigint;
   entries: OrcEntry[];
+  /** The entries of the range are `entries[from..to]` (default: all of them). */
+  from?: number;
+  to?: number;
   syscall: (ip: bigint) => boolean;
 }
 
@@ -309,7 +322,9 @@ function orcFde(r: OrcRange): Fde {
   const body = (b: Bytes) => {
     let prev: Rules | undefined;
     let loc = r.start;
-    for (const e of r.entries) {
+    const to = r.to ?? r.entries.length - 1;
+    for (let k = r.from ?? 0; k <= to; k++) {
+      const e = r.entries[k];
       const ip = e.ip < r.start ? r.start : e.ip;
       if (ip >= r.end) break;
       const rules = cachedRowRules(e, r.syscall(ip));
@@ -362,7 +377,10 @@ function gdbElf(
 ): Uint8Array {
   const enc = new TextEncoder();
   const syms = symbols.filter((x) => x.name && !SKIPPED_TYPES.has(x.type));
-  syms.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  // kallsyms lists symbols in address order already: sorting BigInts costs when not needed.
+  if (syms.some((x, k) => k > 0 && x.address < syms[k - 1].address)) {
+    syms.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  }
   // Runs of code and of data, in address order: one section each, ending where the next begins.
   const runs: { code: boolean; start: bigint; end: bigint }[] = [];
   const runOf = new Int32Array(syms.length);
@@ -384,7 +402,12 @@ function gdbElf(
   names.u8(0);
   const nameAt = (text: string) => {
     const at = names.length;
-    names.bytes(enc.encode(text));
+    // Symbol names are ASCII: one byte per character, without an encoder call each.
+    let ascii = true;
+    for (let i = 0; i < text.length && ascii; i++) ascii = text.charCodeAt(i) < 0x80;
+    if (ascii) {
+      names.ascii(text);
+    } else names.bytes(enc.encode(text));
     names.u8(0);
     return at;
   };
@@ -570,34 +593,33 @@ function allTextRanges(
   orc: NonNullable<ReturnType<typeof orcTable>>,
   symbols: readonly KernelSymbol[],
 ): OrcRange[] {
-  const names = new Map<bigint, string>();
-  for (const x of symbols) if (!names.has(x.address)) names.set(x.address, x.name);
   const ranges: OrcRange[] = [];
   // The kernel's text, and its init text (the boot CPU's idle task still has frames there).
   for (const [from, to] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
     const lo = kernel.symbol(from);
     const hi = kernel.symbol(to);
     if (lo === undefined || hi === undefined || hi <= lo) continue;
-    const starts = [
-      ...new Set(
-        symbols.filter((x) => CODE_TYPES.has(x.type) && x.address >= lo && x.address < hi)
-          .map((x) => x.address),
-      ),
-    ].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    // Each function's start once (symbols come in address order; aliases keep the first name).
+    const starts: KernelSymbol[] = [];
+    for (const x of symbols) {
+      if (!CODE_TYPES.has(x.type) || x.address < lo || x.address >= hi) continue;
+      if (starts.length && starts[starts.length - 1].address === x.address) continue;
+      starts.push(x);
+    }
     if (!starts.length) continue;
-    const entries = orc.entriesIn(starts[0], hi);
+    const entries = orc.entriesIn(starts[0].address, hi);
     if (!entries.length) continue;
     let e = 0;
     for (let k = 0; k < starts.length; k++) {
-      const start = starts[k];
-      const end = k + 1 < starts.length ? starts[k + 1] : hi;
+      const start = starts[k].address;
+      const end = k + 1 < starts.length ? starts[k + 1].address : hi;
       // The entry in force at `start` (the last one at or below it), then those inside.
       while (e + 1 < entries.length && entries[e + 1].ip <= start) e++;
       if (entries[e].ip >= end) continue; // no entry reaches this range
       let last = e;
       while (last + 1 < entries.length && entries[last + 1].ip < end) last++;
-      const syscall = SYSCALL_ENTRY.test(names.get(start) ?? "");
-      ranges.push({ start, end, entries: entries.slice(e, last + 1), syscall: () => syscall });
+      const syscall = SYSCALL_ENTRY.test(starts[k].name);
+      ranges.push({ start, end, entries, from: e, to: last, syscall: () => syscall });
     }
   }
   return ranges.sort((a, b) => (a.start < b.start ? -1 : 1));
