@@ -681,19 +681,19 @@ export class LiveTarget implements Target, RunControl {
   }
 
   /**
-   * Without a vmlinux, as on a dump: an executable of the running kernel's own symbols
-   * (kallsyms) and, on x86_64, unwind tables (ORC) for gdb (gdb_unwind_elf.ts), once VMCOREINFO
-   * locates them. Made once per kernel: its text does not change while it runs.
+   * As on a dump (gdb_unwind_elf.ts): with a vmlinux, unwind tables for the entry code it has
+   * none for (a `bt` then ends at the syscall entry); without one, an executable of the running
+   * kernel's own symbols (kallsyms) and, on x86_64, unwind tables (ORC), once VMCOREINFO locates
+   * them. Made once per kernel: its text does not change while it runs.
    */
   libraries(): readonly GdbFile[] {
-    if (this.#opened) return [];
     return this.#guard(() => {
       const s = this.#state();
       if (!s.facts.vmcoreinfo) return [];
       const boot = s.facts.vmcoreinfo.raw;
       if (this.#gdbFile?.boot !== boot) {
         const file = kernelFileForGdb(s.kernel);
-        this.#gdbFile = { boot, files: file?.exec ? [file] : [] };
+        this.#gdbFile = { boot, files: file ? [file] : [] };
       }
       return this.#gdbFile.files;
     }, []);

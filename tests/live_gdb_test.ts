@@ -260,7 +260,7 @@ Deno.test({
             "p jiffies",
             "break do_nanosleep",
             "continue",
-            "bt 8",
+            "bt",
             "info threads",
             "p $pc == do_nanosleep",
             "stepi",
@@ -284,6 +284,10 @@ Deno.test({
           assert.match(r.out, /^accelerator: +TCG$/m, r.out);
           assert.match(r.out, /hit Breakpoint 1, do_nanosleep \(/, r.out);
           assert.match(r.out, /^#\d+ .*hrtimer_nanosleep/m, r.out);
+          // The server's unwind tables for the entry code (gdb_unwind_elf.ts): the syscall entry
+          // is the outermost frame, no `??` frames made of the user's registers below it.
+          assert.match(r.out, /^#\d+ +0x[0-9a-f]+ in entry_SYSCALL_64 \(\)/m, r.out);
+          assert.doesNotMatch(r.out, /^#\d+ +0x[0-9a-f]+ in \?\? \(\)/m, r.out);
           assert.match(
             r.out,
             /\* \d+ +Thread \d+ "CPU \d: sleep \(pid \d+\)" +do_nanosleep/,
