@@ -362,6 +362,8 @@ export interface KernelSymbol {
 const CODE_TYPES = new Set(["T", "t", "W", "w"]);
 /** Symbols gdb gets no use of: absolute values, undefined ones. */
 const SKIPPED_TYPES = new Set(["A", "a", "U", "u"]);
+/** Linker labels of section boundaries, not functions. */
+const SECTION_LABEL = /^_.*(text|_start|_end|_begin)$/;
 /** A symbol is sized to the next one, up to this (past it: a gap, size unknown). */
 const MAX_SYMBOL_SIZE = 1n << 24n;
 
@@ -420,7 +422,9 @@ function gdbElf(
   for (let k = syms.length - 2, higher = syms.length - 1; k >= 0; k--) {
     if (syms[k + 1].address > syms[k].address) higher = k + 1;
     const gap = syms[higher].address - syms[k].address;
-    sizes[k] = gap > 0n && gap <= MAX_SYMBOL_SIZE ? gap : 0n;
+    // Section boundary labels (`_stext`, `__irqentry_text_start`) get no size: gdb then names
+    // a pc by the function at the same address (`gic_handle_irq`), as the vmlinux's sizes make it.
+    sizes[k] = gap > 0n && gap <= MAX_SYMBOL_SIZE && !SECTION_LABEL.test(syms[k].name) ? gap : 0n;
   }
   let firstGlobal = 1;
   for (const wantLocal of [true, false]) {
@@ -739,6 +743,10 @@ export function kernelEntryUnwindElfArm64(kernel: Kernel): Uint8Array | undefine
     });
   }
   if (!fdes.length) return undefined;
+  const symbols = kallsymsForGdb(kernel);
+  if (symbols) {
+    fdes.push(...arm64FrameRecordFdes(kernel, symbols, new Set(fdes.map((f) => f.start))));
+  }
   fdes.push({
     start: 0n,
     end: A64_USER_END,
@@ -750,5 +758,125 @@ export function kernelEntryUnwindElfArm64(kernel: Kernel): Uint8Array | undefine
     b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(0);
     b.u8(0x09), b.uleb(A64_PC), b.uleb(A64_LR); // DW_CFA_register pc, x30
   });
-  return gdbElf(183, debugFrame(A64_PC, initial, fdes), kallsymsForGdb(kernel));
+  return gdbElf(183, debugFrame(A64_PC, initial, fdes), symbols);
+}
+
+/** Instructions of a function's start looked at for its frame record. */
+const A64_PROLOGUE_INSNS = 32;
+
+/**
+ * Without a vmlinux an arm64 kernel has no unwind tables at all (no ORC, no DWARF): one FDE per
+ * function from its own prologue, read from the dump. The kernel is built with frame pointers,
+ * and GCC sets up the frame record one of two ways, with ftrace's `mov x9, x30; nop`, `paciasp`
+ * and other instructions interleaved:
+ * - `stp x29, x30, [sp, #-N]!` then `mov x29, sp`;
+ * - `sub sp, sp, #N`, `stp x29, x30, [sp, #M]`, then `add x29, sp, #M`.
+ * Shrink-wrapped functions set it up after a fast path that returns without one: the search goes
+ * on past conditional branches and `ret`s. The rules follow each step (CFA = the sp at entry, from sp, then from x29; x29 and the return
+ * address saved in the record). A function with neither in its first instructions (a leaf) gets
+ * no FDE: gdb's own prologue analysis takes it, as before. Epilogues are not described: a stop
+ * between the record's restore and the `ret` would unwind wrongly, which return addresses never
+ * are.
+ */
+function arm64FrameRecordFdes(
+  kernel: Kernel,
+  symbols: readonly KernelSymbol[],
+  taken: Set<bigint>,
+): Fde[] {
+  const mem = kernel.memory;
+  if (!mem) return [];
+  const fdes: Fde[] = [];
+  const code = new Uint8Array(A64_PROLOGUE_INSNS * 4);
+  const view = new DataView(code.buffer);
+  for (const [from, to] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
+    const lo = kernel.symbol(from);
+    const hi = kernel.symbol(to);
+    if (lo === undefined || hi === undefined || hi <= lo) continue;
+    const starts: bigint[] = [];
+    for (const x of symbols) {
+      if (!CODE_TYPES.has(x.type) || x.address < lo || x.address >= hi) continue;
+      if (starts.length && starts[starts.length - 1] === x.address) continue;
+      starts.push(x.address);
+    }
+    for (let k = 0; k < starts.length; k++) {
+      const start = starts[k];
+      const end = k + 1 < starts.length ? starts[k + 1] : hi;
+      if (taken.has(start) || end - start < 8n) continue;
+      const n = Math.min(code.length, Number(end - start)) & ~3;
+      if (mem.read(start, code.subarray(0, n)).bytes !== n) continue;
+      const rows = arm64PrologueRows(view, n / 4);
+      if (!rows.length) continue;
+      fdes.push({
+        start,
+        end,
+        body: (b: Bytes) => {
+          let loc = 0;
+          for (const row of rows) {
+            const delta = row.at - loc;
+            if (delta < 0x40) b.u8(CFA_ADVANCE_LOC | delta);
+            else b.u8(CFA_ADVANCE_LOC1, delta);
+            loc = row.at;
+            row.write(b);
+          }
+        },
+      });
+    }
+  }
+  return fdes;
+}
+
+/** The rows of one arm64 prologue: from byte `at` of the function on, `write`'s rules hold. */
+function arm64PrologueRows(
+  code: DataView,
+  count: number,
+): { at: number; write: (b: Bytes) => void }[] {
+  const rows: { at: number; write: (b: Bytes) => void }[] = [];
+  const savedAt = (b: Bytes, r: number, offset: number) => {
+    b.u8(CFA_OFFSET_EXT_SF), b.uleb(r), b.sleb(offset / -8);
+  };
+  let frame = 0; // bytes below the entry sp allocated so far
+  let record: number | undefined; // the record's offset from the sp, once stored
+  for (let i = 0; i < count; i++) {
+    const insn = code.getUint32(i * 4, true);
+    const after = (i + 1) * 4;
+    const imm12 = ((insn >>> 10) & 0xfff) << ((insn >>> 22) & 1 ? 12 : 0);
+    if (record === undefined && ((insn & 0xff8003ff) >>> 0) === 0xd10003ff) {
+      // sub sp, sp, #imm
+      frame += imm12;
+      const size = frame;
+      rows.push({ at: after, write: (b) => (b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(size)) });
+    } else if (record === undefined && ((insn & 0xffc07fff) >>> 0) === 0xa9807bfd) {
+      // stp x29, x30, [sp, #-N]!
+      frame += -(((insn >>> 15) & 0x7f) << 25 >> 25) * 8;
+      record = 0;
+      const size = frame;
+      rows.push({
+        at: after,
+        write: (b) => {
+          b.u8(CFA_DEF_CFA), b.uleb(A64_SP), b.uleb(size);
+          savedAt(b, A64_FP, -size), savedAt(b, A64_LR, 8 - size), savedAt(b, A64_PC, 8 - size);
+        },
+      });
+    } else if (record === undefined && frame > 0 && ((insn & 0xffc07fff) >>> 0) === 0xa9007bfd) {
+      // stp x29, x30, [sp, #M]
+      record = (((insn >>> 15) & 0x7f) << 25 >> 25) * 8;
+      const at = record - frame;
+      rows.push({
+        at: after,
+        write: (b) => {
+          savedAt(b, A64_FP, at), savedAt(b, A64_LR, at + 8), savedAt(b, A64_PC, at + 8);
+        },
+      });
+    } else if (
+      record !== undefined && ((insn & 0xff8003ff) >>> 0) === 0x910003fd && imm12 === record
+    ) {
+      // mov x29, sp / add x29, sp, #M: the CFA from the frame pointer from here on.
+      const fromFp = frame - record;
+      rows.push({ at: after, write: (b) => (b.u8(CFA_DEF_CFA), b.uleb(A64_FP), b.uleb(fromFp)) });
+      break;
+    } else if (((insn & 0xfc000000) >>> 0) === 0x94000000) {
+      break; // a call before any record: x30 is kept elsewhere, a frame we do not follow
+    }
+  }
+  return record === undefined ? [] : rows;
 }

@@ -66,9 +66,7 @@ const FRAMES_SCRIPT = new URL("./gdb_frames.py", import.meta.url).pathname;
  * gdb's frames without a vmlinux (`bare`, tests/gdb_frames.py output) against gdb's with it
  * (`full`), thread by thread: the same pcs, the same functions, the vmlinux's inlined and inferred
  * tail-call frames left out (no frame of theirs is on the stack, and kallsyms knows only real
- * functions), at least `minFrames` each. `firstOnly`: only the
- * first frame (arm64, which has no ORC: the names come from kallsyms, the unwinding past the first
- * frame is gdb's own guess).
+ * functions), at least `minFrames` each. `firstOnly`: only the first frame.
  */
 function assertSameFramesByPc(bare: string, full: string, firstOnly: boolean, minFrames: number) {
   const without = framesOf(bare);
@@ -97,7 +95,8 @@ for (const c of CASES) {
   const ignore = !hasBoot(c.boot) || !have(c.gdb);
 
   Deno.test({
-    name: `gdb unwind: ${c.boot} without a vmlinux: kallsyms and ORC give gdb the vmlinux's frames`,
+    name:
+      `gdb unwind: ${c.boot} without a vmlinux: the dump's kallsyms, ORC or frame records give gdb the vmlinux's frames`,
     ignore,
     async fn() {
       const b = boot(c.boot);
@@ -112,8 +111,8 @@ for (const c of CASES) {
         bare.out,
       );
       assert.equal(framesOf(bare.out).size, b.expected.cpus.length, bare.out);
-      assertSameFramesByPc(bare.out, full.out, c.gdb === "gdb-multiarch", 3);
-      if (c.boot === "x86_64-6.1") {
+      assertSameFramesByPc(bare.out, full.out, false, 3);
+      if (c.boot === "x86_64-6.1" || c.boot === "aarch64-6.1") {
         // Every task's (sleeping ones from the registers the scheduler saved), likewise.
         const tasks = await run(["--tasks"]);
         const tasksFull = await run(["--tasks", "--vmlinux", b.vmlinux]);
