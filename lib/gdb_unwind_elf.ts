@@ -587,6 +587,31 @@ function kallsymsForGdb(kernel: Kernel): KernelSymbol[] | undefined {
 }
 
 /**
+ * The kernel's functions, by the code symbols of kallsyms: in its text and its init text (the boot
+ * CPU's idle task still has frames there), each start once (symbols come in address order;
+ * aliases keep the first name), with the end of the area.
+ */
+function kernelFunctions(
+  kernel: Kernel,
+  symbols: readonly KernelSymbol[],
+): { hi: bigint; starts: KernelSymbol[] }[] {
+  const out: { hi: bigint; starts: KernelSymbol[] }[] = [];
+  for (const [from, to] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
+    const lo = kernel.symbol(from);
+    const hi = kernel.symbol(to);
+    if (lo === undefined || hi === undefined || hi <= lo) continue;
+    const starts: KernelSymbol[] = [];
+    for (const x of symbols) {
+      if (!CODE_TYPES.has(x.type) || x.address < lo || x.address >= hi) continue;
+      if (starts.length && starts[starts.length - 1].address === x.address) continue;
+      starts.push(x);
+    }
+    if (starts.length) out.push({ hi, starts });
+  }
+  return out;
+}
+
+/**
  * Without a vmlinux gdb has no call frame information at all: one FDE per function of the kernel
  * text, from the ORC entries that cover it (the kernel's own unwinder reads the same), so gdb's
  * DWARF unwinder walks every kernel stack instead of guessing from prologues. The entry code
@@ -598,19 +623,7 @@ function allTextRanges(
   symbols: readonly KernelSymbol[],
 ): OrcRange[] {
   const ranges: OrcRange[] = [];
-  // The kernel's text, and its init text (the boot CPU's idle task still has frames there).
-  for (const [from, to] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
-    const lo = kernel.symbol(from);
-    const hi = kernel.symbol(to);
-    if (lo === undefined || hi === undefined || hi <= lo) continue;
-    // Each function's start once (symbols come in address order; aliases keep the first name).
-    const starts: KernelSymbol[] = [];
-    for (const x of symbols) {
-      if (!CODE_TYPES.has(x.type) || x.address < lo || x.address >= hi) continue;
-      if (starts.length && starts[starts.length - 1].address === x.address) continue;
-      starts.push(x);
-    }
-    if (!starts.length) continue;
+  for (const { hi, starts } of kernelFunctions(kernel, symbols)) {
     const entries = orc.entriesIn(starts[0].address, hi);
     if (!entries.length) continue;
     let e = 0;
@@ -788,19 +801,10 @@ function arm64FrameRecordFdes(
   const fdes: Fde[] = [];
   const code = new Uint8Array(A64_PROLOGUE_INSNS * 4);
   const view = new DataView(code.buffer);
-  for (const [from, to] of [["_stext", "_etext"], ["_sinittext", "_einittext"]]) {
-    const lo = kernel.symbol(from);
-    const hi = kernel.symbol(to);
-    if (lo === undefined || hi === undefined || hi <= lo) continue;
-    const starts: bigint[] = [];
-    for (const x of symbols) {
-      if (!CODE_TYPES.has(x.type) || x.address < lo || x.address >= hi) continue;
-      if (starts.length && starts[starts.length - 1] === x.address) continue;
-      starts.push(x.address);
-    }
+  for (const { hi, starts } of kernelFunctions(kernel, symbols)) {
     for (let k = 0; k < starts.length; k++) {
-      const start = starts[k];
-      const end = k + 1 < starts.length ? starts[k + 1] : hi;
+      const start = starts[k].address;
+      const end = k + 1 < starts.length ? starts[k + 1].address : hi;
       if (taken.has(start) || end - start < 8n) continue;
       const n = Math.min(code.length, Number(end - start)) & ~3;
       if (mem.read(start, code.subarray(0, n)).bytes !== n) continue;

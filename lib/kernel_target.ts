@@ -135,7 +135,7 @@ export class KernelTarget implements Target {
    * Unwind tables for the entry code, which the vmlinux has none for; without a vmlinux, an
    * executable of the kernel's symbols and unwind tables (gdb_unwind_elf.ts).
    */
-  libraries(): readonly GdbFile[] {
+  libraries(): readonly { name: string; data: Uint8Array; exec?: boolean }[] {
     if (this.#libraries === undefined) {
       let file: GdbFile | undefined;
       try {

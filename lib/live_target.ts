@@ -686,7 +686,7 @@ export class LiveTarget implements Target, RunControl {
    * kernel's own symbols (kallsyms) and, on x86_64, unwind tables (ORC), once VMCOREINFO locates
    * them. Made once per kernel: its text does not change while it runs.
    */
-  libraries(): readonly GdbFile[] {
+  libraries(): readonly { name: string; data: Uint8Array; exec?: boolean }[] {
     return this.#guard(() => {
       const s = this.#state();
       if (!s.facts.vmcoreinfo) return [];
