@@ -49,6 +49,8 @@ Deno.test("deno task demo: the gdb session on the sample ends with the panic CPU
   for (const fn of ["panic", "sysrq_handle_crash", "write_sysrq_trigger", "ksys_write"]) {
     assert.ok(crashed.stack.includes(fn), fn);
     assert.match(bt, new RegExp(`^ ${fn}\\+0x[0-9a-f]+/0x[0-9a-f]+$`, "m"));
+    // gdb's own `bt`, from the symbol file the server made from the dump, has them too.
+    assert.match(out, new RegExp(`^#\\d+ +0x[0-9a-f]+ in ${fn} \\(\\)$`, "m"), fn);
   }
   assert.match(out, /\] ---\[ end Kernel panic - not syncing: sysrq triggered crash \]---\n/);
 });
