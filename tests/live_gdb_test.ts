@@ -305,6 +305,46 @@ Deno.test({
       );
     }
 
+    await t.step("hardware watchpoints and breakpoints (Z1–Z4) pass through", async () => {
+      const r = await liveGdb(g, ["--guest-ram", g.ramPath], [
+        "p/x (unsigned long)&jiffies",
+        "set debug remote 1",
+        "watch jiffies",
+        "continue",
+        "set debug remote 0",
+        "delete",
+        "hbreak do_nanosleep",
+        "continue",
+        "bt 2",
+        "delete",
+        "awatch jiffies",
+        "continue",
+        "delete",
+      ]);
+      const address = r.out.match(/^\$1 = 0x([0-9a-f]+)$/m)?.[1];
+      assert.ok(address, r.out);
+      // gdb's hardware watchpoint (not its single-stepping software one): Z2 to QEMU and back,
+      // and QEMU's stop reply names the address, its `watch:` field kept in ours.
+      assert.match(
+        r.out,
+        new RegExp(`Sending packet: \\$Z2,${address},8#..\n.*received: OK`),
+        r.out,
+      );
+      assert.match(r.out, new RegExp(`received: T05thread:\\d+;watch:${address};`), r.out);
+      const change = r.out.match(
+        /hit Hardware watchpoint 1: jiffies\n\nOld value = (\d+)\nNew value = (\d+)\n/,
+      );
+      assert.ok(change, r.out);
+      assert.ok(BigInt(change[2]) > BigInt(change[1]), r.out);
+      assert.match(r.out, /^Hardware assisted breakpoint 2 at 0x[0-9a-f]+: file kernel\/time/m);
+      assert.match(r.out, /hit Breakpoint 2, do_nanosleep \(/, r.out);
+      assert.match(r.out, /^#1 +0x[0-9a-f]+ in hrtimer_nanosleep \(/m, r.out);
+      assert.match(
+        r.out,
+        /hit Hardware access \(read\/write\) watchpoint 3: jiffies\n\nValue = \d+/,
+      );
+    });
+
     await t.step("monitor ps after a continue: kdb's task list is this stop's", async () => {
       // The guest's shell loop starts a new `sleep` every second: a task list kept from the
       // first stop would not have the one that hits the breakpoint, nor show it running.
