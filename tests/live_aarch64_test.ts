@@ -39,6 +39,11 @@ Deno.test({
       "continue",
       "bt 3",
       "monitor ps httpd",
+      "delete",
+      // A hardware watchpoint (QEMU's Z2 on arm64), its stop reply's watch: field kept.
+      "watch jiffies",
+      "continue",
+      "delete",
     ], { gdb: "gdb-multiarch", timeoutMs: 120_000 });
     assert.match(r.out, /format: +live QEMU guest, RAM read from .*aarch64/, r.out);
     assert.match(
@@ -52,6 +57,10 @@ Deno.test({
     assert.match(r.out, /^#1 .* in hrtimer_nanosleep /m, r.out);
     const httpd = g.pids.httpd;
     assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
+    const change = r.out.match(
+      /hit Hardware watchpoint 2: jiffies\n\nOld value = (\d+)\nNew value = (\d+)\n/,
+    );
+    assert.ok(change && BigInt(change[2]) > BigInt(change[1]), r.out);
 
     const offset = r.out.match(/^KASLR: +kernel offset (0x[0-9a-f]+)$/m)?.[1];
     assert.ok(offset && offset !== "0x0", r.out);
