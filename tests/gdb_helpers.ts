@@ -68,9 +68,9 @@ export async function runServer(
   };
 }
 
-/** `target remote | …` for pipe mode. */
-export function pipeTarget(args: string[]): string {
-  return `target remote | ${[...SERVER, "--stdio", ...args].join(" ")}`;
+/** `target remote | …` for pipe mode (the live tests pass their server command, with FFI). */
+export function pipeTarget(args: string[], server: readonly string[] = SERVER): string {
+  return `target remote | ${[...server, "--stdio", ...args].join(" ")}`;
 }
 
 /** A TCP server process started for a test. */

@@ -8,7 +8,11 @@
 import assert from "node:assert/strict";
 import { realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { runGdb, startServer as startServerWith } from "./gdb_helpers.ts";
+import {
+  pipeTarget as pipeTargetWith,
+  runGdb,
+  startServer as startServerWith,
+} from "./gdb_helpers.ts";
 import {
   bootGuest,
   LIVE_SERVER,
@@ -24,7 +28,7 @@ import { boot, hasBoot, newerGdb } from "./fixtures.ts";
 const available = liveGuestAvailable();
 
 function pipeTarget(args: string[]): string {
-  return `target remote | ${[...LIVE_SERVER, "--stdio", ...args].join(" ")}`;
+  return pipeTargetWith(args, LIVE_SERVER);
 }
 
 /** A TCP server on a free port, run as the live tests run it; resolves once it listens. */

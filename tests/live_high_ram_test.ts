@@ -7,17 +7,13 @@
  */
 
 import assert from "node:assert/strict";
-import { runGdb } from "./gdb_helpers.ts";
+import { pipeTarget, runGdb } from "./gdb_helpers.ts";
 import { bootGuest, LIVE_SERVER, liveGuestAvailable } from "./live_guest.ts";
 
 const FOUR_GIB = 0x1_0000_0000n;
 /** On the PC machine the RAM above 4 GiB follows the 3 GiB below it in the backing file. */
 const HIGH_RAM_FILE_SHIFT = 0x4000_0000n;
 const LENGTH = 0x10000;
-
-function pipeTarget(args: string[]): string {
-  return `target remote | ${[...LIVE_SERVER, "--stdio", ...args].join(" ")}`;
-}
 
 Deno.test({
   name: "live guest with 4.5 GiB: RAM above 4 GiB read through the RAM file's real layout",
@@ -41,7 +37,7 @@ Deno.test({
         g.ramPath,
         "--vmlinux",
         g.vmlinux,
-      ]),
+      ], LIVE_SERVER),
       "info threads",
       "p init_task.comm",
       // 1 MiB into the struct page array: the memmap sits at the top of RAM.
@@ -80,7 +76,7 @@ Deno.test({
     ], { timeoutMs: 120_000 });
     const viaStub = await runGdb([
       "set sysroot /",
-      pipeTarget(["--qemu", `127.0.0.1:${g.gdbPort}`, "--vmlinux", g.vmlinux]),
+      pipeTarget(["--qemu", `127.0.0.1:${g.gdbPort}`, "--vmlinux", g.vmlinux], LIVE_SERVER),
       "set $va = (unsigned long)vmemmap_base + 0x100000",
       `dump binary memory ${tmp}/stub.bin $va $va+${LENGTH}`,
       "x/s vmcoreinfo_data",
@@ -109,7 +105,7 @@ Deno.test({
       ] as const
     ) {
       const scan = await runGdb([
-        pipeTarget(["--qemu", `127.0.0.1:${g.gdbPort}`, ...args]),
+        pipeTarget(["--qemu", `127.0.0.1:${g.gdbPort}`, ...args], LIVE_SERVER),
         "info threads",
         "monitor ps httpd",
       ], { timeoutMs: 120_000 });
