@@ -416,16 +416,25 @@ Deno.test({
         "info threads",
         "break do_nanosleep",
         "continue",
+        "python first = gdb.selected_thread().ptid",
         "continue",
+        // Seen once in CI (and once as a `stepi` in the run-control step above): gdb's step
+        // off the breakpoint came back with the pc unchanged, and gdb reported the same hit
+        // again (same task, same arguments). The cause is not known. The guest is then
+        // continued once more, and said, so that the check below still needs a new task.
+        "python if gdb.selected_thread().ptid == first: " +
+        "print('continuing again'); gdb.execute('continue')",
         "info threads",
       ]);
       assert.match(r.out, new RegExp(`Thread \\d+ has target name '${httpd} httpd'`), r.out);
       // The shell's loop starts a new `sleep` every second: the second stop is in a task the
       // list at attach time did not have, and the list at that stop has it, running there.
       const hits = [...r.out.matchAll(/Thread \d+ "(\d+) sleep \(CPU \d\)" hit Breakpoint 1/g)];
-      assert.equal(hits.length, 2, r.out);
-      const [before, after] = r.out.split(hits[1][0]);
-      const pid = hits[1][1];
+      const again = r.out.includes("continuing again");
+      assert.equal(hits.length, again ? 3 : 2, r.out);
+      const last = hits[hits.length - 1];
+      const [before, after] = r.out.split(last[0]);
+      const pid = last[1];
       assert.doesNotMatch(before, new RegExp(`"${pid} sleep`), r.out);
       assert.match(
         after,
