@@ -56,6 +56,11 @@ export class LazyRegisters extends Map<string, bigint> {
     this.#load = load;
   }
 
+  /** Whether the registers have been read (or their read was tried). */
+  get loaded(): boolean {
+    return this.#load === undefined;
+  }
+
   #ready(): void {
     const load = this.#load;
     if (!load) return;

@@ -28,7 +28,13 @@ import {
 import { FIRST_PACKET, LiveError, QemuStub, type StubNotice } from "./qemu_stub.ts";
 import { encodeRegisterValue, parseTargetDescription, type StubDescription } from "./target_xml.ts";
 import { GuestRam, mainRam, type RamRange } from "./guest_ram.ts";
-import { lazyVcpuRegisters, LiveDump, type LiveSource, readVcpuRegisters } from "./live_dump.ts";
+import {
+  LazyRegisters,
+  lazyVcpuRegisters,
+  LiveDump,
+  type LiveSource,
+  readVcpuRegisters,
+} from "./live_dump.ts";
 import {
   discoverAarch64,
   discoverX86,
@@ -81,7 +87,19 @@ export interface LiveOptions {
   cacheBytes?: number;
   /** One line of diagnostics. */
   log?: (line: string) => void;
+  /**
+   * How the gdbstub is reached (default {@link QemuStub.connect}): another transport, or a
+   * scripted stub in tests.
+   */
+  connectStub?: (host: string, port: number) => QemuStub;
 }
+
+/**
+ * How many times a single step that QEMU reports without having run it is sent again (see
+ * LiveTarget's #stepAgain). An instruction that jumps to itself changes no register either: it
+ * is reported after these.
+ */
+const STEP_RETRIES = 8;
 
 /** One stop's view. */
 interface Snapshot {
@@ -96,6 +114,15 @@ interface Snapshot {
 function qemuThreadNumber(text: string): number | undefined {
   const m = text.match(/^(?:p[0-9a-fA-F]+\.)?([0-9a-fA-F]+)$/);
   return m ? parseInt(m[1], 16) : undefined;
+}
+
+/** A resume that single-steps one vCPU: its packet, the vCPU, its registers before the step. */
+interface StepUnderWay {
+  packet: string;
+  cpu: number;
+  before: Map<string, bigint>;
+  /** How many times it was sent again already. */
+  retries: number;
 }
 
 /** A live guest behind QEMU's gdbstub. */
@@ -165,7 +192,10 @@ export class LiveTarget implements Target, RunControl {
   /** Connect to the gdbstub (pausing the guest); resolves with whether the guest was running. */
   async connect(): Promise<boolean> {
     let sawStop = false;
-    const stub = QemuStub.connect(this.options.host, this.options.port);
+    const stub = (this.options.connectStub ?? QemuStub.connect)(
+      this.options.host,
+      this.options.port,
+    );
     stub.onEvent = (n) => {
       if (n.ev === "stop" && n.unsolicited && !this.#running) sawStop = true;
       // Notices of a connection already given up (a client that left) concern nobody.
@@ -327,7 +357,67 @@ export class LiveTarget implements Target, RunControl {
     this.#drop();
     const reply = this.#rewriteStop(n.text);
     if (this.#stepped) this.#buildWhileQemuAnswers();
+    if (this.#stepAgain(reply)) return;
     this.#deliver({ kind: "stopped", reply });
+  }
+
+  /** The single step under way (see {@link #stepAgain}). */
+  #step: StepUnderWay | undefined;
+
+  /**
+   * What {@link #stepAgain} needs of a resume that single-steps one vCPU: the registers gdb
+   * read before it (none if gdb read none: then nothing is compared, and nothing is read).
+   */
+  #stepOf(actions: ResumeAction[], packet: string): StepUnderWay | undefined {
+    const steps = actions.filter((a) => a.action === "s");
+    if (steps.length !== 1 || steps[0].thread === undefined || steps[0].thread <= 0) return;
+    const cpu = this.#cpuOf(steps[0].thread);
+    const before = cpu === undefined ? undefined : this.#stopRegisters?.[cpu];
+    if (!before || (before instanceof LazyRegisters && !before.loaded) || before.size === 0) return;
+    return { packet, cpu: cpu!, before, retries: 0 };
+  }
+
+  /**
+   * QEMU 7.2's TCG can report a single step it never ran: a vCPU that leaves the step's
+   * one-instruction block before running it (an exit request reaching it as it enters the
+   * block) still raises the step's debug exception (accel/tcg/cpu-exec.c, cpu_tb_exec), and
+   * QEMU's own `g` then shows the pc unmoved. gdb sees its `stepi` do nothing or, stepping off a
+   * breakpoint, reports the same hit twice (see tests/live_step_test.ts for how often). Such a
+   * stop (a SIGTRAP of the stepped vCPU, no watchpoint, every register as before the step) is
+   * not told: the step is sent again, at most STEP_RETRIES times. The registers compared are
+   * the ones the stop reply carries, read anyway; a step gdb read no registers for is not
+   * checked. A failure to send the step again tells the stop as QEMU gave it.
+   */
+  #stepAgain(reply: string): boolean {
+    const step = this.#step;
+    this.#step = undefined;
+    const stop = this.#lastStop;
+    const stub = this.#stub;
+    if (!step || !stop || !stub || step.retries >= STEP_RETRIES) return false;
+    if (stop.cpu !== step.cpu || stop.signal !== 5 || stop.rest !== "") return false;
+    try {
+      if (!sameRegisters(step.before, this.#vcpuRegisters()[step.cpu])) return false;
+    } catch {
+      return false; // gdb's next request will say what failed
+    }
+    this.#running = true;
+    this.#resumedByUs = true;
+    if (this.options.qmp) this.#ownResumes++;
+    this.#drop();
+    this.#step = { ...step, retries: step.retries + 1 };
+    let again: StubNotice | undefined;
+    try {
+      again = stub.resume(step.packet);
+    } catch {
+      this.#step = undefined;
+      this.#running = false;
+      this.#resumedByUs = false;
+      if (this.options.qmp) this.#ownResumes--;
+      this.#deliver({ kind: "stopped", reply });
+      return true;
+    }
+    if (again) this.#notice(again);
+    return true;
   }
 
   /**
@@ -763,6 +853,8 @@ export class LiveTarget implements Target, RunControl {
       if (cpu === undefined) return `E.thread ${a.thread} is not running on a CPU: it cannot run`;
       parts.push(`${a.action}:${this.#vcpus[cpu]}`);
     }
+    const packet = `vCont;${parts.join(";")}`;
+    this.#step = this.#stepOf(actions, packet);
     this.#drop();
     this.#stepped = actions.some((a) => a.action === "s") && !isLoneStep(actions);
     this.#running = true;
@@ -770,8 +862,9 @@ export class LiveTarget implements Target, RunControl {
     if (this.options.qmp) this.#ownResumes++;
     let stop: StubNotice | undefined;
     try {
-      stop = stub.resume(`vCont;${parts.join(";")}`);
+      stop = stub.resume(packet);
     } catch (e) {
+      this.#step = undefined;
       this.#running = false;
       if (this.options.qmp) this.#ownResumes--;
       return `E.${errorText(e)}`;
@@ -929,4 +1022,11 @@ function accelerator(stub: QemuStub): string | undefined {
   // TCG's own statistics; any other accelerator refuses ("only available with accel=tcg").
   if (/Translation buffer state/.test(ask("info jit"))) return "TCG";
   return undefined;
+}
+
+/** Whether two register sets hold the same registers with the same values. */
+function sameRegisters(a: ReadonlyMap<string, bigint>, b: ReadonlyMap<string, bigint>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, value] of a) if (b.get(name) !== value) return false;
+  return true;
 }

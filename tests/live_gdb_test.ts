@@ -268,13 +268,9 @@ Deno.test({
             "info threads",
             "p $pc == do_nanosleep",
             "stepi",
-            // Seen once (not in 90 more runs of these commands, nor in 420 scripted steps from
-            // a breakpoint, through us and straight on QEMU): the step's stop came with the pc
-            // unchanged, and gdb reported the breakpoint again. QEMU ignores breakpoints while it single-steps,
-            // so a breakpoint left in it would not do that. The step is then taken again, and
-            // said, so that a stepi which never moves still fails here.
-            "python if gdb.parse_and_eval('$pc == do_nanosleep'): " +
-            "print('stepping again'); gdb.execute('stepi')",
+            // QEMU 7.2 sometimes reports a step it did not run (one in a few hundred here; the
+            // server then steps again, see LiveTarget's #stepAgain and tests/live_step_test.ts):
+            // the pc must have moved, in every run.
             "p $pc > do_nanosleep",
             "delete",
             "p jiffies",
@@ -416,22 +412,17 @@ Deno.test({
         "info threads",
         "break do_nanosleep",
         "continue",
-        "python first = gdb.selected_thread().ptid",
         "continue",
-        // Seen once in CI (and once as a `stepi` in the run-control step above): gdb's step
-        // off the breakpoint came back with the pc unchanged, and gdb reported the same hit
-        // again (same task, same arguments). The cause is not known. The guest is then
-        // continued once more, and said, so that the check below still needs a new task.
-        "python if gdb.selected_thread().ptid == first: " +
-        "print('continuing again'); gdb.execute('continue')",
         "info threads",
       ]);
       assert.match(r.out, new RegExp(`Thread \\d+ has target name '${httpd} httpd'`), r.out);
       // The shell's loop starts a new `sleep` every second: the second stop is in a task the
       // list at attach time did not have, and the list at that stop has it, running there.
       const hits = [...r.out.matchAll(/Thread \d+ "(\d+) sleep \(CPU \d\)" hit Breakpoint 1/g)];
-      const again = r.out.includes("continuing again");
-      assert.equal(hits.length, again ? 3 : 2, r.out);
+      // Two hits, two tasks: a step off the first breakpoint that QEMU reported without running
+      // it would show the first hit again (see the run-control step above).
+      assert.equal(hits.length, 2, r.out);
+      assert.notEqual(hits[0][1], hits[1][1], r.out);
       const last = hits[hits.length - 1];
       const [before, after] = r.out.split(last[0]);
       const pid = last[1];
