@@ -13,6 +13,7 @@ import {
   LIVE_SERVER,
   liveGuestAvailable,
   openConsole,
+  qmpCommand,
   runLiveServer,
 } from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
@@ -39,6 +40,10 @@ Deno.test({
       "continue",
       "bt 3",
       "monitor ps httpd",
+      // A single step off the breakpoint moves the pc (a step QEMU did not run is sent again).
+      "set $before = $pc",
+      "stepi",
+      "p $pc != $before",
       "delete",
       // A hardware watchpoint (QEMU's Z2 on arm64), its stop reply's watch: field kept.
       "watch jiffies",
@@ -55,6 +60,7 @@ Deno.test({
     assert.match(r.out, /\$1 = "swapper\/0\\000/, r.out);
     assert.match(r.out, /Thread \d "CPU \d: sleep \(pid \d+\)" hit Breakpoint 1/, r.out);
     assert.match(r.out, /^#1 .* in hrtimer_nanosleep /m, r.out);
+    assert.match(r.out, /^\$2 = 1$/m, r.out);
     const httpd = g.pids.httpd;
     assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
     const change = r.out.match(
@@ -158,9 +164,21 @@ Deno.test({
     // sees the connection close; nothing hangs.
     const err = await Deno.makeTempFile();
     try {
-      const killer = new Promise((r) => setTimeout(r, 8000)).then(() =>
-        Deno.kill(g.pid, "SIGKILL")
-      );
+      // Killed once gdb's `continue` runs the guest: QEMU's run state goes paused (gdb attached)
+      // then running. A fixed delay killed it, on a slow run, while gdb was still attaching.
+      const killer = (async () => {
+        const deadline = Date.now() + 40_000;
+        let attached = false;
+        while (Date.now() < deadline) {
+          const status = (await qmpCommand(g.qmpPort, "query-status") as { status: string })
+            .status;
+          if (status !== "running") attached = true;
+          else if (attached) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await new Promise((r) => setTimeout(r, 500));
+        Deno.kill(g.pid, "SIGKILL");
+      })();
       const started = Date.now();
       const k = await runGdb([
         `target remote | ${[...server, "--guest-ram", g.ramPath].join(" ")} 2>${err}`,
