@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 [ "${KDUMP_SKIP_SETUP:-}" = 1 ] || bash tests/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# A gdb that hits an internal error in a test answers "create a core file?" with yes (batch
+# mode): not into the working tree.
+ulimit -c 0
 set +e
 deno test --allow-read --allow-write --allow-run --allow-net --allow-env --allow-ffi "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
