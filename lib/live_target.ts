@@ -372,9 +372,10 @@ export class LiveTarget implements Target, RunControl {
     const steps = actions.filter((a) => a.action === "s");
     if (steps.length !== 1 || steps[0].thread === undefined || steps[0].thread <= 0) return;
     const cpu = this.#cpuOf(steps[0].thread);
-    const before = cpu === undefined ? undefined : this.#stopRegisters?.[cpu];
+    if (cpu === undefined) return;
+    const before = this.#stopRegisters?.[cpu];
     if (!before || (before instanceof LazyRegisters && !before.loaded) || before.size === 0) return;
-    return { packet, cpu: cpu!, before, retries: 0 };
+    return { packet, cpu, before, retries: 0 };
   }
 
   /**
@@ -400,24 +401,36 @@ export class LiveTarget implements Target, RunControl {
     } catch {
       return false; // gdb's next request will say what failed
     }
-    this.#running = true;
-    this.#resumedByUs = true;
-    if (this.options.qmp) this.#ownResumes++;
-    this.#drop();
     this.#step = { ...step, retries: step.retries + 1 };
     let again: StubNotice | undefined;
     try {
-      again = stub.resume(step.packet);
+      again = this.#sendResume(stub, step.packet);
     } catch {
-      this.#step = undefined;
-      this.#running = false;
-      this.#resumedByUs = false;
-      if (this.options.qmp) this.#ownResumes--;
       this.#deliver({ kind: "stopped", reply });
       return true;
     }
     if (again) this.#notice(again);
     return true;
+  }
+
+  /**
+   * Send a resume packet to QEMU, with what a resume changes here: everything read is dropped,
+   * and the guest runs by our hand. Undone, and the error thrown, if the packet cannot be sent.
+   */
+  #sendResume(stub: QemuStub, packet: string): StubNotice | undefined {
+    this.#drop();
+    this.#running = true;
+    this.#resumedByUs = true;
+    if (this.options.qmp) this.#ownResumes++;
+    try {
+      return stub.resume(packet);
+    } catch (e) {
+      this.#step = undefined;
+      this.#running = false;
+      this.#resumedByUs = false;
+      if (this.options.qmp) this.#ownResumes--;
+      throw e;
+    }
   }
 
   /**
@@ -854,19 +867,13 @@ export class LiveTarget implements Target, RunControl {
       parts.push(`${a.action}:${this.#vcpus[cpu]}`);
     }
     const packet = `vCont;${parts.join(";")}`;
+    // Before the resume drops this stop's registers: the step's check compares with them.
     this.#step = this.#stepOf(actions, packet);
-    this.#drop();
     this.#stepped = actions.some((a) => a.action === "s") && !isLoneStep(actions);
-    this.#running = true;
-    this.#resumedByUs = true;
-    if (this.options.qmp) this.#ownResumes++;
     let stop: StubNotice | undefined;
     try {
-      stop = stub.resume(packet);
+      stop = this.#sendResume(stub, packet);
     } catch (e) {
-      this.#step = undefined;
-      this.#running = false;
-      if (this.options.qmp) this.#ownResumes--;
       return `E.${errorText(e)}`;
     }
     if (stop) this.#notice(stop);
