@@ -175,7 +175,16 @@ export async function serveChannel(
       return;
     }
   }
-  const session = new RspSession(target, { debug: options.debug, log, label });
+  let session: RspSession;
+  try {
+    session = new RspSession(target, { debug: options.debug, log, label });
+  } catch (e) {
+    // The stop's first look at the guest failed (its gdbstub gone mid-attach, say): this client
+    // is not served, the guest is let go as it was, and the next client may try again.
+    log(`[${label}] cannot serve this client: ${e instanceof Error ? e.message : e}`);
+    target.run?.release(false);
+    return;
+  }
   const buffer = new Uint8Array(READ_BUFFER_SIZE);
   let reading: Promise<number | null> | undefined;
   try {
@@ -315,7 +324,9 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         stopping = true;
         stopListening();
       }
-      const session = runConnection(conn);
+      const peer = conn.peer;
+      // serveChannel reports its own errors; the catch is the backstop that keeps the server up.
+      const session = runConnection(conn).catch((e) => log(`[${peer}] session failed: ${e}`));
       sessions.add(session);
       session.finally(() => sessions.delete(session));
     }

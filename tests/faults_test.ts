@@ -20,6 +20,8 @@ import { fakeContext } from "./fault_support.ts";
 import { boot } from "./fixtures.ts";
 import { SERVER } from "./gdb_helpers.ts";
 import { Rng } from "./fuzz_rng.ts";
+import { LiveError } from "../lib/errors.ts";
+import type { RunControl } from "../lib/target.ts";
 
 const target = new FakeTarget({ memorySize: 4 << 20, fill: "random" });
 const ctx = fakeContext(target);
@@ -341,4 +343,44 @@ Deno.test("--stdio ends cleanly when its pipe closes: between packets, mid-packe
   });
   assert.equal(r.status.code, 0, r.stderr);
   assert.doesNotMatch(r.stderr, /Uncaught|panicked/i);
+});
+
+Deno.test("a live guest whose stop cannot be read as gdb attaches: one line, the guest let go, the next gdb served", async () => {
+  let failures = 1;
+  const released: boolean[] = [];
+  const run = {
+    attach: () => Promise.resolve(undefined),
+    release: (resume: boolean) => released.push(resume),
+  };
+  class GuestGoneAtAttach extends FakeTarget {
+    run = run as unknown as RunControl;
+    // Building the session looks at the stop (kdb's first CPU): that look is what fails.
+    get kernel(): undefined {
+      if (failures-- > 0) throw new LiveError("QEMU's gdbstub: no answer to g (simulated)");
+      return undefined;
+    }
+  }
+  const lines: string[] = [];
+  const server = await serveTcp(new GuestGoneAtAttach(), { port: 0, log: (l) => lines.push(l) });
+  try {
+    const first = await TcpFuzzClient.connect(server.port);
+    assert.ok(await first.until(() => first.closed, 5000), "the first client is let go");
+    await first.close();
+    await idle(server);
+    assert.deepEqual(released, [false]);
+    const failure = lines.filter((l) => l.includes("cannot serve"));
+    assert.equal(failure.length, 1, lines.join("\n"));
+    assert.match(failure[0], /no answer to g/);
+    const second = await TcpFuzzClient.connect(server.port);
+    try {
+      assert.deepEqual(await tcpExchange(second)("qC"), ["QC2"]);
+    } finally {
+      await second.close();
+    }
+    await idle(server);
+    assert.deepEqual(released, [false, false]);
+    assert.ok(!lines.some((l) => /Uncaught|session failed/.test(l)), lines.join("\n"));
+  } finally {
+    await server.close();
+  }
 });

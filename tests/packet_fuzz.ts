@@ -1075,7 +1075,8 @@ export class ServerLog {
   }
 }
 
-const PROBLEM = /error handling packet|session ended by error|accept failed|Uncaught/;
+const PROBLEM =
+  /error handling packet|session ended by error|session failed|accept failed|Uncaught/;
 
 /**
  * Run `count` cases against a TCP server, reconnecting when the traffic ends a session. A `quiet`
