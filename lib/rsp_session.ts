@@ -377,8 +377,7 @@ export class RspSession {
       if (e instanceof LiveError || e instanceof DumpError) {
         // The target's own fault (a guest gone, a file unreadable): one line, and gdb is told.
         this.#log(`[${this.#label}] ${e.message}`);
-        // `#`, `$`, `}` and `*` would end or escape the packet.
-        this.#reply(`E.${e.message.replace(/[#$}*]/g, "?")}`);
+        this.#reply(`E.${e.message}`);
         return;
       }
       this.#log(`[${this.#label}] error handling packet: ${e instanceof Error ? e.stack : e}`);
@@ -387,7 +386,11 @@ export class RspSession {
   }
 
   #reply(text: string): void {
-    this.#writer.packet(text);
+    // An `E.` text can carry a file or host name: `#`, `$`, `}` and `*` would end or escape the
+    // packet, and a character beyond ASCII would be cut to one byte that might be one of them.
+    this.#writer.packet(
+      text.startsWith("E.") ? `E.${text.slice(2).replace(/[^ -~]|[#$}*]/g, "?")}` : text,
+    );
   }
 
   /** The last packet handled in ack mode, while its reply may still be unsent. */
@@ -1152,7 +1155,15 @@ export class RspSession {
     w.keepLastPacket = false;
     // The previous prepared packet is a view of this writer's output: it is gone by now.
     w.take();
-    this.#memoryReply(w, next.address, next.length, next.binary);
+    try {
+      this.#memoryReply(w, next.address, next.length, next.binary);
+    } catch {
+      // A page gdb has not asked for yet cannot be read: if gdb asks, its own request gets the
+      // error reply; the session goes on either way.
+      this.#next = undefined;
+      this.#prepared = undefined;
+      return;
+    }
     this.#prepared = { ...next, packet: w.take() };
   }
 

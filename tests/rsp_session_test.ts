@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { MAX_PACKET_SIZE, RspSession } from "../lib/rsp_session.ts";
 import { escapeBinary, framePacket, hexEncodeText, latin1String } from "../lib/rsp_wire.ts";
 import { serveChannel } from "../lib/transport.ts";
+import { DumpError } from "../lib/errors.ts";
 import { X86_64_LAYOUT } from "../lib/regs_x86_64.ts";
 import { AARCH64_LAYOUT } from "../lib/regs_aarch64.ts";
 import type { MemoryRead, ResumeAction, RunControl, StopEvent } from "../lib/target.ts";
@@ -366,6 +367,31 @@ Deno.test("a throwing target yields an error reply, and the session goes on", ()
   assert.equal(c.request("m0,4"), "E01");
   assert.equal(c.request("qC"), "QC2");
   assert.ok(lines.some((l) => l.includes("boom")));
+});
+
+Deno.test("a page the read-ahead cannot read: the session goes on, gdb's own read gets E. with clean text", () => {
+  const target = new FakeTarget({ memorySize: 0x10000, fill: "random" });
+  const bad = FAKE_BASE + 0x1000n;
+  const plain = target.readMemory.bind(target);
+  target.readMemory = (address: bigint, length: number): MemoryRead => {
+    if (address <= bad && bad < address + BigInt(length)) {
+      // A file name with characters whose low bytes are `#`, `$` and `*`, and one that is `#`.
+      throw new DumpError("/srv/\u0423\u0424\u042a#/vmcore", "page", "read: EIO");
+    }
+    return plain(address, length);
+  };
+  const lines: string[] = [];
+  const c = new SessionClient(new RspSession(target, { log: (l) => lines.push(l) }));
+  c.handshake();
+  assert.equal(c.request(`m${BASE},1000`).length, 0x2000);
+  c.raw(new Uint8Array(0)); // the turn where the next page is read ahead
+  assert.ok(!c.session.closed);
+  // One whole packet, its checksum right (parseReplies checks it), the text made ASCII.
+  assert.deepEqual(c.packets(`m${bad.toString(16)},1000`), [
+    "E./srv/????/vmcore: page: read: EIO",
+  ]);
+  assert.equal(c.request(`m${BASE},10`).length, 0x20);
+  assert.ok(lines.every((l) => !l.includes("session")), lines.join("\n"));
 });
 
 Deno.test("a batch of requests is answered in bounded pieces", () => {
