@@ -111,7 +111,8 @@ export function parseCli(argv: string[]): CliOptions {
   }
   const v = parsed.values;
   const files = [...(v.file ? [v.file] : []), ...parsed.positionals];
-  const port = v.port === undefined ? 1234 : Number(v.port);
+  // Decimal digits only: Number() would take "" (an unset shell variable) as 0, and "0x64".
+  const port = v.port === undefined ? 1234 : /^\d{1,5}$/.test(v.port) ? Number(v.port) : NaN;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new UsageError(`--port: "${v.port}" is not a port number`);
   }
@@ -132,7 +133,7 @@ export function parseCli(argv: string[]): CliOptions {
     tasksJson: v.k,
     processJson: v.j,
     tasks: v.tasks ?? false,
-    pid: v.pid === undefined ? undefined : Number(v.pid),
+    pid: v.pid === undefined ? undefined : pidArgument(v.pid),
     exe: v.exe,
     commands: v.command,
     json: v.json ?? false,
@@ -183,4 +184,10 @@ export function parseHostPort(text: string): { host: string; port: number } | un
 /** True for addresses that stay on this machine. */
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/** `--pid N`: a decimal process id. */
+function pidArgument(text: string): number {
+  if (!/^\d{1,10}$/.test(text)) throw new UsageError(`--pid: "${text}" is not a process id`);
+  return Number(text);
 }

@@ -38,6 +38,21 @@ Deno.test("an address that is not this machine's: one line, before the dump is r
   );
 });
 
+Deno.test("an empty or non-decimal --port or --pid (an unset shell variable): one usage line, exit 2", async () => {
+  for (
+    const [args, line] of [
+      [["--port="], '--port: "" is not a port number'],
+      [["--port", "0x4d2"], '--port: "0x4d2" is not a port number'],
+      [["--pid="], '--pid: "" is not a process id'],
+      [["--pid", "1e2"], '--pid: "1e2" is not a process id'],
+    ] as const
+  ) {
+    const r = await run([B.path("dump.elf"), ...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.ok(r.stderr.startsWith(`kdump-gdbserver: ${line}\n`), r.stderr);
+  }
+});
+
 Deno.test("--help: the usage on stdout, ending in a newline; exit 0", async () => {
   const r = await run(["--help"]);
   assert.equal(r.code, 0);
