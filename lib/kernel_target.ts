@@ -79,11 +79,7 @@ export class KernelTarget implements Target {
     if (out.length !== length || out.buffer !== this.#scratch.buffer) {
       out = this.#view = this.#scratch.subarray(0, length);
     }
-    let mem = this.kernel.memory;
-    if (address < USER_TOP && threadId !== undefined) {
-      // A user address: the process that was running on this CPU, as the CPU saw it.
-      mem = this.#userMemory(threadId - 1) ?? mem;
-    }
+    const mem = this.memoryFor(address, threadId);
     if (!mem) {
       // No page tables: serve physical addresses so the user can still look around.
       const r = this.kernel.phys.read(Number(address), out);
@@ -106,6 +102,19 @@ export class KernelTarget implements Target {
     return r.bytes === length
       ? { data: out }
       : { data: out.subarray(0, r.bytes), error: this.kernel.phys.describe(r.status) };
+  }
+
+  /**
+   * The page tables a read of `address` for `threadId` goes through (undefined: the dump has
+   * none, and addresses are physical). A live target writes through the same ones.
+   */
+  memoryFor(address: bigint, threadId?: number): VirtualMemory | undefined {
+    if (address < USER_TOP && threadId !== undefined) {
+      // A user address: the process that was running on this CPU, as the CPU saw it.
+      const user = this.#userMemory(threadId - 1);
+      if (user) return user;
+    }
+    return this.kernel.memory;
   }
 
   #userViews = new Map<number, VirtualMemory | undefined>();

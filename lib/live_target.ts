@@ -47,8 +47,9 @@ import {
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
 import { type GdbFile, kernelFileForGdb } from "./gdb_unwind_elf.ts";
-import { tasksTarget } from "./tasks_target.ts";
+import { type TasksTarget, tasksTarget } from "./tasks_target.ts";
 import { PhysicalMemory } from "./physical_memory.ts";
+import type { VirtualMemory } from "./paging.ts";
 import { Vmlinux } from "./vmlinux.ts";
 import { Btf } from "./btf.ts";
 import type { Qmp } from "./qmp.ts";
@@ -101,10 +102,13 @@ export interface LiveOptions {
  */
 const STEP_RETRIES = 8;
 
+/** Bytes per `M` packet sent to QEMU (its stub's buffer holds a little over 4 KiB of text). */
+const WRITE_CHUNK = 0x400;
+
 /** One stop's view. */
 interface Snapshot {
   kernel: Kernel;
-  inner: Target;
+  inner: KernelTarget | TasksTarget;
   facts: LiveFacts;
   /** Our thread id of the task running on each CPU (tasks mode), else cpu + 1. */
   cpuThread: number[];
@@ -199,7 +203,17 @@ export class LiveTarget implements Target, RunControl {
     stub.onEvent = (n) => {
       if (n.ev === "stop" && n.unsolicited && !this.#running) sawStop = true;
       // Notices of a connection already given up (a client that left) concern nobody.
-      if (this.#stub === stub) this.#notice(n);
+      if (this.#stub !== stub) return;
+      try {
+        this.#notice(n);
+      } catch (e) {
+        // This runs in the stub's own callback, where an exception would end the server; gdb
+        // waiting for the stop still gets one.
+        this.options.log?.(`at a stop of the guest: ${errorText(e)}`);
+        if (n.ev === "stop" && !n.unsolicited) {
+          this.#deliver({ kind: "stopped", reply: `T05thread:${(this.#lastStop?.cpu ?? 0) + 1};` });
+        }
+      }
     };
     try {
       stub.request(FIRST_PACKET, 5000);
@@ -468,6 +482,8 @@ export class LiveTarget implements Target, RunControl {
   }
 
   #qmpEvent(event: string): void {
+    // A reset of the stopped guest (from QEMU's monitor) changes its registers and memory.
+    if (event === "RESET" && this.#stub && !this.#running) this.#drop();
     if (event === "RESUME" && this.#ownResumes > 0) {
       // QEMU sends RESUME for every gdbstub continue and step, on another socket: it may arrive
       // after the step's stop reply. Ours, in order, are not a resume behind gdb's back.
@@ -483,6 +499,22 @@ export class LiveTarget implements Target, RunControl {
       this.#drop();
       this.#resumedBehind = true;
     }
+  }
+
+  /**
+   * A QEMU monitor command can change the stopped guest (`system_reset`, `loadvm`, a write):
+   * nothing read before it is kept. HMP's `cont` runs it, and QEMU's stub then drops the next
+   * request's first byte to stop the guest, so the guest is stopped again first, as after a
+   * QMP `cont`; the RESUME event QMP sends for it (with `--qmp`) is this one.
+   */
+  #afterMonitorCommand(command: string): void {
+    this.#drop();
+    if (!/^(c|cont)$/.test(command)) return;
+    this.options.log?.(
+      "the guest was resumed by a QEMU monitor command; it is stopped again on the next request",
+    );
+    this.#resumedBehind = true;
+    if (this.options.qmp) this.#ownResumes++;
   }
 
   #resumedBehind = false;
@@ -544,7 +576,7 @@ export class LiveTarget implements Target, RunControl {
     const src = this.#src();
     const registers = this.#stopRegisters ??= lazyVcpuRegisters(src);
     const { kernel, facts } = this.#kernelView(src, registers);
-    let inner: Target;
+    let inner: KernelTarget | TasksTarget;
     const cpuThread = registers.map((_, cpu) => cpu + 1);
     if (this.options.tasks) {
       const t = tasksTarget(kernel);
@@ -714,8 +746,16 @@ export class LiveTarget implements Target, RunControl {
   #stopReplyText(): string {
     const s = this.#lastStop!;
     let thread = s.cpu + 1;
-    // Tasks mode names the task running on the CPU: that needs this stop's task list.
-    if (this.options.tasks) thread = this.#guard(() => this.#state().cpuThread[s.cpu], thread);
+    // Tasks mode names the task running on the CPU: that needs this stop's task list. It may
+    // not be readable (no type information, a guest rebooting): the stop is told all the same,
+    // with the CPU's own number, and gdb's request for the thread list says what is wrong.
+    if (this.options.tasks) {
+      try {
+        thread = this.#state().cpuThread[s.cpu];
+      } catch (e) {
+        this.options.log?.(`tasks at this stop: ${errorText(e)}`);
+      }
+    }
     const sig = s.signal.toString(16).padStart(2, "0");
     return `T${sig}thread:${thread.toString(16)};${s.rest ? s.rest + ";" : ""}`;
   }
@@ -824,6 +864,8 @@ export class LiveTarget implements Target, RunControl {
         out(this.#live().monitor(rest || "help"));
       } catch (e) {
         out(`qemu: ${errorText(e)}\n`);
+      } finally {
+        this.#afterMonitorCommand(rest);
       }
       return true;
     }
@@ -832,7 +874,8 @@ export class LiveTarget implements Target, RunControl {
 
   prepare(budgetMs: number): boolean {
     if (!this.#snapshot || this.#running) return false;
-    return this.#snapshot.inner.prepare?.(budgetMs) ?? false;
+    const inner: Target = this.#snapshot.inner;
+    return inner.prepare?.(budgetMs) ?? false;
   }
 
   #guard<T>(f: () => T, fallback: T): T {
@@ -950,32 +993,70 @@ export class LiveTarget implements Target, RunControl {
     if (data.length === 0) return undefined;
     try {
       const stub = this.#live();
-      if (!physical) {
-        // QEMU translates with the vCPU's own page tables: kernel addresses, and user addresses
-        // of the process running there (a sleeping task's user memory is not reachable).
-        const cpu = this.#cpuOf(threadId) ?? 0;
-        stub.selectThread(this.#vcpus[cpu]);
-        stub.request("Qqemu.PhyMemMode:0");
-      }
+      if (physical) return this.#writeChunks(stub, address, data, (a) => a);
+      // Through the page tables reads go through (the kernel's, or the thread's process's),
+      // so that a write lands where a read finds it: a sleeping task's user memory included,
+      // and kernel memory when the vCPU's own tables map no kernel (PTI, a CPU in user mode).
+      let mem: VirtualMemory | undefined | null = null;
       try {
-        for (let off = 0; off < data.length; off += 0x400) {
-          const chunk = data.subarray(off, off + 0x400);
-          const r = stub.request(
-            `M${(address + BigInt(off)).toString(16)},${chunk.length.toString(16)}:${
-              bytesHex(chunk)
-            }`,
-          );
-          if (r !== "OK") {
-            return `E.QEMU refused the write at 0x${(address + BigInt(off)).toString(16)} (${r})`;
-          }
-        }
-      } finally {
-        if (!physical) stub.request("Qqemu.PhyMemMode:1");
-        this.#drop();
+        mem = this.#state().inner.memoryFor(address, threadId);
+      } catch {
+        // No kernel view at this stop (early boot, say): QEMU's own translation below.
       }
-      return undefined;
+      if (mem !== null) {
+        const tables = mem;
+        return this.#writeChunks(stub, address, data, (a) => {
+          if (!tables) return a; // the guest has no page tables yet: addresses are physical
+          const pa = tables.translate(a);
+          return pa < 0 ? undefined : BigInt(pa);
+        });
+      }
+      // QEMU translates with the vCPU's own page tables: kernel addresses, and user addresses
+      // of the process running there.
+      const cpu = this.#cpuOf(threadId);
+      if (cpu === undefined) {
+        return `E.thread ${threadId} is not on a CPU, and this stop has no kernel view to ` +
+          `find its page tables: its memory cannot be written`;
+      }
+      stub.selectThread(this.#vcpus[cpu]);
+      stub.request("Qqemu.PhyMemMode:0");
+      try {
+        return this.#writeChunks(stub, address, data, (a) => a);
+      } finally {
+        stub.request("Qqemu.PhyMemMode:1");
+      }
     } catch (e) {
       return `E.${errorText(e)}`;
+    }
+  }
+
+  /**
+   * Write `data` at `address` in QEMU `M` packets of at most 1 KiB, none crossing a 4 KiB page
+   * (each page is translated by `where`; undefined: not mapped, nothing more is written).
+   * Everything read is dropped afterwards, whatever was written.
+   */
+  #writeChunks(
+    stub: QemuStub,
+    address: bigint,
+    data: Uint8Array,
+    where: (address: bigint) => bigint | undefined,
+  ): string | undefined {
+    try {
+      for (let off = 0; off < data.length;) {
+        const va = address + BigInt(off);
+        const n = Math.min(WRITE_CHUNK, 0x1000 - Number(va & 0xfffn), data.length - off);
+        const target = where(va);
+        if (target === undefined) {
+          return `E.0x${va.toString(16)} is not mapped: nothing written there`;
+        }
+        const chunk = data.subarray(off, off + n);
+        const r = stub.request(`M${target.toString(16)},${n.toString(16)}:${bytesHex(chunk)}`);
+        if (r !== "OK") return `E.QEMU refused the write at 0x${va.toString(16)} (${r})`;
+        off += n;
+      }
+      return undefined;
+    } finally {
+      this.#drop();
     }
   }
 

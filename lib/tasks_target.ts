@@ -110,17 +110,26 @@ export class TasksTarget implements Target {
   }
 
   readMemory(address: bigint, length: number, threadId?: number): MemoryRead {
-    const mm = threadId === undefined ? undefined : this.#byId.get(threadId)?.mm;
-    if (address < USER_TOP && mm) {
-      if (!this.#userViews.has(mm)) this.#userViews.set(mm, userMemoryOf(this.kernel, mm));
-      const view = this.#userViews.get(mm);
-      if (view) {
-        const out = new Uint8Array(length);
-        const r = view.read(address, out);
-        return { data: out.subarray(0, r.bytes), error: r.error };
-      }
+    const view = this.#userView(address, threadId);
+    if (view) {
+      const out = new Uint8Array(length);
+      const r = view.read(address, out);
+      return { data: out.subarray(0, r.bytes), error: r.error };
     }
     return this.#kernelTarget.readMemory(address, length);
+  }
+
+  /** The page tables a read of `address` for `threadId` goes through (see KernelTarget's). */
+  memoryFor(address: bigint, threadId?: number): VirtualMemory | undefined {
+    return this.#userView(address, threadId) ?? this.#kernelTarget.memoryFor(address);
+  }
+
+  /** The task's own user address space, for a user address of a task that has one. */
+  #userView(address: bigint, threadId: number | undefined): VirtualMemory | undefined {
+    const mm = threadId === undefined ? undefined : this.#byId.get(threadId)?.mm;
+    if (address >= USER_TOP || !mm) return undefined;
+    if (!this.#userViews.has(mm)) this.#userViews.set(mm, userMemoryOf(this.kernel, mm));
+    return this.#userViews.get(mm);
   }
 
   #userViews = new Map<bigint, VirtualMemory | undefined>();

@@ -184,3 +184,30 @@ Deno.test("live step: when the step cannot be sent again, the stop is told as QE
   assert.equal(target.registers(1).get("rip"), before);
   target.close();
 });
+
+Deno.test("live --tasks: a stop whose task list cannot be read is still told, and nothing throws out of QEMU's callback", async () => {
+  const stub = new ScriptedStub();
+  const lines: string[] = [];
+  const target = new LiveTarget({
+    host: "127.0.0.1",
+    port: 1,
+    connectStub: () => stub,
+    tasks: true,
+    log: (l) => lines.push(l),
+  });
+  await target.connect();
+  // The scripted guest's memory is all zeros: no kernel types, so no task list.
+  assert.throws(() => target.threads(), /no kernel type information/);
+  // A continue whose stop comes later, through the stub's callback (a breakpoint hit, a ^C).
+  const sync = stub.resume.bind(stub);
+  stub.resume = (packet: string) => {
+    const stop = sync(packet)!;
+    setTimeout(() => stub.onEvent(stop), 5);
+    return undefined;
+  };
+  stub.continueStopsOn = 2;
+  assert.equal(target.resume([{ action: "c" }]), undefined);
+  assert.deepEqual(await target.nextStop(), { kind: "stopped", reply: "T05thread:2;" });
+  assert.equal(lines.filter((l) => /^tasks at this stop: .*no kernel type/.test(l)).length, 1);
+  target.close();
+});
