@@ -222,6 +222,7 @@ export class DirectStub implements QemuStub {
     this.#checkLink();
     this.#general = undefined;
     this.#skipPrefetch();
+    this.#setAsideOldStops();
     this.#running = true;
     this.#sendPacket(packet);
     // Wait for the stop here a short while, sparing a quick one (a step, a breakpoint just
@@ -243,6 +244,21 @@ export class DirectStub implements QemuStub {
     const stop = this.#stopOnTheSpot;
     this.#stopOnTheSpot = undefined;
     return stop;
+  }
+
+  /**
+   * A stop reply QEMU sent while nothing ran by our hand (its monitor's `cont`, then `stop`)
+   * may wait unread in the socket: read now, it is told as one nobody asked for, not taken
+   * for the stop of the resume about to go. One `recv` that finds nothing, as a rule.
+   */
+  #setAsideOldStops(): void {
+    this.#receive(0);
+    if (!this.#replies.some(isStopReply)) return;
+    this.#replies = this.#replies.filter((p) => {
+      if (!isStopReply(p)) return true;
+      this.#notify({ ev: "stop", text: p, unsolicited: true });
+      return false;
+    });
   }
 
   /** Inside {@link resume}'s wait on the spot: a stop is returned, not told. */

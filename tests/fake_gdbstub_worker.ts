@@ -10,6 +10,7 @@
  *   answers while the client still waits for it);
  * - `mADDR,LEN` → LEN bytes, each the low byte of its address; addresses ≥ 0x10000 → `E14`;
  * - `qUnsolicited` → a stop reply first, then `OK`;
+ * - `qStopLater` → `OK`, and 20 ms later a stop reply nobody asked for;
  * - `qNack` → `-` the first time (the client must send it again), then `OK`;
  * - `qBadSum` → `OK` with a wrong checksum (the client must ask again with `-`), then right;
  * - `qSilent` → nothing; `qClose` → the connection is closed;
@@ -116,6 +117,10 @@ for await (const conn of listener) {
         } else if (text === "qUnsolicited") {
           await reply("T02thread:p01.02;");
           await reply("OK");
+        } else if (text === "qStopLater") {
+          // As QEMU does when its monitor pauses a guest it had resumed: a stop nobody asked for.
+          await reply("OK");
+          setTimeout(() => reply("T02thread:p01.01;"), 20);
         } else if (text === "qNack") await reply("OK");
         else if (text === "qBadSum") {
           badSumSent = true;

@@ -49,6 +49,38 @@ const available = BlockingSocket.available("127.0.0.1");
 
 for (const [name, connect] of LINKS) {
   Deno.test({
+    name: `QEMU stub link (${name}): a stop that came while nobody waited is not the next resume's`,
+    ignore: name === "blocking socket" && !available,
+    sanitizeOps: false,
+    sanitizeResources: false,
+  }, async () => {
+    const fake = await fakeStub();
+    const stub = connect("127.0.0.1", fake.port);
+    try {
+      const seen = events(stub);
+      assert.equal(stub.request("qStopLater"), "OK");
+      await new Promise((r) => setTimeout(r, 100)); // the stop is in the socket, unread
+      // The continue runs (the fake stops it only on ^C): no stop of it yet.
+      assert.equal(stub.resume("vCont;c"), undefined);
+      await new Promise((r) => setTimeout(r, 50));
+      const ours = () => seen.filter((n) => n.ev === "stop" && !n.unsolicited);
+      assert.deepEqual(ours(), []);
+      stub.interrupt();
+      await until(() => ours().length > 0);
+      assert.equal(stub.request("qC"), "QCp01.01");
+      // The old stop is told apart, as one nobody asked for (at once, or at the next request).
+      await until(() => seen.length === 2);
+      assert.deepEqual(seen.filter((n) => n.ev === "stop" && n.unsolicited), [
+        { ev: "stop", text: "T02thread:p01.01;", unsolicited: true },
+      ]);
+      assert.deepEqual(ours(), [{ ev: "stop", text: "T02thread:p01.01;" }]);
+    } finally {
+      stub.close();
+      fake.stop();
+    }
+  });
+
+  Deno.test({
     name: `QEMU stub link (${name}): replies, acks, nacks, bad checksums, unsolicited stops`,
     ignore: name === "blocking socket" && !available,
     sanitizeOps: false,
