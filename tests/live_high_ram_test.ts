@@ -110,7 +110,11 @@ Deno.test({
         "monitor ps httpd",
       ], { timeoutMs: 120_000 });
       assert.match(scan.out, new RegExp(`KASLR: +kernel offset ${offset}\\b`), scan.out);
-      assert.match(scan.out, new RegExp(`KASLR found: +VMCOREINFO \\(${how}\\)`), scan.out);
+      assert.match(
+        scan.out,
+        new RegExp(`KASLR found: +VMCOREINFO \\(${how}\\)`),
+        `VMCOREINFO is at physical 0x${vmcoreinfo.toString(16)}\n${scan.out}`,
+      );
       assert.match(scan.out, /types: +BTF and kallsyms found in the dump/, scan.out);
       assert.match(scan.out, /Thread 2 "CPU 1: [^"]+"/, scan.out);
       assert.match(scan.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), scan.out);
