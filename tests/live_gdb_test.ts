@@ -60,6 +60,27 @@ function literal(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
+/**
+ * jiffies, QEMU's own monitor's `cont` (QMP admits one client, and the server holds it), and
+ * jiffies twice more, a while apart.
+ */
+const contFromQemuMonitor = [
+  "p jiffies",
+  "monitor qemu cont",
+  "shell sleep 1",
+  "p jiffies",
+  "shell sleep 0.5",
+  "p jiffies",
+];
+
+/** The guest ran after the `cont`, and stood still from the read after it: stopped again. */
+function ranThenStoppedAgain(out: string): void {
+  const j = jiffiesValues(out);
+  assert.equal(j.length, 3, out);
+  assert.ok(j[1] > j[0], out);
+  assert.equal(j[2], j[1], out);
+}
+
 async function guestStatus(g: LiveGuest): Promise<string> {
   const r = await qmpCommand(g.qmpPort, "query-status") as { status: string };
   return r.status;
@@ -912,20 +933,10 @@ Deno.test({
           const r = await runGdb([
             "set sysroot /",
             `target remote 127.0.0.1:${server.port}`,
-            "p jiffies",
-            // QEMU's own monitor (QMP admits one client, and the server holds it): `cont`.
-            "monitor qemu cont",
-            "shell sleep 1",
-            "p jiffies",
-            "shell sleep 0.5",
-            "p jiffies",
+            ...contFromQemuMonitor,
             "detach",
           ], { timeoutMs: 90_000 });
-          const j = jiffiesValues(r.out);
-          assert.equal(j.length, 3, r.out);
-          assert.ok(j[1] > j[0], r.out);
-          // Stopped again at the read after the resume: the guest stands still from then on.
-          assert.equal(j[2], j[1], r.out);
+          ranThenStoppedAgain(r.out);
           assert.match(server.stderr(), /resumed by a QEMU monitor command/, server.stderr());
           assert.doesNotMatch(server.stderr(), /resumed outside gdb/, server.stderr());
         } finally {
@@ -934,18 +945,8 @@ Deno.test({
         // Without QMP the server learns it from the command itself: the guest runs until gdb's
         // next request, which is not lost (QEMU's stub drops a byte that stops a running guest).
         const started = Date.now();
-        const plain = await liveGdb(g, ["--guest-ram", g.ramPath], [
-          "p jiffies",
-          "monitor qemu cont",
-          "shell sleep 1",
-          "p jiffies",
-          "shell sleep 0.5",
-          "p jiffies",
-        ]);
-        const j = jiffiesValues(plain.out);
-        assert.equal(j.length, 3, plain.out);
-        assert.ok(j[1] > j[0], plain.out);
-        assert.equal(j[2], j[1], plain.out);
+        const plain = await liveGdb(g, ["--guest-ram", g.ramPath], contFromQemuMonitor);
+        ranThenStoppedAgain(plain.out);
         assert.ok(Date.now() - started < 30_000, `${Date.now() - started} ms: ${plain.out}`);
       },
     );
