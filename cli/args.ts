@@ -133,7 +133,7 @@ export function parseCli(argv: string[]): CliOptions {
     tasksJson: v.k,
     processJson: v.j,
     tasks: v.tasks ?? false,
-    pid: v.pid === undefined ? undefined : pidArgument(v.pid),
+    pid: v.pid === undefined ? undefined : Number(v.pid),
     exe: v.exe,
     commands: v.command,
     json: v.json ?? false,
@@ -160,7 +160,8 @@ export function parseCli(argv: string[]): CliOptions {
   if (out.qmp || out.guestRam || out.readOnly) {
     throw new UsageError("--qmp, --guest-ram and --read-only go with --qemu");
   }
-  if (out.pid !== undefined && (!Number.isInteger(out.pid) || out.pid < 0)) {
+  // Decimal digits only, as for --port.
+  if (v.pid !== undefined && !/^\d{1,10}$/.test(v.pid)) {
     throw new UsageError(`--pid: "${v.pid}" is not a process id`);
   }
   const modes = [out.tasks, out.pid !== undefined, out.tasksJson, out.processJson].filter((m) => m);
@@ -184,10 +185,4 @@ export function parseHostPort(text: string): { host: string; port: number } | un
 /** True for addresses that stay on this machine. */
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
-
-/** `--pid N`: a decimal process id. */
-function pidArgument(text: string): number {
-  if (!/^\d{1,10}$/.test(text)) throw new UsageError(`--pid: "${text}" is not a process id`);
-  return Number(text);
 }

@@ -47,7 +47,7 @@ import {
 import { Kernel } from "./kernel.ts";
 import { KernelTarget } from "./kernel_target.ts";
 import { type GdbFile, kernelFileForGdb } from "./gdb_unwind_elf.ts";
-import { type TasksTarget, tasksTarget } from "./tasks_target.ts";
+import { tasksTarget } from "./tasks_target.ts";
 import { PhysicalMemory } from "./physical_memory.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { Vmlinux } from "./vmlinux.ts";
@@ -105,10 +105,13 @@ const STEP_RETRIES = 8;
 /** Bytes per `M` packet sent to QEMU (its stub's buffer holds a little over 4 KiB of text). */
 const WRITE_CHUNK = 0x400;
 
+/** What serves a stop (a kernel or a tasks target), with the page tables its reads use. */
+type InnerTarget = Target & Pick<KernelTarget, "memoryFor">;
+
 /** One stop's view. */
 interface Snapshot {
   kernel: Kernel;
-  inner: KernelTarget | TasksTarget;
+  inner: InnerTarget;
   facts: LiveFacts;
   /** Our thread id of the task running on each CPU (tasks mode), else cpu + 1. */
   cpuThread: number[];
@@ -576,7 +579,7 @@ export class LiveTarget implements Target, RunControl {
     const src = this.#src();
     const registers = this.#stopRegisters ??= lazyVcpuRegisters(src);
     const { kernel, facts } = this.#kernelView(src, registers);
-    let inner: KernelTarget | TasksTarget;
+    let inner: InnerTarget;
     const cpuThread = registers.map((_, cpu) => cpu + 1);
     if (this.options.tasks) {
       const t = tasksTarget(kernel);
@@ -874,8 +877,7 @@ export class LiveTarget implements Target, RunControl {
 
   prepare(budgetMs: number): boolean {
     if (!this.#snapshot || this.#running) return false;
-    const inner: Target = this.#snapshot.inner;
-    return inner.prepare?.(budgetMs) ?? false;
+    return this.#snapshot.inner.prepare?.(budgetMs) ?? false;
   }
 
   #guard<T>(f: () => T, fallback: T): T {
@@ -994,23 +996,8 @@ export class LiveTarget implements Target, RunControl {
     try {
       const stub = this.#live();
       if (physical) return this.#writeChunks(stub, address, data, (a) => a);
-      // Through the page tables reads go through (the kernel's, or the thread's process's),
-      // so that a write lands where a read finds it: a sleeping task's user memory included,
-      // and kernel memory when the vCPU's own tables map no kernel (PTI, a CPU in user mode).
-      let mem: VirtualMemory | undefined | null = null;
-      try {
-        mem = this.#state().inner.memoryFor(address, threadId);
-      } catch {
-        // No kernel view at this stop (early boot, say): QEMU's own translation below.
-      }
-      if (mem !== null) {
-        const tables = mem;
-        return this.#writeChunks(stub, address, data, (a) => {
-          if (!tables) return a; // the guest has no page tables yet: addresses are physical
-          const pa = tables.translate(a);
-          return pa < 0 ? undefined : BigInt(pa);
-        });
-      }
+      const where = this.#writeTranslation(address, threadId);
+      if (where) return this.#writeChunks(stub, address, data, where);
       // QEMU translates with the vCPU's own page tables: kernel addresses, and user addresses
       // of the process running there.
       const cpu = this.#cpuOf(threadId);
@@ -1028,6 +1015,31 @@ export class LiveTarget implements Target, RunControl {
     } catch (e) {
       return `E.${errorText(e)}`;
     }
+  }
+
+  /**
+   * Where a virtual write goes: where a read of the same address finds its bytes, through the
+   * page tables the stop's view reads with (the kernel's, or the thread's process's: a sleeping
+   * task's user memory too, and kernel memory when the vCPU's own tables map no kernel, as
+   * with PTI), or at the same address when the view has none (its reads are physical then).
+   * Undefined without a kernel view at this stop (early boot, say).
+   */
+  #writeTranslation(
+    address: bigint,
+    threadId: number,
+  ): ((address: bigint) => bigint | undefined) | undefined {
+    let tables: VirtualMemory | undefined;
+    try {
+      tables = this.#state().inner.memoryFor(address, threadId);
+    } catch {
+      return undefined;
+    }
+    if (!tables) return (a) => a;
+    const t = tables;
+    return (a) => {
+      const pa = t.translate(a);
+      return pa < 0 ? undefined : BigInt(pa);
+    };
   }
 
   /**

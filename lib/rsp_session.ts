@@ -1160,8 +1160,7 @@ export class RspSession {
     } catch {
       // A page gdb has not asked for yet cannot be read: if gdb asks, its own request gets the
       // error reply; the session goes on either way.
-      this.#next = undefined;
-      this.#prepared = undefined;
+      this.#forgetReadAhead();
       return;
     }
     this.#prepared = { ...next, packet: w.take() };

@@ -11,6 +11,7 @@ import { SocketListener } from "./libc_socket.ts";
 import { RspSession } from "./rsp_session.ts";
 import { SocketChannel, StdinChannel } from "./polling_channel.ts";
 import type { Target } from "./target.ts";
+import { errorText } from "./file_source.ts";
 
 /** Options of {@link serveTcp} and {@link serveStdio}. */
 export interface ServeOptions {
@@ -181,7 +182,7 @@ export async function serveChannel(
   } catch (e) {
     // The stop's first look at the guest failed (its gdbstub gone mid-attach, say): this client
     // is not served, the guest is let go as it was, and the next client may try again.
-    log(`[${label}] cannot serve this client: ${e instanceof Error ? e.message : e}`);
+    log(`[${label}] cannot serve this client: ${errorText(e)}`);
     target.run?.release(false);
     return;
   }
