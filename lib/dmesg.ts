@@ -255,7 +255,8 @@ export function dmesgCommand(lines: readonly string[], args: readonly string[]):
     }
   } else count = n;
   if (skip >= n || skip < 0) return out;
-  out.push(...lines.slice(skip, skip + count));
+  // A loop, not push(...): a large log's 130,000 lines or more overflow the argument stack.
+  for (const line of lines.slice(skip, skip + count)) out.push(line);
   return out;
 }
 

@@ -46,7 +46,9 @@ function threads(target: Target, out: MonitorOutput): void {
   const stop = target.stopThread();
   // The remote thread id is what gdb shows as "Thread N" in its Target Id column; gdb's own Id
   // column numbers threads 1, 2, … by itself, so it is not printed as "Id" here.
-  const width = Math.max(6, ...list.map((t) => String(t.id).length));
+  // A loop, not Math.max(...): a kernel's 130,000 tasks or more overflow the argument stack.
+  let width = 6;
+  for (const t of list) width = Math.max(width, String(t.id).length);
   const lines = [`  ${"Thread".padStart(width)}  CPU  Name`];
   for (const t of list) {
     const mark = t.id === stop ? "*" : " ";

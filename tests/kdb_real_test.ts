@@ -8,7 +8,7 @@ import { KernelTarget } from "../lib/kernel_target.ts";
 import { KdbShell } from "../lib/kdb.ts";
 import { tasksTarget } from "../lib/tasks_target.ts";
 import { CONSOLE_HELP } from "../lib/console.ts";
-import { readKernelLog, recordLines } from "../lib/dmesg.ts";
+import { dmesgCommand, readKernelLog, recordLines } from "../lib/dmesg.ts";
 import { systemFacts } from "../lib/summary.ts";
 import { readModules } from "../lib/lsmod.ts";
 
@@ -885,4 +885,14 @@ Deno.test({
       single.kernel.close();
     }
   },
+});
+
+Deno.test("dmesg over a log of 200,000 lines: all of it, the last lines, the first lines", () => {
+  // A large log_buf_len holds this many; more than 130,000 once overflowed a spread's stack.
+  const lines = Array.from({ length: 200_000 }, (_, i) => `[    ${i}.000000] line ${i}`);
+  const all = dmesgCommand(lines, []);
+  assert.equal(all.length, lines.length);
+  assert.equal(all.at(-1), lines.at(-1));
+  assert.deepEqual(dmesgCommand(lines, ["2"]), lines.slice(-2));
+  assert.deepEqual(dmesgCommand(lines, ["-2"]), lines.slice(0, 2));
 });
