@@ -33,6 +33,7 @@ const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const SOL_SOCKET = 1;
 const SO_SNDTIMEO = 21;
+const SO_SNDBUF = 7;
 const POLLIN = 1;
 const POLLRDHUP = 0x2000;
 const MSG_DONTWAIT = 0x40;
@@ -277,10 +278,20 @@ function sockaddrIn(ip: Uint8Array, port: number): Uint8Array {
   return addr;
 }
 
-function setIntOption(c: Libc, fd: number, level: number, option: number, value: number): void {
+function setIntOption(c: Libc, fd: number, level: number, option: number, value: number): boolean {
   const v = new Uint8Array(4);
   new DataView(v.buffer).setInt32(0, value, true);
-  c.setsockopt(fd, level, option, v, 4);
+  return c.setsockopt(fd, level, option, v, 4) === 0;
+}
+
+/**
+ * Ask for a send buffer of `bytes` on the socket `fd` (an inherited one, such as gdb's pipe on
+ * standard output); the kernel caps it at `net.core.wmem_max`. False without FFI, or when `fd`
+ * is not a socket.
+ */
+export function requestSendBuffer(fd: number, bytes: number): boolean {
+  const c = load();
+  return c !== undefined && setIntOption(c, fd, SOL_SOCKET, SO_SNDBUF, bytes);
 }
 
 /** A listening TCP socket (IPv4) whose connections are {@link BlockingSocket}s. */

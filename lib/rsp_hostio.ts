@@ -20,9 +20,10 @@ const EACCES = 13;
 const EINVAL = 22;
 /**
  * Most bytes one pread answers: escaping can double them, and that stays under the packet size
- * the server offers (0x20000). gdb reads a whole generated executable (megabytes) this way.
+ * the server offers (0x200000, lib/rsp_session.ts). gdb reads a whole generated executable
+ * (megabytes) this way.
  */
-const MAX_PREAD = 0xf000;
+const MAX_PREAD = 0xff000;
 
 /** A vFile reply: its text, and binary data to follow it (pread, fstat). */
 export interface HostIoReply {

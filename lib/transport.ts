@@ -7,8 +7,8 @@
  * @module
  */
 
-import { SocketListener } from "./libc_socket.ts";
-import { RspSession } from "./rsp_session.ts";
+import { requestSendBuffer, SocketListener } from "./libc_socket.ts";
+import { MAX_PACKET_SIZE, RspSession } from "./rsp_session.ts";
 import { SocketChannel, StdinChannel } from "./polling_channel.ts";
 import type { Target } from "./target.ts";
 import { errorText } from "./file_source.ts";
@@ -357,11 +357,20 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
   };
 }
 
+/** Send buffer asked for on gdb's pipe: two of the largest replies (the kernel doubles it). */
+const PIPE_SEND_BUFFER = 2 * MAX_PACKET_SIZE;
+
 /**
  * Serve a target on stdin/stdout, for `target remote | COMMAND`. Resolves when stdin closes or
  * the client detaches. Diagnostics go to stderr (gdb shows them), never to stdout.
  */
 export async function serveStdio(target: Target, options: ServeOptions = {}): Promise<void> {
+  // gdb's pipe is a socket pair, whose send buffer (net.core.wmem_default, often 208 KiB) is
+  // smaller than a bulk read's reply (up to PacketSize): each reply then goes out in pieces, each
+  // waiting for gdb to read the last, a wake-up of both processes every time. With room for a
+  // whole reply the server writes it at once and prepares the next while gdb decodes this one
+  // (BENCHMARKS.md, section 1). Needs FFI; without it, or off a socket, nothing changes.
+  requestSendBuffer(1, PIPE_SEND_BUFFER);
   // With spinMs, standard input is polled for gdb's next packet before each sleep (FFI).
   const channel: ByteChannel = (options.spinMs && StdinChannel.open(options.spinMs)) || {
     read: (buffer) => Deno.stdin.read(buffer),

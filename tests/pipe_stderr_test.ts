@@ -2,10 +2,12 @@
 // the server with its stderr on a socket and reads that socket after every byte it receives while
 // it is open. With FFI the server ends its stderr once the banner is out (cli/pipe_stderr.ts):
 // gdb still shows the banner, then holds one socket instead of two, and a 4 MiB read through the
-// pipe costs about what it costs over TCP (it took 50 times longer before).
+// pipe costs about what it costs over TCP (it took 50 times longer before). The server also asks
+// for a send buffer that holds its largest replies (lib/transport.ts).
 import assert from "node:assert/strict";
 import { big, boot } from "./fixtures.ts";
 import { runGdb, SERVER, SERVER_WITH_FFI as WITH_FFI, startServer } from "./gdb_helpers.ts";
+import { MAX_PACKET_SIZE } from "../lib/rsp_session.ts";
 
 const B = boot("x86_64-6.1");
 const E = B.expected;
@@ -30,6 +32,20 @@ function timedRead(file: string): string[] {
   ];
 }
 
+/**
+ * The send buffer of the server's standard output (gdb's pipe, a socket pair), as `ss` tells it:
+ * the server is gdb's child, and its descriptor 1 is the socket.
+ */
+const SERVER_SEND_BUFFER = [
+  "python import os, re, subprocess",
+  "python kids = subprocess.run(['pgrep', '-P', str(os.getpid())], capture_output=True, " +
+  "text=True).stdout.split()",
+  "python ss = subprocess.run(['ss', '-xmp'], capture_output=True, text=True).stdout",
+  "python print('wmem_max:', open('/proc/sys/net/core/wmem_max').read().strip())",
+  "python print('server send buffer:', [m.group(1) for k in kids for m in " +
+  "re.finditer(r'pid=%s,fd=1\\).*?tb(\\d+)' % k, ss)])",
+];
+
 function seconds(out: string): number {
   const m = out.match(/^read seconds: ([\d.]+)$/m);
   assert.ok(m, out);
@@ -44,7 +60,13 @@ Deno.test("pipe mode with FFI: the banner shows, then gdb stops polling the serv
   const tmp = await Deno.makeTempDir();
   try {
     const pipe = `target remote | ${[...WITH_FFI, "--stdio", DUMP].join(" ")}`;
-    const r = await runGdb([pipe, ...COUNT_SOCKETS, ...timedRead(`${tmp}/pipe.bin`), "detach"]);
+    const r = await runGdb([
+      pipe,
+      ...COUNT_SOCKETS,
+      ...SERVER_SEND_BUFFER,
+      ...timedRead(`${tmp}/pipe.bin`),
+      "detach",
+    ]);
     // The banner reached gdb before the end of stderr, KASLR line included.
     assert.match(r.out, /^kdump-gdbserver \d+\.\d+\.\d+$/m, r.out);
     const offset = big(E.kaslr_offset).toString(16);
@@ -52,6 +74,11 @@ Deno.test("pipe mode with FFI: the banner shows, then gdb stops polling the serv
     assert.doesNotMatch(r.out, /^speed:/m, r.out);
     // gdb saw the end of the server's stderr and closed it: the protocol's socket is left.
     assert.deepEqual(sockets(r.out), [1], r.out);
+    // The pipe's send buffer holds two of the largest replies (lib/transport.ts), as far as the
+    // machine allows (net.core.wmem_max; the kernel doubles what it grants).
+    const wmemMax = Number(r.out.match(/^wmem_max: (\d+)$/m)?.[1]);
+    const granted = 2 * Math.min(2 * MAX_PACKET_SIZE, wmemMax);
+    assert.match(r.out, new RegExp(`^server send buffer: \\['${granted}'\\]$`, "m"), r.out);
 
     // The same read over TCP, as the yardstick: the pipe no longer costs gdb a system call per
     // byte (6.5-13 s against 0.1-0.3 s for these 4 MiB before).

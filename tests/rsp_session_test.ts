@@ -154,22 +154,24 @@ Deno.test("threads: XML with escaped names, qfThreadInfo, qC, H, T, extra info",
 });
 
 Deno.test("thousands of threads: many ids per qsThreadInfo packet, chunked XML", () => {
-  const c = connected({ extraThreads: 40000 });
+  // Enough ids (5 hex digits and a comma each) to fill more than one packet.
+  const extraThreads = Math.max(40000, Math.ceil(MAX_PACKET_SIZE / 4));
+  const c = connected({ extraThreads });
   const ids: string[] = [];
   let reply = c.request("qfThreadInfo");
   let packets = 0;
   while (reply !== "l") {
     assert.equal(reply[0], "m");
     assert.ok(reply.length <= MAX_PACKET_SIZE);
-    ids.push(...reply.slice(1).split(","));
+    for (const id of reply.slice(1).split(",")) ids.push(id);
     packets++;
     reply = c.request("qsThreadInfo");
   }
-  assert.equal(ids.length, 40002);
-  assert.equal(ids.at(-1), (40002).toString(16));
+  assert.equal(ids.length, extraThreads + 2);
+  assert.equal(ids.at(-1), (extraThreads + 2).toString(16));
   assert.ok(packets >= 2 && packets < 10, `${packets} packets`);
-  const xml = new TextDecoder().decode(c.xfer("threads", "", 0x1000));
-  assert.equal([...xml.matchAll(/<thread /g)].length, 40002);
+  const xml = new TextDecoder().decode(c.xfer("threads", "", 0x10000));
+  assert.equal([...xml.matchAll(/<thread /g)].length, extraThreads + 2);
 });
 
 Deno.test("stop reply and registers (g, p) follow the layout", () => {
@@ -290,12 +292,14 @@ Deno.test("monitor commands: O output packets then OK", () => {
 });
 
 Deno.test("long monitor output is split in several O packets", () => {
-  const c = connected({ extraThreads: 20000 });
+  // Each thread's line is over 8 bytes, 16 hex digits: more than one packet in all.
+  const extraThreads = Math.max(20000, Math.ceil(MAX_PACKET_SIZE / 8));
+  const c = connected({ extraThreads });
   const replies = c.packets(`qRcmd,${hexEncodeText("threads")}`);
   assert.ok(replies.length > 2);
   for (const r of replies.slice(0, -1)) assert.ok(r.length <= MAX_PACKET_SIZE);
   const text = replies.slice(0, -1).map((r) => unhex(r.slice(1))).join("");
-  assert.ok(text.includes("task 20002\n"));
+  assert.ok(text.includes(`task ${extraThreads + 2}\n`));
 });
 
 Deno.test("vmcoreinfo: qlinux.vmcoreinfo and qXfer:vmcoreinfo:read", () => {
