@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DENO_VERSION=2.9.6
 PACKAGES=(gdb gdb-multiarch qemu-system-x86 qemu-system-arm makedumpfile python3-drgn
   python3-libkdumpfile libkdumpfile-dev busybox-static clang lld cpio zstd python3-zstandard
-  python3-snappy kmod crash)
+  python3-snappy kmod crash iproute2 procps)
 
 if ! deno --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
   echo "setup: installing Deno $DENO_VERSION from the npm registry"
