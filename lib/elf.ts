@@ -172,7 +172,10 @@ export function readNoteSegments(src: ByteSource, phdrs: ProgramHeader[]): ElfNo
     if (ph.filesz > 64 * 1024 * 1024) {
       throw new DumpError(src.name, "ELF notes", `implausible note segment size ${ph.filesz}`);
     }
-    notes.push(...parseNotes(readExact(src, ph.offset, ph.filesz, "ELF notes"), src.name));
+    // A loop, not push(...): a segment may hold more notes than V8 passes as arguments.
+    for (const n of parseNotes(readExact(src, ph.offset, ph.filesz, "ELF notes"), src.name)) {
+      notes.push(n);
+    }
   }
   return notes;
 }

@@ -758,7 +758,10 @@ export function kernelEntryUnwindElfArm64(kernel: Kernel): Uint8Array | undefine
   if (!fdes.length) return undefined;
   const symbols = kallsymsForGdb(kernel);
   if (symbols) {
-    fdes.push(...arm64FrameRecordFdes(kernel, symbols, new Set(fdes.map((f) => f.start))));
+    // A loop, not push(...): a large kernel has more functions than V8 passes as arguments.
+    for (const f of arm64FrameRecordFdes(kernel, symbols, new Set(fdes.map((f) => f.start)))) {
+      fdes.push(f);
+    }
   }
   fdes.push({
     start: 0n,

@@ -34,6 +34,8 @@ const TCP_NODELAY = 1;
 const SOL_SOCKET = 1;
 const SO_SNDTIMEO = 21;
 const SO_SNDBUF = 7;
+const SO_DOMAIN = 39;
+const AF_UNIX = 1;
 const POLLIN = 1;
 const POLLRDHUP = 0x2000;
 const MSG_DONTWAIT = 0x40;
@@ -49,6 +51,7 @@ const SYMBOLS = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
@@ -285,13 +288,18 @@ function setIntOption(c: Libc, fd: number, level: number, option: number, value:
 }
 
 /**
- * Ask for a send buffer of `bytes` on the socket `fd` (an inherited one, such as gdb's pipe on
- * standard output); the kernel caps it at `net.core.wmem_max`. False without FFI, or when `fd`
- * is not a socket.
+ * Ask for a send buffer of `bytes` on the Unix socket `fd` (an inherited one, such as gdb's pipe
+ * on standard output); the kernel caps it at `net.core.wmem_max`. False without FFI, or when
+ * `fd` is not a Unix socket: a TCP socket's buffer is left to the kernel, which grows it as the
+ * connection needs (setting it would stop that).
  */
 export function requestSendBuffer(fd: number, bytes: number): boolean {
   const c = load();
-  return c !== undefined && setIntOption(c, fd, SOL_SOCKET, SO_SNDBUF, bytes);
+  if (!c) return false;
+  const domain = new Int32Array(1);
+  const size = new Uint32Array([4]);
+  const ok = c.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, domain, size) === 0;
+  return ok && domain[0] === AF_UNIX && setIntOption(c, fd, SOL_SOCKET, SO_SNDBUF, bytes);
 }
 
 /** A listening TCP socket (IPv4) whose connections are {@link BlockingSocket}s. */

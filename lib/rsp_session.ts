@@ -38,14 +38,15 @@ import { execFileForGdb, generatedExec, HostIo, librariesSvr4Xml } from "./rsp_h
 /**
  * Largest packet payload the server accepts, advertised as `PacketSize`. gdb sizes its `m` and
  * `x` requests at half of it (measured with gdb 13: 0x4000 gives 0x2000-byte reads, 0x20000
- * gives 0x10000, 0x100000 gives 0x80000), so 2 MiB makes a bulk read 1 MiB per round trip. Each
- * round trip wakes gdb and the server once more; with gdb 16's binary replies, which gdb decodes
- * fast, 1 MiB instead of 64 KiB per request took a warm 16 MiB dump from 0.33 to 0.27 s over a
- * pipe (0.23 s with the pipe's larger send buffer, lib/transport.ts), on the fixtures' ELF dump
- * and on a live guest alike (BENCHMARKS.md, section 1). It bounds what a client can make a
- * session hold: one packet in, one reply out and one prepared by read-ahead.
+ * gives 0x10000, 0x100000 gives 0x80000), so 512 KiB makes a bulk read 256 KiB per round trip.
+ * Each round trip wakes gdb and the server once more; with gdb 16's binary replies, which gdb
+ * decodes fast, that showed: a warm 16 MiB dump over a pipe took 0.33 s at 64 KiB per request
+ * and 0.23-0.25 s at 256 KiB or 1 MiB alike (BENCHMARKS.md, section 1). The size bounds what a
+ * client can make a session hold (one packet in, one reply out, one prepared by read-ahead), so
+ * the smaller of the two: a quarter of the memory, and a reply that fits the send buffer an
+ * unchanged Linux grants (lib/transport.ts).
  */
-export const MAX_PACKET_SIZE = 0x200000;
+export const MAX_PACKET_SIZE = 0x80000;
 /** Largest `m`/`x` read answered at once (hex doubles the size). */
 const MAX_MEMORY_READ = MAX_PACKET_SIZE / 2;
 /** Smallest `m`/`x` read that starts read-ahead of the next one (gdb's bulk reads are larger). */

@@ -294,15 +294,19 @@ const PAYLOAD = 1;
 const SUM_HIGH = 2;
 const SUM_LOW = 3;
 
+/** Payload buffer a {@link PacketReader} starts with; it grows up to its `maxPayload`. */
+const READER_START_BYTES = 0x10000;
+
 /**
  * Incremental packet parser: any read may hold part of a packet or several packets. The payload
- * is kept raw (escapes and any run-length encoding untouched) in a buffer of fixed size; a longer
- * packet is consumed to its end and reported with `oversize` set and no payload, so a client can
- * never make the server buffer more than `maxPayload` bytes.
+ * is kept raw (escapes and any run-length encoding untouched) in a buffer that grows as packets
+ * need, up to `maxPayload`; a longer packet is consumed to its end and reported with `oversize`
+ * set and no payload, so a client can never make the server buffer more than `maxPayload` bytes.
+ * A connection that only sends small packets keeps a small buffer.
  */
 export class PacketReader {
-  /** Payload of the last packet: valid until the next call to {@link next}. */
-  readonly payload: Uint8Array;
+  /** Payload of the last packet (its first `length` bytes): valid until the next {@link next}. */
+  payload: Uint8Array;
   /** Payload length of the last packet. */
   length = 0;
   /** Whether the last packet's checksum matched. */
@@ -318,7 +322,7 @@ export class PacketReader {
 
   /** @param maxPayload largest payload kept; longer packets are reported as oversize. */
   constructor(readonly maxPayload: number) {
-    this.payload = new Uint8Array(maxPayload);
+    this.payload = new Uint8Array(Math.min(maxPayload, READER_START_BYTES));
   }
 
   /** Whether a packet has started and not yet ended. */
@@ -355,7 +359,8 @@ export class PacketReader {
             this.#begin();
           } else {
             this.#sum += b;
-            if (this.length < this.maxPayload) this.payload[this.length++] = b;
+            if (this.length < this.payload.length) this.payload[this.length++] = b;
+            else if (this.length < this.maxPayload) this.#grow(b);
             else this.oversize = true;
           }
           break;
@@ -375,6 +380,13 @@ export class PacketReader {
     }
     input.pos = pos;
     return WireEvent.None;
+  }
+
+  #grow(b: number): void {
+    const grown = new Uint8Array(Math.min(this.maxPayload, this.payload.length * 2));
+    grown.set(this.payload);
+    this.payload = grown;
+    this.payload[this.length++] = b;
   }
 
   #begin(): void {

@@ -365,11 +365,13 @@ const PIPE_SEND_BUFFER = 2 * MAX_PACKET_SIZE;
  * the client detaches. Diagnostics go to stderr (gdb shows them), never to stdout.
  */
 export async function serveStdio(target: Target, options: ServeOptions = {}): Promise<void> {
-  // gdb's pipe is a socket pair, whose send buffer (net.core.wmem_default, often 208 KiB) is
-  // smaller than a bulk read's reply (up to PacketSize): each reply then goes out in pieces, each
-  // waiting for gdb to read the last, a wake-up of both processes every time. With room for a
-  // whole reply the server writes it at once and prepares the next while gdb decodes this one
-  // (BENCHMARKS.md, section 1). Needs FFI; without it, or off a socket, nothing changes.
+  // gdb's pipe is a socket pair, whose send buffer (net.core.wmem_default, 208 KiB unless
+  // changed) is smaller than a bulk read's largest reply (PacketSize): such a reply goes out in
+  // pieces, each waiting for gdb to read the last, a wake-up of both processes every time. With
+  // room for a whole reply the server writes it at once and prepares the next while gdb decodes
+  // this one (BENCHMARKS.md, section 1). The kernel grants up to twice net.core.wmem_max: 416 KiB
+  // unless changed, a whole binary reply of gdb 16. Needs FFI; without it, or off a Unix socket
+  // (a TCP socket would lose the kernel's own sizing), nothing changes.
   requestSendBuffer(1, PIPE_SEND_BUFFER);
   // With spinMs, standard input is polled for gdb's next packet before each sleep (FFI).
   const channel: ByteChannel = (options.spinMs && StdinChannel.open(options.spinMs)) || {

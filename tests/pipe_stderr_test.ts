@@ -130,3 +130,36 @@ Deno.test("pipe mode with stderr on the protocol's socket (2>&1): left alone, th
   assert.match(r.out, /^\$1 = 0x[0-9a-f]+$/m, r.out);
   assert.match(r.out, /Inferior 1 \(Remote target\) detached/, r.out);
 });
+
+Deno.test("the larger send buffer is asked for on a Unix socket only, never on TCP", async () => {
+  // Standard output as a Unix socket pair (gdb's pipe), then as a TCP connection (whose buffer
+  // the kernel sizes by itself), then as a pipe: what the server's function does with each.
+  const lib = new URL("../lib/libc_socket.ts", import.meta.url).href;
+  const script = `
+import socket, subprocess
+def run(out):
+    r = subprocess.run(["deno", "eval", "import { requestSendBuffer } from '${lib}'; " +
+        "console.error(requestSendBuffer(1, 1 << 20))"], stdout=out, stderr=subprocess.PIPE, text=True)
+    return r.stderr.strip()
+u1, u2 = socket.socketpair()
+before = u1.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+print("unix", run(u1.fileno()), before, u1.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+srv = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(srv.getsockname())
+before = c.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+print("tcp", run(c.fileno()), before, c.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+print("pipe", run(subprocess.PIPE))
+`;
+  const r = await new Deno.Command("python3", { args: ["-c", script] }).output();
+  const out = new TextDecoder().decode(r.stdout);
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  const unix = out.match(/^unix (\w+) (\d+) (\d+)$/m);
+  assert.ok(unix, out);
+  assert.equal(unix[1], "true", out);
+  assert.ok(Number(unix[3]) > Number(unix[2]), out);
+  const tcp = out.match(/^tcp (\w+) (\d+) (\d+)$/m);
+  assert.ok(tcp, out);
+  assert.equal(tcp[1], "false", out);
+  assert.equal(tcp[3], tcp[2], out);
+  assert.match(out, /^pipe false$/m);
+});

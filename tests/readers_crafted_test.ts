@@ -242,3 +242,18 @@ Deno.test('crafted kdump: machine "Unknown" (QEMU\'s for arm) is inferred, or re
     /: n\.kdump: kdump header: the machine is "Unknown", and no NT_PRSTATUS note or VMCOREINFO entry names an architecture$/,
   );
 });
+
+Deno.test("crafted ELF: 140,000 notes in one segment open (more than V8 passes as arguments)", () => {
+  const filler = Array.from({ length: 140_000 }, () => ({
+    name: "NONE",
+    type: 0x4e4f4e45,
+    desc: new Uint8Array(0),
+  }));
+  const elf = craftElf(
+    [{ paddr: 0x1000, data: page(1) }],
+    [vmcoreinfoNote(VMCI), ...filler, prstatusNote(1, { rip: 7n })],
+  );
+  const d = openSource(new MemorySource("many-notes.elf", elf));
+  assert.equal(d.format, "ELF");
+  assert.equal(d.cpus[0].registers.get("rip"), 7n);
+});

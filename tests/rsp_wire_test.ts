@@ -243,3 +243,19 @@ Deno.test("run-length encoding round trip on random strings over small alphabets
     }
   }
 });
+
+Deno.test("packet reader: the buffer grows to the largest packet allowed, not beyond", () => {
+  const max = 0x80000;
+  const big = "a".repeat(max);
+  // Fed whole and in odd pieces: a packet of exactly the maximum, one byte over it, then a small
+  // packet (the stream stays in step after the oversize one).
+  const stream = `${latin1String(framePacket(big))}${latin1String(framePacket(big + "b"))}$OK#9a`;
+  for (const pieces of [[stream], stream.match(/[^]{1,77777}/g)!]) {
+    const seen = events(pieces, max);
+    assert.deepEqual(seen.map((e) => e.length), [max + 1, "$<oversize>".length, 3]);
+    assert.equal(seen[0], "$" + big);
+    assert.deepEqual(seen.slice(1), ["$<oversize>", "$OK"]);
+  }
+  const reader = new PacketReader(max);
+  assert.ok(reader.payload.length < max, "a new reader starts small");
+});
