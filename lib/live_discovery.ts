@@ -17,18 +17,24 @@
  *   kernel's page tables (TTBR1_EL1 as TCR_EL1 sets them up): other bytes there mean the vmlinux
  *   is not the running kernel's.
  *
- * Both: VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else from a
- * scan of guest RAM for a page that starts with `OSRELEASE=` (the kernel allocates the text a page
- * of its own): every page of the RAM file, or without it the first bytes of each page through the
- * gdbstub, where the kernel's first allocations are first; its KERNELOFFSET, when present, is the
- * offset used.
+ * Both: VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else (x86_64)
+ * among the pages the kernel image's writable data points at through the direct map, which
+ * `vmcoreinfo_data` is one of, else from a scan of guest RAM for a page that starts with
+ * `OSRELEASE=` (the kernel allocates the text a page of its own): every page of the RAM file, or
+ * without it the first bytes of each page through the gdbstub, where the kernel's first
+ * allocations usually are first; its KERNELOFFSET, when present, is the offset used.
  *
  * @module
  */
 
 import type { PhysicalMemory } from "./physical_memory.ts";
 import type { PageTableWalker } from "./paging.ts";
-import { START_KERNEL_MAP, X86_64Walker } from "./paging_x86_64.ts";
+import {
+  findDirectMapBase,
+  START_KERNEL_MAP,
+  X86_64Walker,
+  type X86Mapping,
+} from "./paging_x86_64.ts";
 import { Arm64Walker } from "./paging_aarch64.ts";
 import type { Vmlinux } from "./vmlinux.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
@@ -137,6 +143,7 @@ export function discoverX86(
     }
   }
   // 3. VMCOREINFO, whose KERNELOFFSET has the last word.
+  const directMap = first !== undefined ? findDirectMapBase(walker, levels) : undefined;
   const found = findVmcoreinfo(
     phys,
     walker,
@@ -144,6 +151,9 @@ export function discoverX86(
     kaslrOffset,
     scan?.slow && fromMapping === undefined ? notYet(scan) : scan,
     known,
+    fromMapping !== undefined && directMap !== undefined
+      ? () => imageDataPointers(phys, walker, first!, directMap)
+      : undefined,
   );
   return withKernelOffset(found, kaslrOffset, kaslrSource, warnings, "the page tables");
 }
@@ -342,10 +352,73 @@ interface VmcoreinfoFinding {
   source: string;
 }
 
+/** Most bytes of the kernel image's writable mappings searched for pointers (Debian's: ~6 MiB). */
+const MAX_IMAGE_DATA = 64 << 20;
+/** Bytes read at a time from the kernel image's data. */
+const IMAGE_DATA_CHUNK = 64 << 10;
+
+/**
+ * Physical addresses of the pages that the kernel image's writable data points at through the
+ * direct map, each once, in the order the pointers are found. The kernel keeps its VMCOREINFO
+ * text in a page of its own and its address in `vmcoreinfo_data`, a .bss variable: so that page
+ * is among these, wherever the page allocator put it, and the search reads a few MiB of the
+ * image instead of guest RAM at large.
+ *
+ * The image's writable mappings form runs: .data and what follows it, then (past the init
+ * memory, unmapped once freed) .bss and the brk area. The last run is searched first, so
+ * .bss's pointers come before .data's.
+ */
+export function* imageDataPointers(
+  phys: PhysicalMemory,
+  walker: X86_64Walker,
+  imageStart: bigint,
+  directMapBase: bigint,
+): Generator<number> {
+  // The writable runs: [first virtual address, end, physical parts in order].
+  const runs: { end: bigint; parts: X86Mapping[] }[] = [];
+  let listed = 0;
+  for (const m of walker.mappingsFrom(imageStart)) {
+    if (m.va >= KERNEL_IMAGE_END || listed >= MAX_IMAGE_DATA) break;
+    if (!m.writable) continue;
+    const run = runs.at(-1);
+    if (run?.end === m.va) run.parts.push(m);
+    else runs.push({ end: m.va, parts: [m] });
+    runs.at(-1)!.end = m.va + BigInt(m.size);
+    listed += m.size;
+  }
+  const seen = new Set<number>();
+  const chunk = new Uint8Array(IMAGE_DATA_CHUNK);
+  const words = new DataView(chunk.buffer);
+  // Direct-map addresses past 64 TiB (x86_64's largest 4-level direct map) are not pointers.
+  const directMapEnd = directMapBase + (1n << 46n);
+  for (const run of runs.reverse()) {
+    for (const m of run.parts) {
+      for (let at = 0; at < m.size; at += chunk.length) {
+        const n = Math.min(chunk.length, m.size - at);
+        const got = phys.read(m.paddr + at, chunk.subarray(0, n)).bytes;
+        for (let i = 0; i + 8 <= got; i += 8) {
+          // Page-aligned values only: the low 32 bits first, the cheap test that rejects most.
+          if ((words.getUint32(i, true) & 0xfff) !== 0) continue;
+          const v = words.getBigUint64(i, true);
+          if (v < directMapBase || v >= directMapEnd) continue;
+          const paddr = Number(v - directMapBase);
+          if (!seen.has(paddr)) {
+            seen.add(paddr);
+            yield paddr;
+          }
+        }
+      }
+    }
+  }
+}
+
+/** What the kernel image's pointers found VMCOREINFO through, for the banner. */
+export const IMAGE_POINTER_SOURCE = "guest memory (a pointer in the kernel image's data)";
+
 /**
  * VMCOREINFO: where it was at the last stop, else through the kernel's `vmcoreinfo_data` (a
  * `vmlinux` trusted to be the running kernel's, the offset and the kernel's page tables), else
- * by a scan of guest RAM.
+ * among the pages the kernel image's data points at, else by a scan of guest RAM.
  */
 function findVmcoreinfo(
   phys: PhysicalMemory,
@@ -354,9 +427,18 @@ function findVmcoreinfo(
   kaslrOffset: bigint | undefined,
   scan: VmcoreinfoScan | undefined,
   known: KnownVmcoreinfo | undefined,
+  imagePointers?: () => Iterable<number>,
 ): VmcoreinfoFinding {
   const valid = (b: Uint8Array | undefined) =>
     b !== undefined && new TextDecoder().decode(b.subarray(0, 10)) === "OSRELEASE=";
+  /** The VMCOREINFO text at `at`, when a page of it starts there. */
+  const vmcoreinfoAt = (at: number) => {
+    const text = readNoteText(phys, at);
+    const words = new TextDecoder().decode(text);
+    return valid(text) && words.includes("\nPAGESIZE=") && words.includes("\nSYMBOL(")
+      ? text
+      : undefined;
+  };
   if (known) {
     const again = new Uint8Array(known.raw.length);
     if (
@@ -386,13 +468,21 @@ function findVmcoreinfo(
       }
     }
   }
+  if (imagePointers) {
+    const head = new Uint8Array(OSRELEASE.length);
+    for (const at of imagePointers()) {
+      // Ten bytes first: most of the pages pointed at are not VMCOREINFO.
+      if (phys.read(at, head).bytes !== head.length || !startsOsrelease(head, 0)) continue;
+      const text = vmcoreinfoAt(at);
+      if (text) {
+        return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source: IMAGE_POINTER_SOURCE };
+      }
+    }
+  }
   if (scan) {
     for (const at of scan.candidates()) {
-      const text = readNoteText(phys, at);
-      const words = new TextDecoder().decode(text);
-      if (valid(text) && words.includes("\nPAGESIZE=") && words.includes("\nSYMBOL(")) {
-        return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source: scan.source };
-      }
+      const text = vmcoreinfoAt(at);
+      if (text) return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source: scan.source };
     }
     return { source: `not found (${scan.notFound()})` };
   }

@@ -12,6 +12,7 @@ import type { VmcoreInfo } from "./vmcoreinfo.ts";
 /** Base of the kernel image mapping (`__START_KERNEL_map`). */
 export const START_KERNEL_MAP = 0xffffffff80000000n;
 const PRESENT = 1n;
+const WRITABLE = 2n;
 const PAGE_SIZE_BIT = 0x80n;
 /** Physical address bits 51:12 of an entry. */
 const ADDR_MASK = 0x000ffffffffff000n;
@@ -39,6 +40,18 @@ export function x86PagingInfo(vmci: VmcoreInfo): X86PagingInfo | undefined {
     smeMask: vmci.number("sme_mask") ?? 0n,
     physBase,
   };
+}
+
+/** One leaf entry of the page tables: a page, or a 2 MiB or 1 GiB mapping. */
+export interface X86Mapping {
+  /** First virtual address it maps. */
+  va: bigint;
+  /** Its size in bytes. */
+  size: number;
+  /** Physical address of its first byte. */
+  paddr: number;
+  /** Whether the entry allows writes (the kernel's data; its text and read-only data do not). */
+  writable: boolean;
 }
 
 /** Walks x86_64 page tables from a root (the kernel's, or a process's pgd). */
@@ -71,34 +84,52 @@ export class X86_64Walker implements PageTableWalker {
    * tables and skipping empty entries; undefined when nothing above is mapped.
    */
   firstMappedFrom(start: bigint): bigint | undefined {
+    for (const m of this.mappingsFrom(start)) {
+      return m.va < start ? start & ~0xfffn : m.va;
+    }
+    return undefined;
+  }
+
+  /**
+   * The leaf mappings that hold addresses at or above `start`, in address order, by descending
+   * the tables and skipping empty entries (the first may begin below `start`, when a large page
+   * holds it). Lazy: a caller that stops early reads no more tables.
+   */
+  *mappingsFrom(start: bigint): Generator<X86Mapping> {
     const vaBits = this.#levels === 5 ? 57n : 48n;
     const signExtend = (v: bigint) =>
       (v & (1n << (vaBits - 1n))) !== 0n ? v | ~((1n << vaBits) - 1n) & 0xffffffffffffffffn : v;
-    const visit = (
+    const phys = this.#phys;
+    const addrMask = this.#addrMask;
+    function* visit(
       table: number,
       level: number,
       base: bigint,
       from: bigint,
-    ): bigint | undefined => {
+    ): Generator<X86Mapping> {
       const shift = 12n + 9n * BigInt(level - 1);
       const first = base === (from & ~((1n << (shift + 9n)) - 1n))
         ? Number((from >> shift) & 0x1ffn)
         : 0;
       for (let index = first; index < 512; index++) {
-        const entry = this.#phys.readU64(table + index * 8);
+        const entry = phys.readU64(table + index * 8);
         if (entry === undefined || (entry & PRESENT) === 0n) continue;
         const va = base + (BigInt(index) << shift);
         const leaf = level === 1 ||
           ((level === 2 || level === 3) && (entry & PAGE_SIZE_BIT) !== 0n);
-        if (leaf) return va < from ? from & ~0xfffn : va;
-        const found = visit(Number(entry & this.#addrMask), level - 1, va, from);
-        if (found !== undefined) return found;
+        if (leaf) {
+          const size = 1n << shift;
+          yield {
+            va: signExtend(va),
+            size: Number(size),
+            paddr: Number(entry & addrMask & ~(size - 1n)),
+            writable: (entry & WRITABLE) !== 0n,
+          };
+        } else yield* visit(Number(entry & addrMask), level - 1, va, from);
       }
-      return undefined;
-    };
-    // Work on the address without its sign extension; put it back on the result.
-    const found = visit(this.#root, this.#levels, 0n, start & ((1n << vaBits) - 1n));
-    return found === undefined ? undefined : signExtend(found);
+    }
+    // Work on the address without its sign extension; put it back on each result.
+    yield* visit(this.#root, this.#levels, 0n, start & ((1n << vaBits) - 1n));
   }
 
   walk(vaddr: bigint): WalkResult {

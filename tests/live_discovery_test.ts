@@ -1,11 +1,19 @@
 /**
- * The search for a live guest's VMCOREINFO in its RAM, on crafted memory: the order the scan
- * through the gdbstub looks in, its bound, the check of each candidate, and no slow scan before
- * a kernel is seen running. The real guest is in tests/live_gdb_test.ts.
+ * The search for a live guest's VMCOREINFO in its RAM, on crafted memory: the pointers of the
+ * kernel image's writable data, the order the scan through the gdbstub looks in, its bound, the
+ * check of each candidate, and no slow scan before a kernel is seen running. The real guest is in tests/live_gdb_test.ts.
  */
 
 import assert from "node:assert/strict";
-import { discoverX86, scanOrder, stubScan, type VmcoreinfoScan } from "../lib/live_discovery.ts";
+import {
+  discoverX86,
+  IMAGE_POINTER_SOURCE,
+  imageDataPointers,
+  scanOrder,
+  stubScan,
+  type VmcoreinfoScan,
+} from "../lib/live_discovery.ts";
+import { X86_64Walker } from "../lib/paging_x86_64.ts";
 import type { LiveSource } from "../lib/live_dump.ts";
 import type { QemuStub } from "../lib/qemu_stub.ts";
 import { type DumpReader, PageStatus } from "../lib/dump.ts";
@@ -23,6 +31,13 @@ class Memory {
     const page = new Uint8Array(4096);
     page.set(new TextEncoder().encode(text));
     this.pages.set(paddr, page);
+  }
+
+  /** Write a little-endian 64-bit value. */
+  u64(paddr: number, value: bigint): void {
+    const base = paddr - (paddr % 4096);
+    if (!this.pages.has(base)) this.pages.set(base, new Uint8Array(4096));
+    new DataView(this.pages.get(base)!.buffer).setBigUint64(paddr % 4096, value, true);
   }
 
   read(paddr: number, out: Uint8Array): void {
@@ -166,4 +181,78 @@ Deno.test("VMCOREINFO discovery: candidates checked; no slow scan before a kerne
 
   const empty = discoverX86(phys(), cr3, 0n, undefined, fixedScan([0x100000], false));
   assert.equal(empty.vmcoreinfoSource, "not found (nothing in the test)");
+});
+
+/** Where the crafted kernel's direct map starts (KASLR'd: above its lowest possible start). */
+const DIRECT_MAP = 0xffff9a8000000000n;
+const CR3 = 0x300000;
+
+/**
+ * A kernel's page tables as the search sees them: the image at KASLR offset 0x14c00000 (a
+ * read-only 2 MiB text page, a writable .data run of two pages, two unmapped pages of freed
+ * init memory, a writable .bss page), and the direct map from physical 0 in a 1 GiB page.
+ */
+function craftedKernel(): Memory {
+  const mem = new Memory();
+  const idx = (v: bigint, level: number) =>
+    Number((v >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8;
+  const text = 0xffffffff95c00000n;
+  mem.u64(CR3 + idx(text, 4), 0x301000n | 3n);
+  mem.u64(0x301000 + idx(text, 3), 0x302000n | 3n);
+  mem.u64(0x302000 + idx(text, 2), 0x1000000n | 0x81n);
+  const data = text + 0x200000n;
+  mem.u64(0x302000 + idx(data, 2), 0x303000n | 3n);
+  mem.u64(0x303000 + 0 * 8, 0x400000n | 3n);
+  mem.u64(0x303000 + 1 * 8, 0x401000n | 3n);
+  mem.u64(0x303000 + 4 * 8, 0x402000n | 3n);
+  mem.u64(CR3 + idx(DIRECT_MAP, 4), 0x304000n | 3n);
+  mem.u64(0x304000, 0x83n);
+  return mem;
+}
+
+Deno.test("VMCOREINFO through the kernel image's data: .bss first, writable pages only", () => {
+  const mem = craftedKernel();
+  // The text page points at a page that would pass every check: never looked at.
+  mem.u64(0x1000000, DIRECT_MAP + 0x700000n);
+  mem.put(0x700000, VMCOREINFO.replace("6.1.0-test", "6.1.0-text"));
+  // .data: a page-aligned pointer, one that is not, a value outside the direct map, and a page
+  // that starts like VMCOREINFO but is not.
+  mem.u64(0x400000, DIRECT_MAP + 0x500000n);
+  mem.u64(0x400008, DIRECT_MAP + 0x500008n);
+  mem.u64(0x400010, 0x1234000n);
+  mem.u64(0x401ff8, DIRECT_MAP + 0x600000n);
+  mem.put(0x600000, "OSRELEASE=and nothing else");
+  // .bss: the kernel's vmcoreinfo_data, at 7 GiB (past any scan's bound), and .data's first.
+  mem.u64(0x402010, DIRECT_MAP + 7n * BigInt(GiB));
+  mem.u64(0x402018, DIRECT_MAP + 0x500000n);
+  mem.put(7 * GiB, VMCOREINFO);
+
+  const phys = () => new PhysicalMemory(mem.dump());
+  const walker = new X86_64Walker(phys(), CR3, 4);
+  assert.deepEqual([...imageDataPointers(phys(), walker, 0xffffffff95c00000n, DIRECT_MAP)], [
+    7 * GiB,
+    0x500000,
+    0x600000,
+  ]);
+
+  const scan = fixedScan([0x600000], true);
+  const facts = discoverX86(phys(), BigInt(CR3), 0n, undefined, scan);
+  assert.equal(scan.used, false);
+  assert.equal(facts.vmcoreinfoPaddr, 7 * GiB);
+  assert.equal(facts.vmcoreinfoSource, IMAGE_POINTER_SOURCE);
+  assert.equal(facts.vmcoreinfo?.osRelease, "6.1.0-test");
+  assert.equal(facts.kaslrOffset, 0x14c00000n);
+  assert.equal(
+    facts.kaslrSource,
+    `VMCOREINFO (${IMAGE_POINTER_SOURCE}), agreeing with the kernel image mapping under CR3`,
+  );
+
+  // Without the pointer, the scan of RAM (a kernel is seen running: a slow one too).
+  mem.u64(0x402010, 0n);
+  mem.put(0x800000, VMCOREINFO);
+  const scanned = fixedScan([0x600000, 0x800000], true);
+  const fallback = discoverX86(phys(), BigInt(CR3), 0n, undefined, scanned);
+  assert.ok(scanned.used);
+  assert.equal(fallback.vmcoreinfoPaddr, 0x800000);
+  assert.equal(fallback.vmcoreinfoSource, "a test scan");
 });

@@ -96,14 +96,10 @@ Deno.test({
     }).output();
     assert.ok(dd.success, new TextDecoder().decode(dd.stderr));
 
-    // Without a vmlinux: VMCOREINFO from a scan of the RAM file, then of RAM through the stub
-    // (both look above 4 GiB first); the same offset, and the kernel's own symbols and types.
-    for (
-      const [args, how] of [
-        [["--guest-ram", g.ramPath], "a scan of guest RAM"],
-        [[], "a scan of guest RAM through the gdbstub"],
-      ] as const
-    ) {
+    // Without a vmlinux: VMCOREINFO through the kernel image's pointer to it (above 4 GiB:
+    // read through the high part of the map, or through the stub), wherever the allocator put
+    // it; the same offset, and the kernel's own symbols and types.
+    for (const args of [["--guest-ram", g.ramPath], []]) {
       const scan = await runGdb([
         pipeTarget(["--qemu", `127.0.0.1:${g.gdbPort}`, ...args], LIVE_SERVER),
         "info threads",
@@ -112,7 +108,7 @@ Deno.test({
       assert.match(scan.out, new RegExp(`KASLR: +kernel offset ${offset}\\b`), scan.out);
       assert.match(
         scan.out,
-        new RegExp(`KASLR found: +VMCOREINFO \\(${how}\\)`),
+        /^KASLR found: +VMCOREINFO \(guest memory \(a pointer in the kernel image's data\)\)/m,
         `VMCOREINFO is at physical 0x${vmcoreinfo.toString(16)}\n${scan.out}`,
       );
       assert.match(scan.out, /types: +BTF and kallsyms found in the dump/, scan.out);

@@ -49,6 +49,9 @@ Deno.test("x86_64 crafted: SME bit stripped, 4 KiB / 2 MiB / 1 GiB pages, not-pr
   // 2 MiB page for the next 2 MiB slot, 1 GiB page for the next 1 GiB slot.
   const va2m = va + (2n << 20n);
   img.u64(0x3000 + idx(va2m, 2) * 8, 0x40000000n | SME | 0x83n);
+  // A read-only 2 MiB page (present and large, without the write bit) two slots on.
+  const vaReadOnly = va + (4n << 20n);
+  img.u64(0x3000 + idx(vaReadOnly, 2) * 8, 0x60000000n | SME | 0x81n);
   const va1g = va + (1n << 30n);
   img.u64(0x2000 + idx(va1g, 3) * 8, 0x80000000n | SME | 0x83n);
   img.page(0x5000).set([1, 2, 3, 4]);
@@ -69,6 +72,17 @@ Deno.test("x86_64 crafted: SME bit stripped, 4 KiB / 2 MiB / 1 GiB pages, not-pr
   assert.equal(vm.read(va, out).bytes, 4);
   assert.deepEqual([...out], [1, 2, 3, 4]);
   assert.equal(w.firstMappedFrom(0xffff800000000000n), va);
+  // Every leaf, in order, with its size and whether it may be written; from inside a large
+  // page, that page first.
+  assert.deepEqual([...w.mappingsFrom(0xffff800000000000n)], [
+    { va, size: 4096, paddr: 0x5000, writable: true },
+    { va: va2m, size: 2 << 20, paddr: 0x40000000, writable: true },
+    { va: vaReadOnly, size: 2 << 20, paddr: 0x60000000, writable: false },
+    { va: va1g, size: 1 << 30, paddr: 0x80000000, writable: true },
+  ]);
+  assert.deepEqual([...w.mappingsFrom(va2m + 0x1234n)].map((m) => m.va), [va2m, vaReadOnly, va1g]);
+  assert.equal(w.firstMappedFrom(va2m + 0x1234n), va2m + 0x1000n);
+  assert.equal(w.firstMappedFrom(va1g + (1n << 30n)), undefined);
 });
 
 Deno.test("x86_64 crafted: 5-level paging uses bits 56:48", () => {
