@@ -42,6 +42,7 @@ export {
 export {
   findDirectMapBase,
   X86_64Walker,
+  type X86Mapping,
   type X86PagingInfo,
   x86PagingInfo,
 } from "./lib/paging_x86_64.ts";
