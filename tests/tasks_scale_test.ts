@@ -17,6 +17,13 @@ const DUMP = "dump.zlib-d31.kdump";
  * list rebuilt per packet), which costs minutes with 5000 threads.
  */
 const BOUND_S = Number(Deno.env.get("KDUMP_TASKS_SCALE_BOUND_S") ?? 15);
+/**
+ * The same over a pipe, from a server without FFI (the task's permissions): its stderr stays
+ * open, and gdb then reads that socket after every byte of the 2 MB of replies (README, "Pipe
+ * mode and FFI"). That is gdb's cost, 9.3–12.3 s on this 2-core machine, so the pipe gets twice
+ * the bound: still far below the minutes a per-thread slowdown costs.
+ */
+const PIPE_BOUND_S = 2 * BOUND_S;
 /** The server as the README tells users to run it. */
 const SERVER = [
   "deno",
@@ -160,7 +167,7 @@ Deno.test(`${BOOT}: --tasks lists every task drgn recorded (pid, comm)`, () => {
 
 Deno.test({
   name:
-    `${BOOT}: gdb info threads with --tasks shows every task, pipe and TCP, within ${BOUND_S} s`,
+    `${BOOT}: gdb info threads with --tasks shows every task, TCP within ${BOUND_S} s, pipe ${PIPE_BOUND_S} s`,
   ignore: !haveGdb(),
   async fn() {
     const base = await vmlinuxLoadSeconds(b.vmlinux);
@@ -189,7 +196,7 @@ Deno.test({
         } s ` +
         `of vmlinux loading; the pipe run includes the server's start)`,
     );
-    assert.ok(pipe.s - base <= BOUND_S, `pipe: ${net(pipe.s)} s > ${BOUND_S} s`);
+    assert.ok(pipe.s - base <= PIPE_BOUND_S, `pipe: ${net(pipe.s)} s > ${PIPE_BOUND_S} s`);
     assert.ok(tcp.s - base <= BOUND_S, `TCP: ${net(tcp.s)} s > ${BOUND_S} s`);
   },
 });
