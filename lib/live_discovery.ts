@@ -354,6 +354,11 @@ interface VmcoreinfoFinding {
 
 /** Most bytes of the kernel image's writable mappings searched for pointers (Debian's: ~6 MiB). */
 const MAX_IMAGE_DATA = 64 << 20;
+/**
+ * Most pages pointed at that are looked at (Debian's data points at about 150; each costs a
+ * page read, about 0.1 ms through the gdbstub), which also bounds the memory of the search.
+ */
+export const MAX_IMAGE_POINTERS = 1 << 16;
 /** Bytes read at a time from the kernel image's data. */
 const IMAGE_DATA_CHUNK = 64 << 10;
 
@@ -403,6 +408,7 @@ export function* imageDataPointers(
           if (v < directMapBase || v >= directMapEnd) continue;
           const paddr = Number(v - directMapBase);
           if (!seen.has(paddr)) {
+            if (seen.size >= MAX_IMAGE_POINTERS) return;
             seen.add(paddr);
             yield paddr;
           }

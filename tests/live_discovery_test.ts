@@ -9,6 +9,7 @@ import {
   discoverX86,
   IMAGE_POINTER_SOURCE,
   imageDataPointers,
+  MAX_IMAGE_POINTERS,
   scanOrder,
   stubScan,
   type VmcoreinfoScan,
@@ -255,4 +256,22 @@ Deno.test("VMCOREINFO through the kernel image's data: .bss first, writable page
   assert.ok(scanned.used);
   assert.equal(fallback.vmcoreinfoPaddr, 0x800000);
   assert.equal(fallback.vmcoreinfoSource, "a test scan");
+});
+
+Deno.test("VMCOREINFO through the kernel image's data: at most MAX_IMAGE_POINTERS pages", () => {
+  const mem = craftedKernel();
+  // .bss grows to 140 pages, every word a pointer to a page of its own: 71,680 pointers.
+  for (let page = 0; page < 140; page++) {
+    mem.u64(0x303000 + (4 + page) * 8, BigInt(0x402000 + page * 4096) | 3n);
+    for (let word = 0; word < 512; word++) {
+      const n = page * 512 + word + 1;
+      mem.u64(0x402000 + page * 4096 + word * 8, DIRECT_MAP + BigInt(n) * 4096n);
+    }
+  }
+  const phys = () => new PhysicalMemory(mem.dump(), { cacheBytes: 4 << 20 });
+  const walker = new X86_64Walker(phys(), CR3, 4);
+  const found = [...imageDataPointers(phys(), walker, 0xffffffff95c00000n, DIRECT_MAP)];
+  assert.equal(found.length, MAX_IMAGE_POINTERS);
+  assert.equal(found[0], 4096);
+  assert.equal(found.at(-1), MAX_IMAGE_POINTERS * 4096);
 });
