@@ -33,6 +33,7 @@ export {
   type PhysRead,
 } from "./lib/physical_memory.ts";
 export {
+  type LeafMapping,
   type LinearRange,
   type PageTableWalker,
   type VirtRead,
@@ -42,7 +43,6 @@ export {
 export {
   findDirectMapBase,
   X86_64Walker,
-  type X86Mapping,
   type X86PagingInfo,
   x86PagingInfo,
 } from "./lib/paging_x86_64.ts";

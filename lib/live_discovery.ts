@@ -17,9 +17,9 @@
  *   kernel's page tables (TTBR1_EL1 as TCR_EL1 sets them up): other bytes there mean the vmlinux
  *   is not the running kernel's.
  *
- * Both: VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else (x86_64)
- * among the pages the kernel image's writable data points at through the direct map, which
- * `vmcoreinfo_data` is one of, else from a scan of guest RAM for a page that starts with
+ * Both: VMCOREINFO from `vmcoreinfo_data` (a vmlinux symbol: needs the offset first), else among
+ * the pages the kernel image's writable data points at through the kernel's map of all RAM (one
+ * of its pointers is `vmcoreinfo_data`), else from a scan of guest RAM for a page that starts with
  * `OSRELEASE=` (the kernel allocates the text a page of its own): every page of the RAM file, or
  * without it the first bytes of each page through the gdbstub, where the kernel's first
  * allocations usually are first; its KERNELOFFSET, when present, is the offset used.
@@ -28,13 +28,8 @@
  */
 
 import type { PhysicalMemory } from "./physical_memory.ts";
-import type { PageTableWalker } from "./paging.ts";
-import {
-  findDirectMapBase,
-  START_KERNEL_MAP,
-  X86_64Walker,
-  type X86Mapping,
-} from "./paging_x86_64.ts";
+import type { LeafMapping, LinearRange, PageTableWalker } from "./paging.ts";
+import { findDirectMapBase, START_KERNEL_MAP, X86_64Walker } from "./paging_x86_64.ts";
 import { Arm64Walker } from "./paging_aarch64.ts";
 import type { Vmlinux } from "./vmlinux.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
@@ -47,6 +42,8 @@ const START_KERNEL = 0xffffffff81000000n;
 /** The read-only IDT mapping of the CPU entry area (x86_64, 4-level and 5-level). */
 const IDT_ADDRESS = 0xfffffe0000000000n;
 const KERNEL_IMAGE_END = 0xffffffffc0000000n;
+/** How far past its vectors an arm64 kernel image's writable data may end. */
+const ARM64_IMAGE_SPAN = 1n << 30n;
 const TWO_MIB = 0x200000n;
 
 /** What was found, and how. */
@@ -152,7 +149,7 @@ export function discoverX86(
     scan?.slow && fromMapping === undefined ? notYet(scan) : scan,
     known,
     fromMapping !== undefined && directMap !== undefined
-      ? () => imageDataPointers(phys, walker, first!, directMap)
+      ? () => x86ImagePointers(phys, walker, first!, directMap)
       : undefined,
   );
   return withKernelOffset(found, kaslrOffset, kaslrSource, warnings, "the page tables");
@@ -311,8 +308,8 @@ function kaslrFromVbar(
 
 /**
  * Find KASLR and VMCOREINFO of an aarch64 guest: VBAR_EL1 against the vmlinux's `vectors` (read
- * from the vCPUs as needed, first usable one wins), VMCOREINFO through `vmcoreinfo_data` or a
- * scan of the RAM file.
+ * from the vCPUs as needed, first usable one wins), VMCOREINFO through `vmcoreinfo_data`, the
+ * kernel image's data, or a scan of guest RAM.
  */
 export function discoverAarch64(
   phys: PhysicalMemory,
@@ -329,6 +326,15 @@ export function discoverAarch64(
     for (let cpu = 0; cpu < vcpuCount; cpu++) if (!vbarUnusable(vcpu(cpu))) return true;
     return false;
   };
+  // The image's data, through the first vCPU in the kernel (its VBAR_EL1 and TTBR1_EL1).
+  const imagePointers = () => {
+    for (let cpu = 0; cpu < vcpuCount; cpu++) {
+      const r = vcpu(cpu);
+      const walker = vbarUnusable(r) ? undefined : ttbr1Walker(phys, r.ttbr1!, r.tcr!);
+      if (walker) return aarch64ImagePointers(phys, walker, r.vbar!);
+    }
+    return [];
+  };
   const found = findVmcoreinfo(
     phys,
     vbar?.walker,
@@ -336,6 +342,7 @@ export function discoverAarch64(
     vbar?.offset,
     scan?.slow && vbar?.offset === undefined && !kernelSeen() ? notYet(scan) : scan,
     known,
+    imagePointers,
   );
   const source = vbar?.source ??
     (scan
@@ -363,41 +370,49 @@ export const MAX_IMAGE_POINTERS = 1 << 16;
 const IMAGE_DATA_CHUNK = 64 << 10;
 
 /**
+ * The kernel image's writable mappings (its .data, .bss), as runs of contiguous virtual
+ * addresses, from the `mappings` of its page tables below `end`: at most `maxRuns` runs and
+ * {@link MAX_IMAGE_DATA} bytes.
+ */
+export function writableRuns(
+  mappings: Iterable<LeafMapping>,
+  end: bigint,
+  maxRuns = Infinity,
+): LeafMapping[][] {
+  const runs: LeafMapping[][] = [];
+  let runEnd = -1n;
+  let listed = 0;
+  for (const m of mappings) {
+    if (m.va >= end || listed >= MAX_IMAGE_DATA) break;
+    if (!m.writable) continue;
+    if (m.va === runEnd) runs.at(-1)!.push(m);
+    else if (runs.length === maxRuns) break;
+    else runs.push([m]);
+    runEnd = m.va + BigInt(m.size);
+    listed += m.size;
+  }
+  return runs;
+}
+
+/**
  * Physical addresses of the pages that the kernel image's writable data points at through the
- * direct map, each once, in the order the pointers are found. The kernel keeps its VMCOREINFO
- * text in a page of its own and its address in `vmcoreinfo_data`, a .bss variable: so that page
- * is among these, wherever the page allocator put it, and the search reads a few MiB of the
- * image instead of guest RAM at large.
- *
- * The image's writable mappings form runs: .data and what follows it, then (past the init
- * memory, unmapped once freed) .bss and the brk area. The last run is searched first, so
- * .bss's pointers come before .data's.
+ * kernel's map of all RAM (`linear`: x86_64's direct map, arm64's linear map), each once, in the
+ * order the pointers are found in `runs`. The kernel keeps its VMCOREINFO text in a page of its
+ * own and its address in `vmcoreinfo_data`, a .bss variable: so that page is among these,
+ * wherever the page allocator put it, and the search reads a few MiB of the image instead of
+ * guest RAM at large. At most {@link MAX_IMAGE_POINTERS} pages.
  */
 export function* imageDataPointers(
   phys: PhysicalMemory,
-  walker: X86_64Walker,
-  imageStart: bigint,
-  directMapBase: bigint,
+  runs: readonly LeafMapping[][],
+  linear: LinearRange,
 ): Generator<number> {
-  // The writable runs: [first virtual address, end, physical parts in order].
-  const runs: { end: bigint; parts: X86Mapping[] }[] = [];
-  let listed = 0;
-  for (const m of walker.mappingsFrom(imageStart)) {
-    if (m.va >= KERNEL_IMAGE_END || listed >= MAX_IMAGE_DATA) break;
-    if (!m.writable) continue;
-    const run = runs.at(-1);
-    if (run?.end === m.va) run.parts.push(m);
-    else runs.push({ end: m.va, parts: [m] });
-    runs.at(-1)!.end = m.va + BigInt(m.size);
-    listed += m.size;
-  }
   const seen = new Set<number>();
   const chunk = new Uint8Array(IMAGE_DATA_CHUNK);
   const words = new DataView(chunk.buffer);
-  // Direct-map addresses past 64 TiB (x86_64's largest 4-level direct map) are not pointers.
-  const directMapEnd = directMapBase + (1n << 46n);
-  for (const run of runs.reverse()) {
-    for (const m of run.parts) {
+  const toPhysical = BigInt(linear.physStart) - linear.start;
+  for (const run of runs) {
+    for (const m of run) {
       for (let at = 0; at < m.size; at += chunk.length) {
         const n = Math.min(chunk.length, m.size - at);
         const got = phys.read(m.paddr + at, chunk.subarray(0, n)).bytes;
@@ -405,8 +420,8 @@ export function* imageDataPointers(
           // Page-aligned values only: the low 32 bits first, the cheap test that rejects most.
           if ((words.getUint32(i, true) & 0xfff) !== 0) continue;
           const v = words.getBigUint64(i, true);
-          if (v < directMapBase || v >= directMapEnd) continue;
-          const paddr = Number(v - directMapBase);
+          if (v < linear.start || v >= linear.end) continue;
+          const paddr = Number(v + toPhysical);
           if (!seen.has(paddr)) {
             if (seen.size >= MAX_IMAGE_POINTERS) return;
             seen.add(paddr);
@@ -416,6 +431,45 @@ export function* imageDataPointers(
       }
     }
   }
+}
+
+/**
+ * x86_64: the pages the kernel image's data points at through the direct map. The image's
+ * writable mappings form runs: .data and what follows it, then (past the init memory, unmapped
+ * once freed) .bss and the brk area. The last run is searched first, so .bss's pointers come
+ * before .data's.
+ */
+export function x86ImagePointers(
+  phys: PhysicalMemory,
+  walker: X86_64Walker,
+  imageStart: bigint,
+  directMapBase: bigint,
+): Iterable<number> {
+  const runs = writableRuns(walker.mappingsFrom(imageStart), KERNEL_IMAGE_END).reverse();
+  // Past 64 TiB (x86_64's largest 4-level direct map) no address is a pointer into it.
+  const direct = { name: "direct map", start: directMapBase, end: directMapBase + (1n << 46n) };
+  return imageDataPointers(phys, runs, { ...direct, physStart: 0 });
+}
+
+/**
+ * aarch64: the pages the kernel image's data points at through the linear map. From the vector
+ * table (VBAR_EL1, in the image's text) up, the image is text, read-only data, the freed init
+ * segments (unmapped) and then one writable run, .data and .bss (`_data` to `_end`). The linear
+ * map is the lower half of the kernel's addresses (from PAGE_OFFSET); its first mapping gives
+ * the offset between its addresses and physical ones. Nothing when either is not found.
+ */
+export function aarch64ImagePointers(
+  phys: PhysicalMemory,
+  walker: Arm64Walker,
+  vbar: bigint,
+): Iterable<number> {
+  const pageOffset = (1n << 64n) - (1n << BigInt(walker.vaBits));
+  const pageEnd = pageOffset + (1n << BigInt(walker.vaBits - 1));
+  const first = walker.mappingsFrom(pageOffset).next();
+  if (first.done || first.value.va >= pageEnd) return [];
+  const linear = { name: "linear map", start: first.value.va, end: pageEnd };
+  const runs = writableRuns(walker.mappingsFrom(vbar), vbar + ARM64_IMAGE_SPAN, 1);
+  return imageDataPointers(phys, runs, { ...linear, physStart: first.value.paddr });
 }
 
 /** What the kernel image's pointers found VMCOREINFO through, for the banner. */

@@ -20,6 +20,18 @@ export interface WalkResult {
   error?: string;
 }
 
+/** One leaf entry of a page table: a page, or a larger block of pages. */
+export interface LeafMapping {
+  /** First virtual address it maps. */
+  va: bigint;
+  /** Its size in bytes. */
+  size: number;
+  /** Physical address of its first byte. */
+  paddr: number;
+  /** Whether the entry allows writes (the kernel's data; its text and read-only data do not). */
+  writable: boolean;
+}
+
 /** A page-table walker for one architecture and one root table. */
 export interface PageTableWalker {
   /** Translate one virtual address by walking the tables. */

@@ -7,8 +7,11 @@
  */
 
 import type { PhysicalMemory } from "./physical_memory.ts";
-import type { LinearRange, PageTableWalker, WalkResult } from "./paging.ts";
+import type { LeafMapping, LinearRange, PageTableWalker, WalkResult } from "./paging.ts";
 import type { VmcoreInfo } from "./vmcoreinfo.ts";
+
+/** AP[2] of a stage-1 page or block descriptor: set, the mapping is read-only at every level. */
+const AP_READ_ONLY = 0x80n;
 
 /** Page-table facts from VMCOREINFO. */
 export interface Arm64PagingInfo {
@@ -88,6 +91,11 @@ export class Arm64Walker implements PageTableWalker {
       `${this.#levels} levels, root at physical 0x${root.toString(16)}`;
   }
 
+  /** Virtual address bits this table translates. */
+  get vaBits(): number {
+    return this.#vaBits;
+  }
+
   walk(vaddr: bigint): WalkResult {
     const vaBits = BigInt(this.#vaBits);
     const top = vaddr >> vaBits;
@@ -133,6 +141,52 @@ export class Arm64Walker implements PageTableWalker {
       table = Number(out);
     }
     return { paddr: -1, mappingSize: 0, error: "not mapped" };
+  }
+
+  /**
+   * The leaf mappings (pages and blocks) that hold addresses at or above `start`, in address
+   * order, by descending the tables and skipping invalid entries (the first may begin below
+   * `start`, when a block holds it). Writable: AP[2] clear. Lazy: a caller that stops early
+   * reads no more tables.
+   */
+  *mappingsFrom(start: bigint): Generator<LeafMapping> {
+    const vaBits = BigInt(this.#vaBits);
+    // Addresses of this range are offsets from its lowest address (the kernel half's top bits).
+    const rangeBase = this.#kernelHalf ? (1n << 64n) - (1n << vaBits) : 0n;
+    const from = start < rangeBase ? 0n : start - rangeBase;
+    if (from >= 1n << vaBits) return;
+    const phys = this.#phys;
+    const levels = this.#levels;
+    const pageShift = BigInt(this.#pageShift);
+    const bpl = BigInt(this.#bitsPerLevel);
+    const output = (desc: bigint) => this.#outputAddress(desc);
+    function* visit(table: number, level: number, base: bigint): Generator<LeafMapping> {
+      const remaining = levels - 1 - level;
+      const shift = pageShift + bpl * BigInt(remaining);
+      const bits = level === 0 ? vaBits - shift : bpl;
+      const first = base === (from & ~((1n << (shift + bits)) - 1n))
+        ? Number((from >> shift) & ((1n << bits) - 1n))
+        : 0;
+      const entries = 1 << Number(bits);
+      for (let index = first; index < entries; index++) {
+        const desc = phys.readU64(table + index * 8);
+        if (desc === undefined || (desc & 1n) === 0n) continue;
+        const va = base + (BigInt(index) << shift);
+        const isTable = (desc & 2n) !== 0n;
+        if (remaining > 0 && isTable) {
+          yield* visit(Number(output(desc)), level + 1, va);
+        } else if (remaining > 0 || isTable) {
+          const size = 1n << shift;
+          yield {
+            va: rangeBase + va,
+            size: Number(size),
+            paddr: Number(output(desc) & ~(size - 1n)),
+            writable: (desc & AP_READ_ONLY) === 0n,
+          };
+        }
+      }
+    }
+    yield* visit(this.#root, 0, 0n);
   }
 
   #outputAddress(desc: bigint): bigint {

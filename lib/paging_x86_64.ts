@@ -6,7 +6,7 @@
  */
 
 import type { PhysicalMemory } from "./physical_memory.ts";
-import type { LinearRange, PageTableWalker, WalkResult } from "./paging.ts";
+import type { LeafMapping, LinearRange, PageTableWalker, WalkResult } from "./paging.ts";
 import type { VmcoreInfo } from "./vmcoreinfo.ts";
 
 /** Base of the kernel image mapping (`__START_KERNEL_map`). */
@@ -40,18 +40,6 @@ export function x86PagingInfo(vmci: VmcoreInfo): X86PagingInfo | undefined {
     smeMask: vmci.number("sme_mask") ?? 0n,
     physBase,
   };
-}
-
-/** One leaf entry of the page tables: a page, or a 2 MiB or 1 GiB mapping. */
-export interface X86Mapping {
-  /** First virtual address it maps. */
-  va: bigint;
-  /** Its size in bytes. */
-  size: number;
-  /** Physical address of its first byte. */
-  paddr: number;
-  /** Whether the entry allows writes (the kernel's data; its text and read-only data do not). */
-  writable: boolean;
 }
 
 /** Walks x86_64 page tables from a root (the kernel's, or a process's pgd). */
@@ -95,7 +83,7 @@ export class X86_64Walker implements PageTableWalker {
    * the tables and skipping empty entries (the first may begin below `start`, when a large page
    * holds it). Lazy: a caller that stops early reads no more tables.
    */
-  *mappingsFrom(start: bigint): Generator<X86Mapping> {
+  *mappingsFrom(start: bigint): Generator<LeafMapping> {
     const vaBits = this.#levels === 5 ? 57n : 48n;
     const signExtend = (v: bigint) =>
       (v & (1n << (vaBits - 1n))) !== 0n ? v | ~((1n << vaBits) - 1n) & 0xffffffffffffffffn : v;
@@ -106,7 +94,7 @@ export class X86_64Walker implements PageTableWalker {
       level: number,
       base: bigint,
       from: bigint,
-    ): Generator<X86Mapping> {
+    ): Generator<LeafMapping> {
       const shift = 12n + 9n * BigInt(level - 1);
       const first = base === (from & ~((1n << (shift + 9n)) - 1n))
         ? Number((from >> shift) & 0x1ffn)

@@ -106,21 +106,22 @@ Deno.test({
         lines[0],
         /^warning: +\S+aarch64-6\.12\/vmlinux does not match the running kernel: CPU \d's VBAR_EL1 puts its vectors at KASLR offset 0x[0-9a-f]+, but its linux_banner is not at 0x[0-9a-f]+ \(.*\)$/,
       );
-      // VMCOREINFO, found by a scan of RAM through the gdbstub, still gives the right offset.
+      // VMCOREINFO, found through the kernel image's data, still gives the right offset.
       assert.match(
         w.err,
-        /^KASLR found: +VMCOREINFO \(a scan of guest RAM through the gdbstub\)$/m,
+        /^KASLR found: +VMCOREINFO \(guest memory \(a pointer in the kernel image's data\)\)$/m,
         w.err,
       );
       assert.match(w.err, new RegExp(`^KASLR: +kernel offset ${offset}$`, "m"), w.err);
     }
-    // Neither --vmlinux nor --guest-ram: VMCOREINFO from the first bytes of each page through the
-    // gdbstub, the same offset as VBAR_EL1 gave, and the kernel's own kallsyms and BTF.
+    // Neither --vmlinux nor --guest-ram: VMCOREINFO through the kernel image's data (VBAR_EL1's
+    // image, TTBR1_EL1's linear map) read through the gdbstub, the same offset as VBAR_EL1 gave
+    // against the vmlinux, and the kernel's own kallsyms and BTF.
     const none = await banner(["--qemu", `127.0.0.1:${g.gdbPort}`]);
     assert.equal(none.code, 0, none.err);
     assert.match(
       none.err,
-      /^KASLR found: +VMCOREINFO \(a scan of guest RAM through the gdbstub\)$/m,
+      /^KASLR found: +VMCOREINFO \(guest memory \(a pointer in the kernel image's data\)\)$/m,
       none.err,
     );
     assert.match(none.err, new RegExp(`^KASLR: +kernel offset ${offset}$`, "m"), none.err);
@@ -194,8 +195,13 @@ Deno.test({
         k.out,
       );
       const text = await Deno.readTextFile(err);
-      // No vmlinux here: VMCOREINFO by a scan of the RAM file, independent of VBAR_EL1, agrees.
-      assert.match(text, /^KASLR found: +VMCOREINFO \(a scan of guest RAM\)$/m, text);
+      // No vmlinux here: VMCOREINFO through the kernel image's data (read from the RAM file)
+      // agrees with VBAR_EL1 against the vmlinux.
+      assert.match(
+        text,
+        /^KASLR found: +VMCOREINFO \(guest memory \(a pointer in the kernel image's data\)\)$/m,
+        text,
+      );
       assert.match(text, new RegExp(`^KASLR: +kernel offset ${offset}$`, "m"), text);
       assert.match(
         text,

@@ -6,13 +6,16 @@
 
 import assert from "node:assert/strict";
 import {
+  aarch64ImagePointers,
+  discoverAarch64,
   discoverX86,
   IMAGE_POINTER_SOURCE,
-  imageDataPointers,
   MAX_IMAGE_POINTERS,
   scanOrder,
   stubScan,
+  ttbr1Walker,
   type VmcoreinfoScan,
+  x86ImagePointers,
 } from "../lib/live_discovery.ts";
 import { X86_64Walker } from "../lib/paging_x86_64.ts";
 import type { LiveSource } from "../lib/live_dump.ts";
@@ -230,7 +233,7 @@ Deno.test("VMCOREINFO through the kernel image's data: .bss first, writable page
 
   const phys = () => new PhysicalMemory(mem.dump());
   const walker = new X86_64Walker(phys(), CR3, 4);
-  assert.deepEqual([...imageDataPointers(phys(), walker, 0xffffffff95c00000n, DIRECT_MAP)], [
+  assert.deepEqual([...x86ImagePointers(phys(), walker, 0xffffffff95c00000n, DIRECT_MAP)], [
     7 * GiB,
     0x500000,
     0x600000,
@@ -270,8 +273,77 @@ Deno.test("VMCOREINFO through the kernel image's data: at most MAX_IMAGE_POINTER
   }
   const phys = () => new PhysicalMemory(mem.dump(), { cacheBytes: 4 << 20 });
   const walker = new X86_64Walker(phys(), CR3, 4);
-  const found = [...imageDataPointers(phys(), walker, 0xffffffff95c00000n, DIRECT_MAP)];
+  const found = [...x86ImagePointers(phys(), walker, 0xffffffff95c00000n, DIRECT_MAP)];
   assert.equal(found.length, MAX_IMAGE_POINTERS);
   assert.equal(found[0], 4096);
   assert.equal(found.at(-1), MAX_IMAGE_POINTERS * 4096);
+});
+
+/** The crafted arm64 kernel's linear map start (PAGE_OFFSET plus a KASLR'd 2 GiB), at 1 GiB. */
+const LINEAR = 0xffff000080000000n;
+/** Its vectors (VBAR_EL1), 64 KiB into the image's text. */
+const VBAR = 0xffff800008010800n;
+
+/**
+ * An arm64 kernel's tables as the search sees them (4 KiB granule, 48-bit VA, TTBR1 at 0x300000):
+ * the image's text as a read-only 2 MiB block from 0xffff800008000000, then a writable run of two
+ * pages (.data, .bss), an unmapped page, and a writable page of something else (a vmalloc area);
+ * the linear map from physical 1 GiB in a 1 GiB block.
+ */
+function craftedArm64Kernel(): Memory {
+  const mem = new Memory();
+  const idx = (v: bigint, level: number) => Number((v >> BigInt(39 - 9 * level)) & 0x1ffn) * 8;
+  const af = 1n << 10n;
+  const text = 0xffff800008000000n;
+  mem.u64(CR3 + idx(text, 0), 0x301000n | 3n);
+  mem.u64(0x301000 + idx(text, 1), 0x302000n | 3n);
+  mem.u64(0x302000 + idx(text, 2), 0x41000000n | 1n | af | 0x80n);
+  const data = text + 0x200000n;
+  mem.u64(0x302000 + idx(data, 2), 0x303000n | 3n);
+  mem.u64(0x303000 + 0 * 8, 0x41400000n | 3n | af);
+  mem.u64(0x303000 + 1 * 8, 0x41401000n | 3n | af);
+  mem.u64(0x303000 + 3 * 8, 0x41403000n | 3n | af);
+  mem.u64(CR3 + idx(LINEAR, 0), 0x304000n | 3n);
+  mem.u64(0x304000 + idx(LINEAR, 1), 0x40000000n | 1n | af);
+  return mem;
+}
+
+Deno.test("VMCOREINFO through an arm64 kernel image's data: one writable run, linear map", () => {
+  const mem = craftedArm64Kernel();
+  const linear = (paddr: number) => LINEAR + BigInt(paddr - 0x40000000);
+  // The read-only text, and the writable area past the image's run: never looked at.
+  mem.u64(0x41000010, linear(0x48000000));
+  mem.u64(0x41403000, linear(0x48000000));
+  mem.put(0x48000000, VMCOREINFO.replace("6.1.0-test", "6.1.0-else"));
+  // .data: a pointer into the linear map, one below its start, one into the image's half.
+  mem.u64(0x41400000, linear(0x40002000));
+  mem.u64(0x41400008, LINEAR - 0x1000n);
+  mem.u64(0x41400010, 0xffff800008001000n);
+  // .bss: vmcoreinfo_data.
+  mem.u64(0x41401020, linear(0x50000000));
+  mem.put(0x50000000, VMCOREINFO);
+
+  const phys = () => new PhysicalMemory(mem.dump());
+  // TCR_EL1: T1SZ 16 (48-bit), TG1 4 KiB, IPS 48-bit.
+  const tcr = (16n << 16n) | (2n << 30n) | (5n << 32n);
+  const walker = ttbr1Walker(phys(), BigInt(CR3), tcr)!;
+  assert.deepEqual([...aarch64ImagePointers(phys(), walker, VBAR)], [0x40002000, 0x50000000]);
+
+  // The whole discovery, no vmlinux: a vCPU at EL1 outside its vectors.
+  const vcpu = () => ({ pc: VBAR + 0x20000n, cpsr: 0x3c5n, vbar: VBAR, ttbr1: BigInt(CR3), tcr });
+  const scan = fixedScan([0x48000000], true);
+  const facts = discoverAarch64(phys(), 1, vcpu, undefined, scan);
+  assert.equal(scan.used, false);
+  assert.equal(facts.vmcoreinfoPaddr, 0x50000000);
+  assert.equal(facts.vmcoreinfoSource, IMAGE_POINTER_SOURCE);
+  assert.equal(facts.vmcoreinfo?.osRelease, "6.1.0-test");
+  assert.equal(facts.kaslrOffset, 0x14c00000n);
+  assert.equal(facts.kaslrSource, `VMCOREINFO (${IMAGE_POINTER_SOURCE})`);
+
+  // A vCPU in user mode shows no kernel: no search of its tables, and no slow scan either.
+  const user = () => ({ ...vcpu(), cpsr: 0n });
+  const idle = fixedScan([0x50000000], true);
+  const none = discoverAarch64(phys(), 1, user, undefined, idle);
+  assert.equal(idle.used, false);
+  assert.equal(none.vmcoreinfo, undefined);
 });

@@ -140,6 +140,12 @@ Deno.test("arm64 crafted: 4 KiB/39-bit, 16 KiB/47-bit, 64 KiB/42-bit, block mapp
     assert.equal(w.walk(va + 0x10n).paddr, 0x40000010, `${granule}/${vaBits}`);
     // A user (TTBR0) address is outside a kernel walker's range.
     assert.equal(w.walk(0x400000n).paddr, -1);
+    // The one page, listed from anywhere below it (a user address: from the range's start).
+    const page = { va: va & ~BigInt(granule - 1), size: granule, paddr: 0x40000000 };
+    for (const from of [0n, (1n << 64n) - (1n << BigInt(vaBits)), page.va + 8n]) {
+      assert.deepEqual([...w.mappingsFrom(from)], [{ ...page, writable: true }]);
+    }
+    assert.deepEqual([...w.mappingsFrom(page.va + BigInt(granule))], []);
   }
   // A level-2 block (2 MiB with 4 KiB pages).
   const img = new PhysImage();
@@ -148,6 +154,13 @@ Deno.test("arm64 crafted: 4 KiB/39-bit, 16 KiB/47-bit, 64 KiB/42-bit, block mapp
   const w = new Arm64Walker(img.memory(), 4096, 48, 4096);
   assert.equal(w.walk(va).paddr, 0x80001234);
   assert.equal(w.walk(va).mappingSize, 2 << 20);
+  // Listed with its size; a read-only block (AP[2]) 2 MiB on, in the same table.
+  img.u64(4096 * 3 + 8 * 8, 0xc0000000n | 1n | (1n << 10n) | 0x80n);
+  const again = new Arm64Walker(img.memory(), 4096, 48, 4096);
+  assert.deepEqual([...again.mappingsFrom(va)], [
+    { va: va & ~0x1fffffn, size: 2 << 20, paddr: 0x80000000, writable: true },
+    { va: (va & ~0x1fffffn) + (2n << 20n), size: 2 << 20, paddr: 0xc0000000, writable: false },
+  ]);
 });
 
 Deno.test("arm64 crafted: 64 KiB granule with 52-bit VA keeps PA[51:48] in bits 15:12", () => {
@@ -159,4 +172,5 @@ Deno.test("arm64 crafted: 64 KiB granule with 52-bit VA keeps PA[51:48] in bits 
   armTables(img, va, 52, 65536, 0, desc);
   const w = new Arm64Walker(img.memory(), 65536, 52, 65536);
   assert.equal(w.walk(va + 8n).paddr, Number(pa + 8n));
+  assert.deepEqual([...w.mappingsFrom(va)].map((m) => m.paddr), [Number(pa)]);
 });
