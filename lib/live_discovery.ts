@@ -139,8 +139,14 @@ export function discoverX86(
       );
     }
   }
-  // 3. VMCOREINFO, whose KERNELOFFSET has the last word.
-  const directMap = first !== undefined ? findDirectMapBase(walker, levels) : undefined;
+  // 3. VMCOREINFO, whose KERNELOFFSET has the last word. The image's data is searched when RAM
+  // may be (`scan`: not while a scan through the gdbstub that found nothing waits to retry).
+  const imagePointers = scan && fromMapping !== undefined && first !== undefined
+    ? () => {
+      const directMap = findDirectMapBase(walker, levels);
+      return directMap === undefined ? [] : x86ImagePointers(phys, walker, first, directMap);
+    }
+    : undefined;
   const found = findVmcoreinfo(
     phys,
     walker,
@@ -148,9 +154,7 @@ export function discoverX86(
     kaslrOffset,
     scan?.slow && fromMapping === undefined ? notYet(scan) : scan,
     known,
-    fromMapping !== undefined && directMap !== undefined
-      ? () => x86ImagePointers(phys, walker, first!, directMap)
-      : undefined,
+    imagePointers,
   );
   return withKernelOffset(found, kaslrOffset, kaslrSource, warnings, "the page tables");
 }
@@ -326,15 +330,16 @@ export function discoverAarch64(
     for (let cpu = 0; cpu < vcpuCount; cpu++) if (!vbarUnusable(vcpu(cpu))) return true;
     return false;
   };
-  // The image's data, through the first vCPU in the kernel (its VBAR_EL1 and TTBR1_EL1).
-  const imagePointers = () => {
+  // The image's data, through the first vCPU in the kernel (its VBAR_EL1 and TTBR1_EL1), when
+  // RAM may be searched.
+  const imagePointers = scan && (() => {
     for (let cpu = 0; cpu < vcpuCount; cpu++) {
       const r = vcpu(cpu);
       const walker = vbarUnusable(r) ? undefined : ttbr1Walker(phys, r.ttbr1!, r.tcr!);
       if (walker) return aarch64ImagePointers(phys, walker, r.vbar!);
     }
     return [];
-  };
+  });
   const found = findVmcoreinfo(
     phys,
     vbar?.walker,

@@ -251,6 +251,12 @@ Deno.test("VMCOREINFO through the kernel image's data: .bss first, writable page
     `VMCOREINFO (${IMAGE_POINTER_SOURCE}), agreeing with the kernel image mapping under CR3`,
   );
 
+  // No search of RAM allowed at this stop (a scan through the gdbstub waits to retry): no
+  // search of the image's data either.
+  const waiting = discoverX86(phys(), BigInt(CR3), 0n, undefined, undefined);
+  assert.equal(waiting.vmcoreinfo, undefined);
+  assert.equal(waiting.vmcoreinfoSource, "not found");
+
   // Without the pointer, the scan of RAM (a kernel is seen running: a slow one too).
   mem.u64(0x402010, 0n);
   mem.put(0x800000, VMCOREINFO);
