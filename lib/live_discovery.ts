@@ -367,7 +367,7 @@ interface VmcoreinfoFinding {
 /** Most bytes of the kernel image's writable mappings searched for pointers (Debian's: ~6 MiB). */
 const MAX_IMAGE_DATA = 64 << 20;
 /**
- * Most pages pointed at that are looked at (Debian's data points at about 150; each costs a
+ * Most pages pointed at that are looked at (Debian's data points at about 160; each costs a
  * page read, about 0.1 ms through the gdbstub), which also bounds the memory of the search.
  */
 export const MAX_IMAGE_POINTERS = 1 << 16;
@@ -416,6 +416,9 @@ export function* imageDataPointers(
   const chunk = new Uint8Array(IMAGE_DATA_CHUNK);
   const words = new DataView(chunk.buffer);
   const toPhysical = BigInt(linear.physStart) - linear.start;
+  // Only pointers into RAM: the map's region may run on into other kernel mappings (x86_64's
+  // KASLR puts vmalloc's region some TiB past the direct map of RAM).
+  const top = phys.dump.maxPfn * phys.pageSize;
   for (const run of runs) {
     for (const m of run) {
       for (let at = 0; at < m.size; at += chunk.length) {
@@ -427,6 +430,7 @@ export function* imageDataPointers(
           const v = words.getBigUint64(i, true);
           if (v < linear.start || v >= linear.end) continue;
           const paddr = Number(v + toPhysical);
+          if (paddr >= top) continue;
           if (!seen.has(paddr)) {
             if (seen.size >= MAX_IMAGE_POINTERS) return;
             seen.add(paddr);
@@ -451,7 +455,8 @@ export function x86ImagePointers(
   directMapBase: bigint,
 ): Iterable<number> {
   const runs = writableRuns(walker.mappingsFrom(imageStart), KERNEL_IMAGE_END).reverse();
-  // Past 64 TiB (x86_64's largest 4-level direct map) no address is a pointer into it.
+  // Past 64 TiB (x86_64's largest 4-level direct map) no address is a pointer into it; past
+  // the end of RAM none is a pointer into RAM (checked by imageDataPointers).
   const direct = { name: "direct map", start: directMapBase, end: directMapBase + (1n << 46n) };
   return imageDataPointers(phys, runs, { ...direct, physStart: 0 });
 }

@@ -219,11 +219,13 @@ Deno.test("VMCOREINFO through the kernel image's data: .bss first, writable page
   // The text page points at a page that would pass every check: never looked at.
   mem.u64(0x1000000, DIRECT_MAP + 0x700000n);
   mem.put(0x700000, VMCOREINFO.replace("6.1.0-test", "6.1.0-text"));
-  // .data: a page-aligned pointer, one that is not, a value outside the direct map, and a page
-  // that starts like VMCOREINFO but is not.
+  // .data: a page-aligned pointer, one that is not, a value outside the direct map, one past
+  // RAM, and a page that starts like VMCOREINFO but is not.
   mem.u64(0x400000, DIRECT_MAP + 0x500000n);
   mem.u64(0x400008, DIRECT_MAP + 0x500008n);
   mem.u64(0x400010, 0x1234000n);
+  // Past the end of RAM (8 GiB here): another mapping, not a page of RAM.
+  mem.u64(0x400018, DIRECT_MAP + 9n * BigInt(GiB));
   mem.u64(0x401ff8, DIRECT_MAP + 0x600000n);
   mem.put(0x600000, "OSRELEASE=and nothing else");
   // .bss: the kernel's vmcoreinfo_data, at 7 GiB (past any scan's bound), and .data's first.
