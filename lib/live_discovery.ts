@@ -318,11 +318,14 @@ function kaslrFromVbar(
 export function discoverAarch64(
   phys: PhysicalMemory,
   vcpuCount: number,
-  vcpu: (cpu: number) => Aarch64Vcpu,
+  readVcpu: (cpu: number) => Aarch64Vcpu,
   vmlinux: Vmlinux | undefined,
   scan: VmcoreinfoScan | undefined,
   known?: KnownVmcoreinfo,
 ): LiveFacts {
+  // Each vCPU's system registers cost requests to the stub: read once, whoever asks first.
+  const read: Aarch64Vcpu[] = [];
+  const vcpu = (cpu: number) => (read[cpu] ??= readVcpu(cpu));
   const warnings: string[] = [];
   const vbar = vmlinux ? kaslrFromVbar(phys, vcpuCount, vcpu, vmlinux) : undefined;
   if (vbar?.mismatch) warnings.push(vbar.mismatch);
@@ -457,8 +460,13 @@ export function x86ImagePointers(
   const runs = writableRuns(walker.mappingsFrom(imageStart), KERNEL_IMAGE_END).reverse();
   // Past 64 TiB (x86_64's largest 4-level direct map) no address is a pointer into it; past
   // the end of RAM none is a pointer into RAM (checked by imageDataPointers).
-  const direct = { name: "direct map", start: directMapBase, end: directMapBase + (1n << 46n) };
-  return imageDataPointers(phys, runs, { ...direct, physStart: 0 });
+  const end = directMapBase + (1n << 46n);
+  return imageDataPointers(phys, runs, {
+    name: "direct map",
+    start: directMapBase,
+    end,
+    physStart: 0,
+  });
 }
 
 /**
@@ -477,9 +485,9 @@ export function aarch64ImagePointers(
   const pageEnd = pageOffset + (1n << BigInt(walker.vaBits - 1));
   const first = walker.mappingsFrom(pageOffset).next();
   if (first.done || first.value.va >= pageEnd) return [];
-  const linear = { name: "linear map", start: first.value.va, end: pageEnd };
+  const { va: start, paddr: physStart } = first.value;
   const runs = writableRuns(walker.mappingsFrom(vbar), vbar + ARM64_IMAGE_SPAN, 1);
-  return imageDataPointers(phys, runs, { ...linear, physStart: first.value.paddr });
+  return imageDataPointers(phys, runs, { name: "linear map", start, end: pageEnd, physStart });
 }
 
 /** What the kernel image's pointers found VMCOREINFO through, for the banner. */
@@ -501,13 +509,12 @@ function findVmcoreinfo(
 ): VmcoreinfoFinding {
   const valid = (b: Uint8Array | undefined) =>
     b !== undefined && new TextDecoder().decode(b.subarray(0, 10)) === "OSRELEASE=";
-  /** The VMCOREINFO text at `at`, when a page of it starts there. */
+  /** The VMCOREINFO text at `at`, when a page of it starts there (most candidates do not). */
   const vmcoreinfoAt = (at: number) => {
     const text = readNoteText(phys, at);
+    if (!valid(text)) return undefined;
     const words = new TextDecoder().decode(text);
-    return valid(text) && words.includes("\nPAGESIZE=") && words.includes("\nSYMBOL(")
-      ? text
-      : undefined;
+    return words.includes("\nPAGESIZE=") && words.includes("\nSYMBOL(") ? text : undefined;
   };
   if (known) {
     const again = new Uint8Array(known.raw.length);
@@ -538,25 +545,16 @@ function findVmcoreinfo(
       }
     }
   }
-  if (imagePointers) {
-    const head = new Uint8Array(OSRELEASE.length);
-    for (const at of imagePointers()) {
-      // Ten bytes first: most of the pages pointed at are not VMCOREINFO.
-      if (phys.read(at, head).bytes !== head.length || !startsOsrelease(head, 0)) continue;
+  const searches: [string, () => Iterable<number>][] = [];
+  if (imagePointers) searches.push([IMAGE_POINTER_SOURCE, imagePointers]);
+  if (scan) searches.push([scan.source, () => scan.candidates()]);
+  for (const [source, candidates] of searches) {
+    for (const at of candidates()) {
       const text = vmcoreinfoAt(at);
-      if (text) {
-        return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source: IMAGE_POINTER_SOURCE };
-      }
+      if (text) return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source };
     }
   }
-  if (scan) {
-    for (const at of scan.candidates()) {
-      const text = vmcoreinfoAt(at);
-      if (text) return { vmcoreinfo: new VmcoreInfo(text), paddr: at, source: scan.source };
-    }
-    return { source: `not found (${scan.notFound()})` };
-  }
-  return { source: "not found" };
+  return { source: scan ? `not found (${scan.notFound()})` : "not found" };
 }
 
 /**
