@@ -67,7 +67,13 @@ export { type LiveOptions, LiveTarget } from "./lib/live_target.ts";
 export type { LiveFacts } from "./lib/live_discovery.ts";
 export { LiveError, QemuStub, type StubNotice } from "./lib/qemu_stub.ts";
 export { Qmp, type QmpEvent } from "./lib/qmp.ts";
-export { type RspServer, type ServeOptions, serveStdio, serveTcp } from "./lib/transport.ts";
+export {
+  MAX_CLIENTS,
+  type RspServer,
+  type ServeOptions,
+  serveStdio,
+  serveTcp,
+} from "./lib/transport.ts";
 export type { BlockingSocket, SocketListener } from "./lib/libc_socket.ts";
 export {
   type Backtrace,

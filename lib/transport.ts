@@ -36,7 +36,19 @@ export interface ServeOptions {
    * with a {@link SocketListener}; for {@link serveStdio}, when FFI is granted. Default 0.
    */
   spinMs?: number;
+  /**
+   * Most clients served at once over TCP (default {@link MAX_CLIENTS}); one more is closed at
+   * once, with a log line.
+   */
+  maxClients?: number;
 }
+
+/**
+ * Clients served at once over TCP. Each session holds up to a few MiB (a packet being read, the
+ * last reply kept for a retransmission, its write buffer), so connections are bounded like
+ * every other request: a script that opens them in a loop cannot exhaust memory.
+ */
+export const MAX_CLIENTS = 16;
 
 /** A running TCP server. */
 export interface RspServer {
@@ -279,6 +291,7 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         `it can read the target's memory`,
     );
   }
+  const maxClients = options.maxClients ?? MAX_CLIENTS;
   const conns = new Set<Connection>();
   const sessions = new Set<Promise<void>>();
   let stopping = false;
@@ -321,6 +334,17 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         continue;
       }
       if (!conn) break;
+      if (sessions.size >= maxClients) {
+        log(
+          `[${conn.peer}] refused: ${maxClients} clients already connected, the most served at once`,
+        );
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+        continue;
+      }
       if (options.once) {
         stopping = true;
         stopListening();

@@ -155,6 +155,46 @@ Deno.test("two clients at once get the same answers as one alone", async () => {
   });
 });
 
+Deno.test("clients beyond maxClients are refused with a line; a freed place is served", async () => {
+  const lines: string[] = [];
+  const server = await serveTcp(target, { port: 0, maxClients: 2, log: (l) => lines.push(l) });
+  try {
+    const alone = await transcript(server.port);
+    const held = [
+      await TcpFuzzClient.connect(server.port),
+      await TcpFuzzClient.connect(server.port),
+    ];
+    for (const c of held) await handshake(c);
+    assert.equal(server.activeSessions, 2);
+    // A third connection is accepted and closed at once: its first read sees the end.
+    const third = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    try {
+      assert.equal(await third.read(new Uint8Array(64)), null);
+    } finally {
+      third.close();
+    }
+    const refused = lines.filter((l) => l.includes("] refused: "));
+    assert.equal(refused.length, 1, lines.join("\n"));
+    assert.match(refused[0], /^\[127\.0\.0\.1:\d+\] refused: 2 clients already connected/);
+    // The two held sessions still answer, and once one leaves the next client is served.
+    assert.deepEqual(await tcpExchange(held[0])("?"), await tcpExchange(held[1])("?"));
+    await held[0].close();
+    await waitFor(() => server.activeSessions < 2);
+    assert.deepEqual(await transcript(server.port), alone);
+    await held[1].close();
+  } finally {
+    await server.close();
+  }
+});
+
+async function waitFor(done: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** A server process on a real dump: its port and pid. */
 async function spawnServer(args: string[]) {
   const child = new Deno.Command(SERVER[0], {
