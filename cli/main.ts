@@ -46,11 +46,17 @@ function writeStdout(): (text: string) => void {
 /** How to run this program again, for the printed pipe command. */
 function selfCommand(): string {
   const exe = Deno.execPath();
+  // `exec`: the shell gdb starts would otherwise keep gdb's stderr socket open, and gdb reads that
+  // socket after every byte it receives (README, "Pipe mode and FFI").
   if (/(^|\/)deno$/.test(exe)) {
     const main = new URL(import.meta.url).pathname;
-    return `deno run --allow-read --allow-net --v8-flags=--max-semi-space-size=1 ${main}`;
+    // With FFI the server ends its stderr once the banner is out: pipe mode at TCP's speed.
+    const permissions = Deno.permissions.querySync({ name: "ffi" }).state === "granted"
+      ? "-A"
+      : "--allow-read --allow-net";
+    return `exec deno run ${permissions} --v8-flags=--max-semi-space-size=1 ${main}`;
   }
-  return exe;
+  return `exec ${exe}`;
 }
 
 function shellQuote(s: string): string {
@@ -140,7 +146,12 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const vmlinuxArg = opts.vmlinux ? shellQuote(opts.vmlinux) : "<vmlinux>";
-  const fileLine = `file ${vmlinuxArg} -o 0x${kernel.kaslrOffset.toString(16)}`;
+  const processMode = opts.pid !== undefined || opts.processJson !== undefined;
+  // A process's symbols are its executable's (the banner's `symbols:` line says how); the
+  // vmlinux and its KASLR offset are for kernel mode.
+  const fileLine = processMode
+    ? `file ${opts.exe ? shellQuote(opts.exe) : "<executable>"}`
+    : `file ${vmlinuxArg} -o 0x${kernel.kaslrOffset.toString(16)}`;
   const pipeArgs = [
     "--stdio",
     ...opts.files.map(shellQuote),
@@ -154,7 +165,7 @@ async function main(argv: string[]): Promise<number> {
   const pipe = `target remote | ${selfCommand()} ${pipeArgs}`;
 
   if (opts.stdio) {
-    if (!opts.vmlinux) log(`symbols: ${fileLine}`);
+    if (!opts.vmlinux && !processMode) log(`symbols:      ${fileLine}`);
     finishPipeBanner(opts.debug, log);
     prepareInIdleTime(target);
     await serveStdio(target, { debug: opts.debug, log });
@@ -172,8 +183,10 @@ async function main(argv: string[]): Promise<number> {
   });
   const hostForGdb = opts.host === "0.0.0.0" || opts.host === "::" ? "127.0.0.1" : opts.host;
   log("gdb commands:");
-  if (opts.vmlinux) {
-    log(`  gdb -ex 'target remote ${hostForGdb}:${server.port}'   # loads the vmlinux by itself`);
+  const servedFile = target.execFile?.();
+  if (servedFile) {
+    const what = processMode ? "the executable" : "the vmlinux";
+    log(`  gdb -ex 'target remote ${hostForGdb}:${server.port}'   # loads ${what} by itself`);
     log(`or, with the symbol file loaded by hand:`);
   }
   log(`  ${fileLine}`);
@@ -234,9 +247,9 @@ function processLines(t: ProcessTarget): string[] {
   const v = t.view;
   const lines = [`mode:         process ${v.pid} (${v.name})`];
   if (v.exePath) lines.push(`executable:   ${v.exePath}`);
-  if (v.loadAddress !== undefined) {
-    lines.push(`symbols:      file <executable> -o 0x${v.loadAddress.toString(16)}   # PIE`);
-  }
+  // No `-o`: gdb relocates a PIE by itself from the process's auxv (AT_ENTRY against the file's
+  // entry point), and an offset given by hand to a non-PIE executable would be wrong.
+  if (!t.execFile()) lines.push(`symbols:      file <executable>   (or --exe FILE)`);
   lines.push(...t.warnings.map((w) => `warning:      ${w}`));
   return lines;
 }

@@ -246,5 +246,26 @@ export function processTarget(
       return tasks.list().map((t) => taskPsRow(tasks, t, mine.get(t.address)));
     },
   };
-  return new ProcessTarget(kernel, view, options);
+  const target = new ProcessTarget(kernel, view, options);
+  const unreadable = stackUnreadable(view);
+  if (unreadable) {
+    target.warnings.push(
+      `user stack unreadable: ${unreadable}. gdb gets the registers but no backtrace; ` +
+        `user pages are kept by an ELF dump, or by makedumpfile without -d 8`,
+    );
+  }
+  return target;
+}
+
+/**
+ * Why the stopped thread's user stack cannot be read, if it cannot: makedumpfile's `-d 8` (part
+ * of the usual `-d 31`) drops user pages, and gdb would then say only "Cannot access memory".
+ */
+function stackUnreadable(view: ProcessView): string | undefined {
+  const thread = view.threads.find((t) => t.info.id === view.stopThread) ?? view.threads[0];
+  if (!thread) return undefined;
+  const regs = thread.registers();
+  const sp = regs.get("rsp") ?? regs.get("sp");
+  if (sp === undefined) return undefined;
+  return view.memory.read(sp, new Uint8Array(8)).error;
 }

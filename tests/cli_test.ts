@@ -1,7 +1,7 @@
 // The command line as a user meets it, on real dumps: a port in use, --help, the banner.
 import assert from "node:assert/strict";
-import { boot } from "./fixtures.ts";
-import { runServer, startServer } from "./gdb_helpers.ts";
+import { boot, FIXTURES } from "./fixtures.ts";
+import { pipeTarget, runGdb, runServer, startServer } from "./gdb_helpers.ts";
 
 const B = boot("x86_64-6.1");
 
@@ -201,4 +201,48 @@ fake.terminate();
   const bt = await task(B.path("dump.zlib-d31.kdump"), "-c", "bt");
   assert.equal(bt.code, 0);
   assert.match(bt.stdout, /^Stack traceback for pid \d+$/m);
+});
+
+Deno.test("process mode: the banner's symbols line, followed in gdb, puts the executable where it runs", async () => {
+  const pid = String(B.expected.process.pid);
+  const s = await startServer([B.path("dump.elf"), "--pid", pid, "--once"]);
+  let banner: string;
+  try {
+    banner = s.stderr();
+  } finally {
+    await s.stop();
+  }
+  // No offset: gdb relocates a PIE itself from the auxv, and busybox is not one (ET_EXEC), so
+  // any `-o` would move it off its code. The vmlinux's KASLR line is kernel mode's, not shown.
+  assert.match(banner, /^symbols: +file <executable> +\(or --exe FILE\)$/m, banner);
+  assert.match(banner, /^gdb commands:\n {2}file <executable>\n {2}target remote /m, banner);
+  assert.doesNotMatch(banner, / -o 0x|<vmlinux>|^warning/m, banner);
+  assert.match(banner, /^ {2}target remote \| exec deno run .*--stdio .*--pid \d+$/m, banner);
+
+  const busybox = `${FIXTURES}/busybox/amd64/busybox`;
+  const r = await runGdb([
+    pipeTarget([B.path("dump.elf"), "--pid", pid]),
+    `file ${busybox}`,
+    "info files",
+    "p/x $pc",
+  ]);
+  const text = r.out.match(/(0x[0-9a-f]+) - (0x[0-9a-f]+) is \.text$/m);
+  const pc = r.out.match(/^\$1 = (0x[0-9a-f]+)$/m);
+  assert.ok(text && pc, r.out);
+  const at = BigInt(pc[1]);
+  assert.ok(BigInt(text[1]) <= at && at < BigInt(text[2]), `pc ${pc[1]} in .text\n${r.out}`);
+});
+
+Deno.test("process mode on a dump without user pages (-d 31): the banner says why gdb gets no stack", async () => {
+  const r = await run([
+    B.path("dump.zlib-d31.kdump"),
+    "--pid",
+    String(B.expected.process.pid),
+    "--stdio",
+  ]);
+  assert.match(
+    r.stderr,
+    /^warning: +user stack unreadable: 0x[0-9a-f]+ \(physical 0x[0-9a-f]+\): page excluded from the dump \(filtered by the dump level\)\. gdb gets the registers but no backtrace; user pages are kept by an ELF dump, or by makedumpfile without -d 8$/m,
+    r.stderr,
+  );
 });
