@@ -39,6 +39,15 @@ interface Extent {
   cut?: boolean;
 }
 
+/** `e_type` of an executable (a vmlinux) and of a core file (a vmcore). */
+const ET_EXEC = 2;
+const ET_CORE = 4;
+const ELF_TYPES: Record<number, string> = {
+  1: "a relocatable object (ET_REL)",
+  2: "an executable (ET_EXEC)",
+  3: "a shared object or PIE (ET_DYN)",
+};
+
 /** Reads an ELF vmcore. */
 export class ElfDumpReader implements DumpReader {
   readonly format: string;
@@ -75,6 +84,18 @@ export class ElfDumpReader implements DumpReader {
     this.files = [src.name];
     this.format = formatName;
     const hdr = readElfHeader(src);
+    if (hdr.type !== ET_CORE) {
+      // A vmlinux (ET_EXEC) is the likeliest mistake: the dump and --vmlinux swapped.
+      const what = ELF_TYPES[hdr.type] ?? `an ELF file of type ${hdr.type}`;
+      throw new DumpError(
+        src.name,
+        "ELF header",
+        `${what}, not a vmcore (ET_CORE)` +
+          (hdr.type === ET_EXEC
+            ? ": a vmlinux? give the dump first and the vmlinux with --vmlinux"
+            : ""),
+      );
+    }
     if (hdr.machine === EM_X86_64) this.arch = "x86_64";
     else if (hdr.machine === EM_AARCH64) this.arch = "aarch64";
     else throw new DumpError(src.name, "ELF header", `unsupported machine ${hdr.machine}`);

@@ -89,7 +89,9 @@ export class SplitDumpReader implements DumpReader {
     return w;
   }
   get details(): Record<string, string | number> {
-    return { ...this.#first.details, "split part": this.parts.length };
+    // The parts' own "split part" (their pfn ranges) is the set's "split parts" here.
+    const { ["split part"]: _, ...details } = this.#first.details;
+    return { ...details, "split parts": this.parts.length };
   }
   get virtualMappings(): VirtualMapping[] {
     return [];

@@ -25,7 +25,16 @@ export interface OpenOptions {
  */
 export function openDump(paths: string[], options: OpenOptions = {}): DumpReader {
   if (paths.length === 0) throw new Error("no dump file given");
-  if (paths.length === 1) return openOne(paths[0], options);
+  if (paths.length === 1) {
+    const dump = openOne(paths[0], options);
+    if (dump instanceof KdumpReader && dump.isSplit && dump.endPfn - dump.startPfn < dump.maxPfn) {
+      dump.warnings.push(
+        `one part of a makedumpfile --split set (pfns ${dump.startPfn}..${dump.endPfn} of ` +
+          `${dump.maxPfn}): the other pages read as missing; give every part, in any order`,
+      );
+    }
+    return dump;
+  }
   const parts: KdumpReader[] = [];
   try {
     for (const p of paths) {

@@ -246,3 +246,35 @@ Deno.test("process mode on a dump without user pages (-d 31): the banner says wh
     r.stderr,
   );
 });
+
+Deno.test("the vmlinux given as the dump: one line saying so, exit 1", async () => {
+  const r = await run([B.vmlinux, "-c", "sys"]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(
+    r.stderr,
+    `kdump-gdbserver: ${B.vmlinux}: ELF header: an executable (ET_EXEC), not a vmcore (ET_CORE): ` +
+      "a vmlinux? give the dump first and the vmlinux with --vmlinux\n",
+  );
+  assert.equal(r.stdout, "");
+});
+
+Deno.test("one part of a --split set alone: the banner warns; the whole set says how many parts", async () => {
+  const [one, two] = [B.path("dump.split-d31.1.kdump"), B.path("dump.split-d31.2.kdump")];
+  const alone = await run([two, "--stdio"]);
+  const part = alone.stderr.match(/^split part: +pfns (\d+)\.\.(\d+)$/m);
+  assert.ok(part, alone.stderr);
+  assert.match(
+    alone.stderr,
+    new RegExp(
+      `^warning: +one part of a makedumpfile --split set \\(pfns ${part[1]}\\.\\.${
+        part[2]
+      } of \\d+\\): ` +
+        "the other pages read as missing; give every part, in any order$",
+      "m",
+    ),
+    alone.stderr,
+  );
+  const set = await run([two, one, "--stdio"]);
+  assert.match(set.stderr, /^split parts: +2$/m, set.stderr);
+  assert.doesNotMatch(set.stderr, /^split part:|^warning/m, set.stderr);
+});
