@@ -74,6 +74,18 @@ QEMU's kdump-* output), and split sets (give every file of a makedumpfile --spli
 `;
 
 /** Parse argv (without the program name). Throws UsageError. */
+/** node:util's parseArgs message, on one line (its "ambiguous" one spans three). */
+function usageText(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  const ambiguous = /^Option '(-[-\w]+)' argument is ambiguous/.exec(text);
+  if (ambiguous) {
+    return `${ambiguous[1]}: its value starts with "-"; write ${
+      ambiguous[1]
+    }=VALUE if that is meant`;
+  }
+  return text.split("\n")[0];
+}
+
 export function parseCli(argv: string[]): CliOptions {
   let parsed;
   try {
@@ -107,7 +119,7 @@ export function parseCli(argv: string[]): CliOptions {
       },
     });
   } catch (e) {
-    throw new UsageError(e instanceof Error ? e.message : String(e));
+    throw new UsageError(usageText(e));
   }
   const v = parsed.values;
   const files = [...(v.file ? [v.file] : []), ...parsed.positionals];

@@ -46,7 +46,7 @@ export class FileSource implements ByteSource {
     try {
       this.#fd = openSync(path, "r");
     } catch (e) {
-      throw new DumpError(path, "open", errorText(e));
+      throw new DumpError(path, "open", openErrorText(e));
     }
     const st = fstatSync(this.#fd);
     if (!st.isFile()) {
@@ -125,6 +125,16 @@ export function readExact(
 }
 
 /** Message text of any thrown value. */
+/**
+ * Node's file errors read `ENOENT: no such file or directory, open '/the/path'`; the path is
+ * already at the head of a DumpError's line, so: `no such file or directory (ENOENT)`.
+ */
+function openErrorText(e: unknown): string {
+  const text = errorText(e);
+  const m = /^([A-Z]+): (.*), open '.*'$/s.exec(text);
+  return m ? `${m[2]} (${m[1]})` : text;
+}
+
 export function errorText(e: unknown): string {
   if (e instanceof Error) return e.message;
   return String(e);

@@ -45,6 +45,10 @@ Deno.test("an empty or non-decimal --port or --pid (an unset shell variable): on
       [["--port", "0x4d2"], '--port: "0x4d2" is not a port number'],
       [["--pid="], '--pid: "" is not a process id'],
       [["--pid", "1e2"], '--pid: "1e2" is not a process id'],
+      [
+        ["--cache-mb", "-1"],
+        '--cache-mb: its value starts with "-"; write --cache-mb=VALUE if that is meant',
+      ],
     ] as const
   ) {
     const r = await run([B.path("dump.elf"), ...args]);
@@ -277,4 +281,13 @@ Deno.test("one part of a --split set alone: the banner warns; the whole set says
   const set = await run([two, one, "--stdio"]);
   assert.match(set.stderr, /^split parts: +2$/m, set.stderr);
   assert.doesNotMatch(set.stderr, /^split part:|^warning/m, set.stderr);
+});
+
+Deno.test("a dump that does not exist: one line with the path once, exit 1", async () => {
+  const r = await run(["/nonexistent/vmcore", "-c", "sys"]);
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.stderr,
+    "kdump-gdbserver: /nonexistent/vmcore: open: no such file or directory (ENOENT)\n",
+  );
 });
