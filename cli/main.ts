@@ -250,6 +250,9 @@ function processLines(t: ProcessTarget): string[] {
   // No `-o`: gdb relocates a PIE by itself from the process's auxv (AT_ENTRY against the file's
   // entry point), and an offset given by hand to a non-PIE executable would be wrong.
   if (!t.execFile()) lines.push(`symbols:      file <executable>   (or --exe FILE)`);
+  // gdb's `info proc mappings` reads /proc/PID/maps through the target's files, which would make
+  // gdb fetch every shared library through the server too (none of which it may serve).
+  lines.push(`mappings:     monitor maps   (gdb's info proc reads a live /proc)`);
   lines.push(...t.warnings.map((w) => `warning:      ${w}`));
   return lines;
 }

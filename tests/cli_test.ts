@@ -219,6 +219,11 @@ Deno.test("process mode: the banner's symbols line, followed in gdb, puts the ex
   // No offset: gdb relocates a PIE itself from the auxv, and busybox is not one (ET_EXEC), so
   // any `-o` would move it off its code. The vmlinux's KASLR line is kernel mode's, not shown.
   assert.match(banner, /^symbols: +file <executable> +\(or --exe FILE\)$/m, banner);
+  assert.match(
+    banner,
+    /^mappings: +monitor maps +\(gdb's info proc reads a live \/proc\)$/m,
+    banner,
+  );
   assert.match(banner, /^gdb commands:\n {2}file <executable>\n {2}target remote /m, banner);
   assert.doesNotMatch(banner, / -o 0x|<vmlinux>|^warning/m, banner);
   assert.match(banner, /^ {2}target remote \| exec deno run .*--stdio .*--pid \d+$/m, banner);
