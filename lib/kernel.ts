@@ -335,13 +335,29 @@ export class Kernel {
     return { start: ext.start + this.kaslrOffset, end: ext.end + this.kaslrOffset };
   }
 
+  /**
+   * Why a kallsyms table that decoded has no `__start_BTF`: a kernel built without data symbols,
+   * unless its names are garbage (a corrupt table), which `_stext` against VMCOREINFO's tells.
+   */
+  #kallsymsWithoutBtf(): string {
+    const want = this.dump.vmcoreinfo?.symbol("_stext");
+    const got = this.kallsyms()?.get("_stext");
+    if (want !== undefined && got !== want) {
+      const found = got === undefined ? "has no _stext" : `puts _stext at 0x${got.toString(16)}`;
+      return `the dump's kallsyms does not decode: it ${found}, VMCOREINFO at 0x${
+        want.toString(16)
+      }`;
+    }
+    return "the dump's kallsyms lacks data symbols (KALLSYMS_ALL off)";
+  }
+
   /** Types without a vmlinux: the kernel's own BTF (/sys/kernel/btf/vmlinux) in the dump. */
   #btfFromDump(): void {
     const start = this.kallsyms()?.get("__start_BTF");
     const stop = this.kallsyms()?.get("__stop_BTF");
     if (start === undefined || stop === undefined || stop <= start) {
       this.typeSource = this.kallsyms()
-        ? "none: no vmlinux given, and the dump's kallsyms lacks data symbols (KALLSYMS_ALL off)"
+        ? `none: no vmlinux given, and ${this.#kallsymsWithoutBtf()}`
         : this.#kallsymsMissing();
       return;
     }

@@ -5,7 +5,9 @@
 // banner and ps say how init_task was found.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { openDump } from "../lib/open_dump.ts";
+import { openDump, openSource } from "../lib/open_dump.ts";
+import { MemorySource } from "../lib/file_source.ts";
+import { Buffer } from "node:buffer";
 import { Kernel } from "../lib/kernel.ts";
 import { KernelTasks } from "../lib/tasks.ts";
 import { KernelTarget, systemSummary } from "../lib/kernel_target.ts";
@@ -85,3 +87,37 @@ for (const file of ["dump.zlib-d31.kdump", "dump.elf"]) {
     },
   });
 }
+
+Deno.test({
+  name: "a kallsyms table that decodes to garbage is called so, not a kernel without data symbols",
+  ignore: !hasBoot("x86_64-6.1"),
+  fn() {
+    const b = boot("x86_64-6.1");
+    const bytes = readFileSync(b.path("dump.zlib-d31.kdump"));
+    const open = (data: Uint8Array) => new Kernel(openSource(new MemorySource("mutated", data)));
+    // The control: the untouched dump's kallsyms decodes, and leads to its BTF.
+    const good = open(bytes);
+    try {
+      assert.match(good.typeSource, /^BTF and kallsyms found in the dump/);
+    } finally {
+      good.close();
+    }
+    // VMCOREINFO's kallsyms_token_index moved by one page: every name decodes wrong.
+    const key = "SYMBOL(kallsyms_token_index)=";
+    const at = Buffer.from(bytes).indexOf(key) + key.length;
+    assert.ok(at > key.length);
+    const digits = new TextDecoder().decode(bytes.subarray(at, at + 16));
+    const moved = (BigInt(`0x${digits}`) + 0x1000n).toString(16).padStart(16, "0");
+    const mutated = Uint8Array.from(bytes);
+    mutated.set(new TextEncoder().encode(moved), at);
+    const bad = open(mutated);
+    try {
+      assert.match(
+        bad.typeSource,
+        /^none: no vmlinux given, and the dump's kallsyms does not decode: it (has no _stext|puts _stext at 0x[0-9a-f]+), VMCOREINFO at 0x[0-9a-f]+$/,
+      );
+    } finally {
+      bad.close();
+    }
+  },
+});
