@@ -29,8 +29,8 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
     return 1;
   };
   let qmp: Qmp | undefined;
-  let target: LiveTarget;
-  let wasRunning: boolean;
+  let target: LiveTarget | undefined;
+  let wasRunning = false;
   try {
     if (opts.qmp) {
       const q = parseHostPort(opts.qmp)!;
@@ -69,6 +69,8 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
     for (const t of threads.slice(0, 32)) log(`  ${t.id}  ${t.name}`);
     if (threads.length > 32) log(`  … (${threads.length - 32} more: info threads)`);
   } catch (e) {
+    // Connected, then failed (the banner's reads): the guest goes back as it was found.
+    target?.release(wasRunning);
     qmp?.close();
     return fail(e);
   }

@@ -262,7 +262,7 @@ export class Kernel {
       const found = findBtfInImage(this);
       if (!found) return;
       this.btf = found.btf;
-      this.typeSource = `BTF found in the dump at 0x${found.address.toString(16)} ` +
+      this.typeSource = `BTF found in ${this.#memoryName} at 0x${found.address.toString(16)} ` +
         "(kallsyms has no data symbols: searched between _etext and _sinittext)";
     }
     const init = findInitTask(this);
@@ -279,6 +279,16 @@ export class Kernel {
           "the tasks' se.cfs_rq->rq",
       );
     }
+  }
+
+  /** Where the kernel's memory comes from, for messages: a running guest's, or a dump. */
+  get #memoryName(): string {
+    return this.dump.format.startsWith("live") ? "guest memory" : "the dump";
+  }
+
+  /** {@link #memoryName}'s owner, for messages: "the guest's" or "the dump's". */
+  get #owner(): string {
+    return this.dump.format.startsWith("live") ? "the guest's" : "the dump's";
   }
 
   /** The dump's own kallsyms (runtime addresses), decoded on first use; undefined if absent. */
@@ -344,11 +354,11 @@ export class Kernel {
     const got = this.kallsyms()?.get("_stext");
     if (want !== undefined && got !== want) {
       const found = got === undefined ? "has no _stext" : `puts _stext at 0x${got.toString(16)}`;
-      return `the dump's kallsyms does not decode: it ${found}, VMCOREINFO at 0x${
+      return `${this.#owner} kallsyms does not decode: it ${found}, VMCOREINFO at 0x${
         want.toString(16)
       }`;
     }
-    return "the dump's kallsyms lacks data symbols (KALLSYMS_ALL off)";
+    return `${this.#owner} kallsyms lacks data symbols (KALLSYMS_ALL off)`;
   }
 
   /** Types without a vmlinux: the kernel's own BTF (/sys/kernel/btf/vmlinux) in the dump. */
@@ -366,14 +376,14 @@ export class Kernel {
     const bytes = new Uint8Array(size);
     const r = this.memory!.read(start, bytes);
     if (r.error) {
-      this.warnings.push(`the kernel's BTF is not readable in the dump: ${r.error}`);
+      this.warnings.push(`the kernel's BTF is not readable in ${this.#memoryName}: ${r.error}`);
       return;
     }
     try {
       this.btf = new Btf(bytes);
-      this.typeSource = "BTF and kallsyms found in the dump (no vmlinux)";
+      this.typeSource = `BTF and kallsyms found in ${this.#memoryName} (no vmlinux)`;
     } catch (e) {
-      this.warnings.push(`the kernel's BTF in the dump: ${errorText(e)}`);
+      this.warnings.push(`the kernel's BTF in ${this.#memoryName}: ${errorText(e)}`);
     }
   }
 
@@ -381,7 +391,7 @@ export class Kernel {
   #kallsymsMissing(): string {
     const names = this.dump.vmcoreinfo?.symbol("kallsyms_names");
     if (names === undefined || !this.memory) {
-      return "none: no vmlinux given, and no kallsyms in the dump's VMCOREINFO";
+      return `none: no vmlinux given, and no kallsyms in ${this.#owner} VMCOREINFO`;
     }
     const r = this.memory.read(names, new Uint8Array(8));
     return "none: no vmlinux given, and the kallsyms that VMCOREINFO names is unreadable" +
@@ -400,15 +410,15 @@ export class Kernel {
     const want = vmci.buildId?.toLowerCase();
     if (want && v.buildId && !v.buildId.startsWith(want) && !want.startsWith(v.buildId)) {
       this.warnings.push(
-        `${v.path}: build-id ${v.buildId} differs from the dump's ${want}: ` +
-          "gdb's symbols will be wrong (the server uses the dump's own kallsyms and BTF)",
+        `${v.path}: build-id ${v.buildId} differs from ${this.#owner} ${want}: ` +
+          `gdb's symbols will be wrong (the server uses ${this.#owner} own kallsyms and BTF)`,
       );
       ok = false;
     }
     const release = vmci.osRelease;
     const banner = v.banner();
     if (release && banner && !banner.includes(` ${release} `)) {
-      this.warnings.push(`${v.path}: built for another release than the dump's ${release}`);
+      this.warnings.push(`${v.path}: built for another release than ${this.#owner} ${release}`);
       ok = false;
     }
     return ok;

@@ -491,7 +491,7 @@ export function aarch64ImagePointers(
 }
 
 /** What the kernel image's pointers found VMCOREINFO through, for the banner. */
-export const IMAGE_POINTER_SOURCE = "guest memory (a pointer in the kernel image's data)";
+export const IMAGE_POINTER_SOURCE = "guest memory: a pointer in the kernel image's data";
 
 /**
  * VMCOREINFO: where it was at the last stop, else through the kernel's `vmcoreinfo_data` (a
@@ -525,7 +525,7 @@ function findVmcoreinfo(
       return {
         vmcoreinfo: new VmcoreInfo(readNoteText(phys, known.paddr)),
         paddr: known.paddr,
-        source: "guest memory (same place as at the last stop)",
+        source: "guest memory: same place as at the last stop",
       };
     }
   }
@@ -540,7 +540,7 @@ function findVmcoreinfo(
         return {
           vmcoreinfo: new VmcoreInfo(text),
           paddr: w.paddr,
-          source: "guest memory (the kernel's vmcoreinfo_data)",
+          source: "guest memory: the kernel's vmcoreinfo_data",
         };
       }
     }

@@ -132,6 +132,12 @@ interface StepUnderWay {
   retries: number;
 }
 
+/** QEMU monitor commands that only read, the only ones `--read-only` passes (`x/4g`, `xp/s`…). */
+const READ_ONLY_QEMU_COMMAND = /^(help|\?|info|i|xp?(\/\S*)?|p|print)$/;
+
+/** How long a failed start waits for QEMU to take back the physical-memory switch. */
+const GIVE_BACK_TIMEOUT_MS = 2000;
+
 /** A live guest behind QEMU's gdbstub. */
 export class LiveTarget implements Target, RunControl {
   /** The options the target was made with. */
@@ -233,7 +239,16 @@ export class LiveTarget implements Target, RunControl {
       this.#accelerator ??= accelerator(stub);
     } catch (e) {
       this.#stub = undefined;
-      stub.close();
+      // Leave the guest as it was found: QEMU keeps the physical-memory switch for whoever
+      // connects next (plain gdb would then read physical memory), and connecting paused a
+      // guest that ran.
+      const wasRunning = sawStop || (this.options.qmp !== undefined && await this.#qmpRunning());
+      try {
+        stub.request("Qqemu.PhyMemMode:0", GIVE_BACK_TIMEOUT_MS);
+      } catch {
+        // the link is gone, or QEMU never answered: nothing to put back
+      }
+      stub.close(wasRunning ? "D;1" : undefined);
       throw e instanceof LiveError || e instanceof DumpError
         ? e
         : new LiveError(`QEMU's gdbstub at ${stub.address}: ${errorText(e)}`);
@@ -325,8 +340,11 @@ export class LiveTarget implements Target, RunControl {
     if (!stub) return;
     this.#stub = undefined;
     this.#drop();
-    if (this.#running && !resume) {
-      // gdb went away while the guest ran: stop it for the next client.
+    if (this.#running) {
+      // The client went away while the guest ran (gdb dropped, or kdb's console closed after
+      // `go`): stop it, for the next client or to take our breakpoints out before it runs on
+      // alone. A packet sent to QEMU's stub while the guest runs is dropped (its first byte
+      // stops the guest), so `D;1` could not be sent as it runs.
       try {
         stub.interrupt();
       } catch {
@@ -336,12 +354,10 @@ export class LiveTarget implements Target, RunControl {
     // QEMU 7.2 keeps the physical-memory switch across connections: put it back for whoever
     // connects to the stub next (gdb on its own would read physical memory).
     try {
-      if (this.#running && !resume) stub.request("qC");
-      if (!this.#running || !resume) {
-        // The guest is stopped now; `D;1` below would clear these itself.
-        for (const spec of this.#inserted) stub.request(`z${spec}`);
-        stub.request("Qqemu.PhyMemMode:0");
-      }
+      if (this.#running) stub.request("qC");
+      // The guest is stopped now. `D;1` would clear the breakpoints itself, not the switch.
+      for (const spec of this.#inserted) stub.request(`z${spec}`);
+      stub.request("Qqemu.PhyMemMode:0");
     } catch {
       // the link is gone
     }
@@ -510,14 +526,16 @@ export class LiveTarget implements Target, RunControl {
    * request's first byte to stop the guest, so the guest is stopped again first, as after a
    * QMP `cont`; the RESUME event QMP sends for it (with `--qmp`) is this one.
    */
-  #afterMonitorCommand(command: string): void {
+  /** What a QEMU monitor command changed; true when it resumed the guest. */
+  #afterMonitorCommand(command: string): boolean {
     this.#drop();
-    if (!/^(c|cont)$/.test(command)) return;
+    if (!/^(c|cont)$/.test(command)) return false;
     this.options.log?.(
       "the guest was resumed by a QEMU monitor command; it is stopped again on the next request",
     );
     this.#resumedBehind = true;
     if (this.options.qmp) this.#ownResumes++;
+    return true;
   }
 
   #resumedBehind = false;
@@ -863,12 +881,23 @@ export class LiveTarget implements Target, RunControl {
     const [verb] = command.trim().split(/\s+/, 1);
     if (verb === "qemu") {
       const rest = command.trim().slice(4).trim();
+      const qemuVerb = rest.split(/\s+/, 1)[0];
+      if (this.options.readOnly && rest !== "" && !READ_ONLY_QEMU_COMMAND.test(qemuVerb)) {
+        // QEMU's monitor can write memory, reset or quit the guest, load a snapshot…
+        out(
+          `qemu: "${qemuVerb}" refused: --read-only lets through only QEMU's help, info, x, xp ` +
+            "and print\n",
+        );
+        return true;
+      }
       try {
         out(this.#live().monitor(rest || "help"));
       } catch (e) {
         out(`qemu: ${errorText(e)}\n`);
       } finally {
-        this.#afterMonitorCommand(rest);
+        if (this.#afterMonitorCommand(rest)) {
+          out("the guest runs; gdb's next request stops it again\n");
+        }
       }
       return true;
     }
@@ -908,7 +937,13 @@ export class LiveTarget implements Target, RunControl {
         continue;
       }
       const cpu = this.#cpuOf(a.thread);
-      if (cpu === undefined) return `E.thread ${a.thread} is not running on a CPU: it cannot run`;
+      if (cpu === undefined) {
+        // gdb numbers threads its own way: the name says which task this is.
+        // (A task's name may hold any byte; these four would break the reply's framing.)
+        const name = this.threads().find((t) => t.id === a.thread)?.name.replace(/[$#}*]/g, "?");
+        return `E.thread ${a.thread}${name ? ` (${name})` : ""} is not running on a CPU: ` +
+          "only a task on a CPU can be stepped or continued alone";
+      }
       parts.push(`${a.action}:${this.#vcpus[cpu]}`);
     }
     const packet = `vCont;${parts.join(";")}`;

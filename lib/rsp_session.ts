@@ -554,7 +554,10 @@ export class RspSession {
 
   /** The client is gone (or detached): give the target back. */
   end(): void {
-    this.#target.run?.release(this.#detached);
+    // A live guest is left stopped when gdb goes away, for the next client; run again after gdb's
+    // detach, and after kdb's `go` when the console's line closes (as a kernel goes on when
+    // its serial line does).
+    this.#target.run?.release(this.#detached || this.#consoleRunning);
   }
 
   #forgetTarget(): void {

@@ -144,8 +144,9 @@ export interface RunControl {
    */
   attach(): Promise<string | undefined>;
   /**
-   * The client left. `resume`: it detached (`D`): let the guest run on; otherwise (connection
-   * dropped, `k`) the guest is left stopped for the next client.
+   * The client left. `resume`: it detached (`D`), or kdb's console closed after `go`: let the
+   * guest run on (stopped first if it runs, to take the client's breakpoints out); otherwise
+   * (connection dropped, `k`) the guest is left stopped for the next client.
    */
   release(resume: boolean): void;
   /** Start running; undefined when started, else an error text for gdb. */

@@ -9,6 +9,7 @@
 
 import { requestSendBuffer, SocketListener } from "./libc_socket.ts";
 import { MAX_PACKET_SIZE, RspSession } from "./rsp_session.ts";
+import { framePacket } from "./rsp_wire.ts";
 import { SocketChannel, StdinChannel } from "./polling_channel.ts";
 import type { Target } from "./target.ts";
 import { errorText } from "./file_source.ts";
@@ -185,6 +186,7 @@ export async function serveChannel(
     const refused = await target.run.attach();
     if (refused) {
       log(`[${label}] ${refused}`);
+      await tellRefused(channel, refused);
       return;
     }
   }
@@ -238,6 +240,36 @@ export async function serveChannel(
     if (!isDisconnect(e)) log(`[${label}] session ended by error: ${e}`);
   } finally {
     session.end();
+  }
+}
+
+/**
+ * Tell a client that is not served why, in its own terms: gdb gets an `E.` reply to its first
+ * packet (it shows "Remote failure reply: E.…" before "Remote connection closed"), a console user
+ * a line of text. Waits at most {@link GREETING_DELAY_MS} for the client's first bytes; never
+ * throws (the caller closes the channel).
+ */
+export async function tellRefused(channel: ByteChannel, reason: string): Promise<void> {
+  const buffer = new Uint8Array(256);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const read = channel.read(buffer);
+    read.catch(() => {}); // left pending when the client stays silent: the close ends it
+    const n = await Promise.race([
+      read,
+      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), GREETING_DELAY_MS)),
+    ]);
+    const rsp = n !== null && n > 0 && (buffer[0] === 0x2b || buffer[0] === 0x24); // '+' '$'
+    await writeAll(
+      channel,
+      rsp
+        ? new Uint8Array([0x2b, ...framePacket(`E.${reason}`)])
+        : new TextEncoder().encode(`kdump-gdbserver: ${reason}\n`),
+    );
+  } catch {
+    // the client is gone already
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -335,14 +367,16 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
       }
       if (!conn) break;
       if (sessions.size >= maxClients) {
-        log(
-          `[${conn.peer}] refused: ${maxClients} clients already connected, the most served at once`,
-        );
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
+        const reason = `${maxClients} clients already connected, the most served at once`;
+        log(`[${conn.peer}] refused: ${reason}`);
+        const refused = conn;
+        tellRefused(refused, reason).finally(() => {
+          try {
+            refused.close();
+          } catch {
+            // already closed
+          }
+        });
         continue;
       }
       if (options.once) {

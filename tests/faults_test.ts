@@ -166,15 +166,14 @@ Deno.test("clients beyond maxClients are refused with a line; a freed place is s
     ];
     for (const c of held) await handshake(c);
     assert.equal(server.activeSessions, 2);
-    // A third connection is accepted and closed at once: its first read sees the end.
-    const third = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    try {
-      assert.equal(await third.read(new Uint8Array(64)), null);
-    } finally {
-      third.close();
-    }
+    // A third connection is told why, in its own terms, then closed: a console user (silent)
+    // gets a line of text, gdb an error reply to its first packet.
+    const reason = "2 clients already connected, the most served at once";
+    assert.equal(await refusedWith(server.port), `kdump-gdbserver: ${reason}\n`);
+    const gdbSaw = await refusedWith(server.port, "$qSupported#37");
+    assert.equal(gdbSaw, `+${new TextDecoder().decode(framePacket(`E.${reason}`))}`);
     const refused = lines.filter((l) => l.includes("] refused: "));
-    assert.equal(refused.length, 1, lines.join("\n"));
+    assert.equal(refused.length, 2, lines.join("\n"));
     assert.match(refused[0], /^\[127\.0\.0\.1:\d+\] refused: 2 clients already connected/);
     // The two held sessions still answer, and once one leaves the next client is served.
     assert.deepEqual(await tcpExchange(held[0])("?"), await tcpExchange(held[1])("?"));
@@ -186,6 +185,22 @@ Deno.test("clients beyond maxClients are refused with a line; a freed place is s
     await server.close();
   }
 });
+
+/** Connect, send `first` if given, and read everything until the server closes. */
+async function refusedWith(port: number, first?: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    if (first) await conn.write(new TextEncoder().encode(first));
+    let text = "";
+    const buf = new Uint8Array(256);
+    for (let n; (n = await conn.read(buf)) !== null;) {
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return text;
+  } finally {
+    conn.close();
+  }
+}
 
 async function waitFor(done: () => boolean, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;

@@ -24,6 +24,7 @@ import {
   shm,
 } from "./live_guest.ts";
 import { boot, hasBoot, newerGdb } from "./fixtures.ts";
+import { framePacket } from "../lib/rsp_wire.ts";
 
 const available = liveGuestAvailable();
 
@@ -79,6 +80,38 @@ function ranThenStoppedAgain(out: string): void {
   assert.equal(j.length, 3, out);
   assert.ok(j[1] > j[0], out);
   assert.equal(j[2], j[1], out);
+  // gdb is told, since nothing else shows it: a read stops the guest again.
+  assert.match(out, /^the guest runs; gdb's next request stops it again$/m, out);
+}
+
+/**
+ * One query straight to QEMU's gdbstub (which pauses the guest while connected), then `D;1`,
+ * which lets it run: the query's reply.
+ */
+async function stubQuery(port: number, query: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(framePacket(query));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    const deadline = Date.now() + 10_000;
+    // The answer is the first packet that is not a stop reply (QEMU sends one when the
+    // connection pauses a running guest).
+    const answer = () =>
+      [...text.matchAll(/\$([^#$]*)#[0-9a-f]{2}/g)].map((m) => m[1]).find((p) => !/^[ST]/.test(p));
+    while (answer() === undefined && Date.now() < deadline) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    const reply = answer();
+    assert.ok(reply !== undefined, `QEMU's answer to ${query}: ${text}`);
+    await conn.write(new Uint8Array([0x2b, ...framePacket("D;1")]));
+    await conn.read(buf);
+    return reply;
+  } finally {
+    conn.close();
+  }
 }
 
 async function guestStatus(g: LiveGuest): Promise<string> {
@@ -178,10 +211,10 @@ Deno.test({
         ]);
         assert.match(
           r.out,
-          /KASLR found: +VMCOREINFO \(guest memory \(a pointer in the kernel image's data\)\), agreeing with the kernel image mapping under CR3$/m,
+          /KASLR found: +VMCOREINFO \(guest memory: a pointer in the kernel image's data\), agreeing with the kernel image mapping under CR3$/m,
           r.out,
         );
-        assert.match(r.out, /types: +BTF and kallsyms found in the dump/, r.out);
+        assert.match(r.out, /types: +BTF and kallsyms found in guest memory/, r.out);
         assert.match(r.out, /Thread 2 "CPU 1: [^"]+"/, r.out);
         assert.match(r.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), r.out);
         // Without anything but the stub (QEMU's plain -gdb): the kernel image's data read
@@ -212,12 +245,12 @@ Deno.test({
         assert.match(
           bare.out,
           new RegExp(
-            "KASLR found: +VMCOREINFO \\(guest memory \\(a pointer in the kernel image's data\\)\\), agreeing " +
+            "KASLR found: +VMCOREINFO \\(guest memory: a pointer in the kernel image's data\\), agreeing " +
               "with the kernel image mapping under CR3",
           ),
           bare.out,
         );
-        assert.match(bare.out, /types: +BTF and kallsyms found in the dump/, bare.out);
+        assert.match(bare.out, /types: +BTF and kallsyms found in guest memory/, bare.out);
         assert.match(bare.out, /Thread 2 "CPU 1: [^"]+"/, bare.out);
         assert.match(
           bare.out,
@@ -568,10 +601,18 @@ Deno.test({
         const buf = new Uint8Array(256);
         const n = await first.read(buf); // the stop reply: this client holds the guest
         assert.match(new TextDecoder().decode(buf.subarray(0, n ?? 0)), /\$T05thread:/);
+        // A second gdb is told why in an error reply to its first packet, then closed.
         const second = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-        const closed = await second.read(buf).catch(() => null);
-        assert.equal(closed, null);
+        await second.write(new TextEncoder().encode("$qSupported#37"));
+        let told = "";
+        for (let n; (n = await second.read(buf).catch(() => null)) !== null;) {
+          told += new TextDecoder().decode(buf.subarray(0, n));
+        }
         second.close();
+        assert.match(
+          told,
+          /^\+\$E\.another gdb is attached to this guest; one client at a time#[0-9a-f]{2}$/,
+        );
         assert.match(
           server.stderr(),
           /another gdb is attached to this guest; one client at a time/,
@@ -609,10 +650,25 @@ Deno.test({
         assert.ok(before > 0n && after > before, output());
         await send("bt\n");
         at = await waitFor(/Call Trace:[\s\S]*\[\d\]kdb> $/, at);
-        await send("quit\n");
-        await reader;
-      } finally {
+        // The line closed after `go`: the kernel goes on, as it does when kdb's serial line
+        // closes (before, the guest was left paused with nobody attached).
+        await send("go\n");
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(await guestStatus(g), "running");
         conn.close();
+        await reader;
+        const deadline = Date.now() + 10_000;
+        while (!/disconnected/.test(server.stderr()) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.match(server.stderr(), /disconnected/);
+        assert.equal(await guestStatus(g), "running");
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // closed above
+        }
         await server.stop();
       }
     });
@@ -681,12 +737,10 @@ Deno.test({
           await send("quit\n");
           await reader;
 
-          // A console that leaves while the guest runs from its go: its breakpoint comes out
-          // of QEMU too. QEMU keeps a client's breakpoints when it goes without a detach (it
-          // drops them at the next client's `?`): the guest, left stopped for the next client,
-          // would stop on it again if QEMU's monitor let it run meanwhile.
-          // (fw_cfg_showrev: the guest runs it once a second, so rarely in the few ms between
-          // this go and the server seeing the client go.)
+          // A console that leaves while the guest runs from its go: the guest runs on, and its
+          // breakpoint comes out of QEMU first. QEMU keeps a client's breakpoints when it goes
+          // without a detach: the guest, running with nobody attached, would stop on it with
+          // nobody to tell. (fw_cfg_showrev: the guest runs it once a second.)
           const first = await openConsole(server.port);
           await first.waitFor(/kdb> $/, 0);
           await first.send("bp fw_cfg_showrev\n");
@@ -699,9 +753,12 @@ Deno.test({
           while (server.stderr().split("] disconnected").length === left && Date.now() < until) {
             await new Promise((r) => setTimeout(r, 50));
           }
-          // Stopped: by the server as the client left, or on the breakpoint just before.
-          assert.match(await guestStatus(g), /^(paused|debug)$/);
-          await qmpCommand(g.qmpPort, "cont");
+          // Unless the guest hit the breakpoint in the few ms before the line closed: kdb then
+          // had it, and a kernel in kdb waits for it.
+          if (/due to Breakpoint/.test(first.text())) {
+            assert.match(await guestStatus(g), /^(paused|debug)$/);
+            await qmpCommand(g.qmpPort, "cont");
+          }
           await new Promise((r) => setTimeout(r, 2500)); // the guest's loops sleep 1 s
           assert.equal(await guestStatus(g), "running");
         } finally {
@@ -735,12 +792,17 @@ Deno.test({
         // Right size, wrong contents (a fresh sparse file, as when the backend is not shared).
         await shm("truncate", "-s", "0", small);
         await shm("truncate", "-s", "512M", small);
+        await qmpCommand(g.qmpPort, "cont");
         r = await run(liveArgs(g, ["--guest-ram", small]));
         assert.equal(r.code, 1);
         assert.match(
           r.err,
           /^kdump-gdbserver: \/dev\/shm\/\S+: its contents differ from the guest's memory.*\n$/,
         );
+        // That failed start (after the stub's physical mode was switched on) gave the guest
+        // back as it found it: running, and the stub out of physical mode for the next debugger.
+        assert.equal(await guestStatus(g), "running");
+        assert.equal(await stubQuery(g.gdbPort, "qqemu.PhyMemMode"), "0");
       } finally {
         await shm("rm", "-f", small);
       }
@@ -923,7 +985,16 @@ Deno.test({
             "set $rax = 1",
             saveG,
             gPacket(),
+            // QEMU's monitor can reset the guest: only its reading commands pass.
+            "monitor qemu system_reset",
+            "monitor qemu info status",
           ]);
+          assert.match(
+            ro.out,
+            /^qemu: "system_reset" refused: --read-only lets through only QEMU's help, info, x, xp and print$/m,
+            ro.out,
+          );
+          assert.match(ro.out, /^VM status: paused/m, ro.out);
           // The refusals as regular expressions (their text has parentheses and dots).
           const memory = literal("E.read-only (--read-only): memory writes are refused");
           const registers = literal("E.read-only (--read-only): register writes are refused");

@@ -108,10 +108,10 @@ Deno.test({
       assert.match(scan.out, new RegExp(`KASLR: +kernel offset ${offset}\\b`), scan.out);
       assert.match(
         scan.out,
-        /^KASLR found: +VMCOREINFO \(guest memory \(a pointer in the kernel image's data\)\)/m,
+        /^KASLR found: +VMCOREINFO \(guest memory: a pointer in the kernel image's data\)/m,
         `VMCOREINFO is at physical 0x${vmcoreinfo.toString(16)}\n${scan.out}`,
       );
-      assert.match(scan.out, /types: +BTF and kallsyms found in the dump/, scan.out);
+      assert.match(scan.out, /types: +BTF and kallsyms found in guest memory/, scan.out);
       assert.match(scan.out, /Thread 2 "CPU 1: [^"]+"/, scan.out);
       assert.match(scan.out, new RegExp(`^\\s+${httpd}\\s+${httpd}\\s+1 .* httpd$`, "m"), scan.out);
     }
