@@ -524,9 +524,9 @@ export class LiveTarget implements Target, RunControl {
    * A QEMU monitor command can change the stopped guest (`system_reset`, `loadvm`, a write):
    * nothing read before it is kept. HMP's `cont` runs it, and QEMU's stub then drops the next
    * request's first byte to stop the guest, so the guest is stopped again first, as after a
-   * QMP `cont`; the RESUME event QMP sends for it (with `--qmp`) is this one.
+   * QMP `cont`; the RESUME event QMP sends for it (with `--qmp`) is this one. True when the
+   * command resumed the guest.
    */
-  /** What a QEMU monitor command changed; true when it resumed the guest. */
   #afterMonitorCommand(command: string): boolean {
     this.#drop();
     if (!/^(c|cont)$/.test(command)) return false;
