@@ -73,19 +73,20 @@ Dump formats: ELF, compressed kdump (zlib, LZO, snappy, zstd), flattened (makedu
 QEMU's kdump-* output), and split sets (give every file of a makedumpfile --split set).
 `;
 
-/** Parse argv (without the program name). Throws UsageError. */
 /** node:util's parseArgs message, on one line (its "ambiguous" one spans three). */
 function usageText(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
   const ambiguous = /^Option '(-[-\w]+)' argument is ambiguous/.exec(text);
   if (ambiguous) {
-    return `${ambiguous[1]}: its value starts with "-"; write ${
-      ambiguous[1]
-    }=VALUE if that is meant`;
+    const name = ambiguous[1];
+    // A long option takes `--name=VALUE`; a short one its value glued on (`-c-x`: "-x").
+    const form = name.startsWith("--") ? `${name}=VALUE` : `${name}VALUE`;
+    return `${name}: its value starts with "-"; write ${form} if that is meant`;
   }
   return text.split("\n")[0];
 }
 
+/** Parse argv (without the program name). Throws UsageError. */
 export function parseCli(argv: string[]): CliOptions {
   let parsed;
   try {

@@ -49,14 +49,14 @@ function selfCommand(): string {
   // `exec`: the shell gdb starts would otherwise keep gdb's stderr socket open, and gdb reads that
   // socket after every byte it receives (README, "Pipe mode and FFI").
   if (/(^|\/)deno$/.test(exe)) {
-    const main = new URL(import.meta.url).pathname;
+    const main = shellQuote(new URL(import.meta.url).pathname);
     // With FFI the server ends its stderr once the banner is out: pipe mode at TCP's speed.
     const permissions = Deno.permissions.querySync({ name: "ffi" }).state === "granted"
-      ? "-A"
+      ? "--allow-read --allow-net --allow-ffi"
       : "--allow-read --allow-net";
     return `exec deno run ${permissions} --v8-flags=--max-semi-space-size=1 ${main}`;
   }
-  return `exec ${exe}`;
+  return `exec ${shellQuote(exe)}`;
 }
 
 function shellQuote(s: string): string {
@@ -226,7 +226,7 @@ function makeTarget(
     target = t;
   } else if (opts.pid !== undefined) {
     const t = processTarget(kernel, opts.pid, { executable: opts.exe });
-    lines.push(...processLines(t));
+    lines.push(...processLines(t, true));
     target = t;
   } else if (opts.tasksJson) {
     const t = targetFromTasksJson(kernel, opts.tasksJson);
@@ -235,7 +235,7 @@ function makeTarget(
     target = t;
   } else if (opts.processJson) {
     const t = targetFromProcessJson(kernel, opts.processJson);
-    lines.push(...processLines(t));
+    lines.push(...processLines(t, false));
     target = t;
   } else {
     target = new KernelTarget(kernel);
@@ -243,16 +243,28 @@ function makeTarget(
   return { target, modeLines: lines };
 }
 
-function processLines(t: ProcessTarget): string[] {
+/** The banner's process lines; `fromDump`: `--pid` (else a `-j` file). */
+function processLines(t: ProcessTarget, fromDump: boolean): string[] {
   const v = t.view;
   const lines = [`mode:         process ${v.pid} (${v.name})`];
   if (v.exePath) lines.push(`executable:   ${v.exePath}`);
-  // No `-o`: gdb relocates a PIE by itself from the process's auxv (AT_ENTRY against the file's
-  // entry point), and an offset given by hand to a non-PIE executable would be wrong.
-  if (!t.execFile()) lines.push(`symbols:      file <executable>   (or --exe FILE)`);
+  if (t.execFile()) {
+    // None: gdb loads the executable by itself (qXfer:exec-file).
+  } else if (v.auxv) {
+    // No `-o`: gdb relocates a PIE by itself from the process's auxv (AT_ENTRY against the
+    // file's entry point), and an offset given by hand to a non-PIE executable would be wrong.
+    lines.push(`symbols:      file <executable>${fromDump ? "   (or --exe FILE)" : ""}`);
+  } else {
+    // A `-j` file without auxv (the original tool's): gdb cannot find a PIE's base by itself.
+    const at = v.loadAddress === undefined ? "" : `; its first executable mapping starts at ` +
+      `0x${v.loadAddress.toString(16)}`;
+    lines.push(
+      `symbols:      file <executable>, with -o BASE for a PIE (no auxv in the file${at})`,
+    );
+  }
   // gdb's `info proc mappings` reads /proc/PID/maps through the target's files, which would make
   // gdb fetch every shared library through the server too (none of which it may serve).
-  lines.push(`mappings:     monitor maps   (gdb's info proc reads a live /proc)`);
+  if (fromDump) lines.push(`mappings:     monitor maps   (gdb's info proc reads a live /proc)`);
   lines.push(...t.warnings.map((w) => `warning:      ${w}`));
   return lines;
 }

@@ -124,7 +124,6 @@ export function readExact(
   return buf;
 }
 
-/** Message text of any thrown value. */
 /**
  * Node's file errors read `ENOENT: no such file or directory, open '/the/path'`; the path is
  * already at the head of a DumpError's line, so: `no such file or directory (ENOENT)`.
@@ -135,6 +134,7 @@ function openErrorText(e: unknown): string {
   return m ? `${m[2]} (${m[1]})` : text;
 }
 
+/** Message text of any thrown value. */
 export function errorText(e: unknown): string {
   if (e instanceof Error) return e.message;
   return String(e);

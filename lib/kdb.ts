@@ -39,9 +39,10 @@ export interface KdbHooks {
    * Let a live target run (`go`, `ss`): every thread continues, or (`stepThread`) that thread
    * executes one instruction while the others stay stopped. The session gives the line back to
    * kdb at the next stop ({@link KdbShell.entered}). Returns an error line when it cannot;
-   * absent for a dump.
+   * absent for a dump. `fromGo`: for kdb's `go` (its step off a breakpoint included), which a
+   * closed line lets run on; not for `ss`.
    */
-  resume?(stepThread?: number): string | undefined;
+  resume?(stepThread?: number, fromGo?: boolean): string | undefined;
 }
 
 /** What the caller does after a command line. */
@@ -800,7 +801,7 @@ export class KdbShell {
       thread = ctx?.threadOfCpu(stepCpu);
       if (thread === undefined) return out(`${what}: no thread runs on CPU ${stepCpu}`);
     }
-    const refused = this.hooks.resume!(thread);
+    const refused = this.hooks.resume!(thread, what === "go");
     if (refused) {
       if (ctx) this.#runCommands.refused(ctx);
       return out(`${what}: ${refused}`);

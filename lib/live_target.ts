@@ -340,7 +340,10 @@ export class LiveTarget implements Target, RunControl {
     if (!stub) return;
     this.#stub = undefined;
     this.#drop();
-    if (this.#running) {
+    // Running: resumed by the client, or behind its back (a QEMU monitor `cont`, QMP).
+    const runs = this.#running || this.#resumedBehind;
+    this.#resumedBehind = false;
+    if (runs) {
       // The client went away while the guest ran (gdb dropped, or kdb's console closed after
       // `go`): stop it, for the next client or to take our breakpoints out before it runs on
       // alone. A packet sent to QEMU's stub while the guest runs is dropped (its first byte
@@ -354,7 +357,7 @@ export class LiveTarget implements Target, RunControl {
     // QEMU 7.2 keeps the physical-memory switch across connections: put it back for whoever
     // connects to the stub next (gdb on its own would read physical memory).
     try {
-      if (this.#running) stub.request("qC");
+      if (runs) stub.request("qC");
       // The guest is stopped now. `D;1` would clear the breakpoints itself, not the switch.
       for (const spec of this.#inserted) stub.request(`z${spec}`);
       stub.request("Qqemu.PhyMemMode:0");

@@ -17,7 +17,7 @@ import { KernelTasks } from "./tasks.ts";
 import { DumpedProcess, VM_EXEC, type Vma } from "./process.ts";
 import { assignThreadIds } from "./tasks_target.ts";
 import { filterPs, formatPs, type PsRow, taskPsRow } from "./ps.ts";
-import { pageStatusText } from "./dump.ts";
+import { PageStatus, pageStatusText } from "./dump.ts";
 
 /** gdb's signal number for a trap: a neutral "stopped here" for a dump. */
 const SIGTRAP = 5;
@@ -249,9 +249,12 @@ export function processTarget(
   const target = new ProcessTarget(kernel, view, options);
   const unreadable = stackUnreadable(view);
   if (unreadable) {
+    // The advice only where it helps: a page the dump level left out (not one swapped out).
+    const advice = unreadable.includes(pageStatusText(PageStatus.Excluded))
+      ? "; user pages are kept by an ELF dump, or by makedumpfile without -d 8"
+      : "";
     target.warnings.push(
-      `user stack unreadable: ${unreadable}. gdb gets the registers but no backtrace; ` +
-        `user pages are kept by an ELF dump, or by makedumpfile without -d 8`,
+      `user stack unreadable: ${unreadable}. gdb gets the registers but no backtrace${advice}`,
     );
   }
   return target;

@@ -222,7 +222,7 @@ export class RspSession {
       this.#writer.onPacket = (payload) => this.#log(`[${this.#label}] -> ${loggable(payload)}`);
     }
     this.#kdb = new KdbShell(target, CONSOLE_HELP, {
-      resume: (stepThread) => this.#consoleGo(stepThread),
+      resume: (stepThread, fromGo) => this.#consoleGo(stepThread, fromGo),
     });
     this.#console = new TextConsole(
       (line, write) => {
@@ -470,6 +470,8 @@ export class RspSession {
   #pendingStop: Promise<StopEvent> | undefined;
   /** The console's `go` let the target run: its stop goes to kdb, not to gdb. */
   #consoleRunning = false;
+  /** The console's guest runs from kdb's `go` (not its `ss`): closing the line lets it go on. */
+  #consoleFromGo = false;
   #detached = false;
   /** Thread for plain `c`/`s` (`Hc`), 0 = all. */
   #continueThread = 0;
@@ -557,7 +559,7 @@ export class RspSession {
     // A live guest is left stopped when gdb goes away, for the next client; run again after gdb's
     // detach, and after kdb's `go` when the console's line closes (as a kernel goes on when
     // its serial line does).
-    this.#target.run?.release(this.#detached || this.#consoleRunning);
+    this.#target.run?.release(this.#detached || (this.#consoleRunning && this.#consoleFromGo));
   }
 
   #forgetTarget(): void {
@@ -571,7 +573,7 @@ export class RspSession {
    * Console `go` or `ss` on a live target: run it (every thread, or step `stepThread` alone);
    * the line comes back to kdb at the next stop.
    */
-  #consoleGo(stepThread?: number): string | undefined {
+  #consoleGo(stepThread?: number, fromGo = stepThread === undefined): string | undefined {
     const run = this.#target.run;
     if (!run) return "the target is a crash dump: it cannot continue execution";
     if (!this.#consoleMode) {
@@ -587,6 +589,7 @@ export class RspSession {
     if (err) return err.replace(/^E\./, "");
     this.#running = true;
     this.#consoleRunning = true;
+    this.#consoleFromGo = fromGo;
     this.#pendingStop = run.nextStop();
     return undefined;
   }

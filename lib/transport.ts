@@ -38,8 +38,8 @@ export interface ServeOptions {
    */
   spinMs?: number;
   /**
-   * Most clients served at once over TCP (default {@link MAX_CLIENTS}); one more is closed at
-   * once, with a log line.
+   * Most clients served at once over TCP (default {@link MAX_CLIENTS}); one more is told why
+   * (see {@link tellRefused}) and closed, with a log line.
    */
   maxClients?: number;
 }
@@ -263,7 +263,7 @@ export async function tellRefused(channel: ByteChannel, reason: string): Promise
     await writeAll(
       channel,
       rsp
-        ? new Uint8Array([0x2b, ...framePacket(`E.${reason}`)])
+        ? new Uint8Array([0x2b, ...framePacket(`E.${reason.replace(/[^ -~]|[#$}*]/g, "?")}`)])
         : new TextEncoder().encode(`kdump-gdbserver: ${reason}\n`),
     );
   } catch {
@@ -326,6 +326,8 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
   const maxClients = options.maxClients ?? MAX_CLIENTS;
   const conns = new Set<Connection>();
   const sessions = new Set<Promise<void>>();
+  /** Connections over the cap, being told why before they are closed. */
+  const refusing = new Map<Connection, Promise<void>>();
   let stopping = false;
 
   const stopListening = () => {
@@ -370,13 +372,18 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         const reason = `${maxClients} clients already connected, the most served at once`;
         log(`[${conn.peer}] refused: ${reason}`);
         const refused = conn;
-        tellRefused(refused, reason).finally(() => {
+        const closeRefused = () => {
+          refusing.delete(refused);
           try {
             refused.close();
           } catch {
             // already closed
           }
-        });
+        };
+        // Telling takes up to GREETING_DELAY_MS: a flood of connections is closed untold
+        // beyond a few, so refused ones cannot pile up (each holds a descriptor).
+        if (refusing.size >= maxClients) closeRefused();
+        else refusing.set(refused, tellRefused(refused, reason).finally(closeRefused));
         continue;
       }
       if (options.once) {
@@ -389,7 +396,9 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
       sessions.add(session);
       session.finally(() => sessions.delete(session));
     }
-    while (sessions.size > 0) await Promise.all([...sessions]);
+    while (sessions.size > 0 || refusing.size > 0) {
+      await Promise.all([...sessions, ...refusing.values()]);
+    }
   };
   const finished = acceptLoop();
 
@@ -403,7 +412,7 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
     async close() {
       stopping = true;
       stopListening();
-      for (const conn of conns) {
+      for (const conn of [...conns, ...refusing.keys()]) {
         try {
           conn.close();
         } catch {

@@ -296,3 +296,30 @@ Deno.test("a dump that does not exist: one line with the path once, exit 1", asy
     "kdump-gdbserver: /nonexistent/vmcore: open: no such file or directory (ENOENT)\n",
   );
 });
+
+Deno.test("-j file without auxv (the original tool's): the banner says gdb needs a PIE's base", async () => {
+  const p = B.expected.process;
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/process.json`;
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({
+        // Hex strings: 64-bit values, which JSON numbers would round here.
+        rootpgt: p.pgd,
+        loadaddr: "0x401000",
+        threads: [{ pid: p.pid, tid: p.pid, comm: p.comm, registers: p.user_registers }],
+      }),
+    );
+    const r = await run([B.path("dump.elf"), "-j", file, "--stdio"]);
+    assert.match(
+      r.stderr,
+      /^symbols: +file <executable>, with -o BASE for a PIE \(no auxv in the file; its first executable mapping starts at 0x401000\)$/m,
+      r.stderr,
+    );
+    // Neither --exe (it goes with --pid) nor monitor maps (it needs the kernel's VMAs) applies.
+    assert.doesNotMatch(r.stderr, /--exe|^mappings:/m, r.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
