@@ -283,10 +283,10 @@ export class Kernel {
 
   /** Where the kernel's memory comes from, for messages: a running guest's, or a dump. */
   get #memoryName(): string {
-    return this.dump.format.startsWith("live") ? "guest memory" : "the dump";
+    return this.#owner === "the guest's" ? "guest memory" : "the dump";
   }
 
-  /** {@link #memoryName}'s owner, for messages: "the guest's" or "the dump's". */
+  /** Whose memory it is, for messages: "the guest's" or "the dump's". */
   get #owner(): string {
     return this.dump.format.startsWith("live") ? "the guest's" : "the dump's";
   }

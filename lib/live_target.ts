@@ -941,9 +941,9 @@ export class LiveTarget implements Target, RunControl {
       }
       const cpu = this.#cpuOf(a.thread);
       if (cpu === undefined) {
-        // gdb numbers threads its own way: the name says which task this is.
-        // (A task's name may hold any byte; these four would break the reply's framing.)
-        const name = this.threads().find((t) => t.id === a.thread)?.name.replace(/[$#}*]/g, "?");
+        // gdb numbers threads its own way: the name says which task this is (the session's
+        // error reply makes any byte of it safe to send).
+        const name = this.threads().find((t) => t.id === a.thread)?.name;
         return `E.thread ${a.thread}${name ? ` (${name})` : ""} is not running on a CPU: ` +
           "only a task on a CPU can be stepped or continued alone";
       }

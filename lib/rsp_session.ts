@@ -16,6 +16,7 @@ import { AARCH64_LAYOUT } from "./regs_aarch64.ts";
 import { X86_64_LAYOUT } from "./regs_x86_64.ts";
 import { encodeAllRegisters, encodeRegister, type RegisterLayout } from "./regs.ts";
 import {
+  errorReply,
   hexDecode,
   hexEncodeText,
   InputCursor,
@@ -390,11 +391,7 @@ export class RspSession {
   }
 
   #reply(text: string): void {
-    // An `E.` text can carry a file or host name: `#`, `$`, `}` and `*` would end or escape the
-    // packet, and a character beyond ASCII would be cut to one byte that might be one of them.
-    this.#writer.packet(
-      text.startsWith("E.") ? `E.${text.slice(2).replace(/[^ -~]|[#$}*]/g, "?")}` : text,
-    );
+    this.#writer.packet(text.startsWith("E.") ? errorReply(text.slice(2)) : text);
   }
 
   /** The last packet handled in ack mode, while its reply may still be unsent. */

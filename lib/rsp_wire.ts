@@ -240,6 +240,15 @@ export function latin1String(bytes: Uint8Array): string {
   return s;
 }
 
+/**
+ * An `E.` error reply for `text`, which may carry a file or host name: `#`, `$`, `}` and `*`
+ * would end or escape the packet, and a character beyond ASCII would be cut to one byte that
+ * might be one of them, so each such character becomes `?`.
+ */
+export function errorReply(text: string): string {
+  return `E.${text.replace(/[^ -~]|[#$}*]/g, "?")}`;
+}
+
 /** Frame a payload as `$payload#cs` (no escaping, no run-length encoding): for clients and tests. */
 export function framePacket(payload: string | Uint8Array): Uint8Array {
   const body = typeof payload === "string" ? latin1Bytes(payload) : payload;

@@ -9,7 +9,7 @@
 
 import { requestSendBuffer, SocketListener } from "./libc_socket.ts";
 import { MAX_PACKET_SIZE, RspSession } from "./rsp_session.ts";
-import { framePacket } from "./rsp_wire.ts";
+import { errorReply, framePacket } from "./rsp_wire.ts";
 import { SocketChannel, StdinChannel } from "./polling_channel.ts";
 import type { Target } from "./target.ts";
 import { errorText } from "./file_source.ts";
@@ -263,7 +263,7 @@ export async function tellRefused(channel: ByteChannel, reason: string): Promise
     await writeAll(
       channel,
       rsp
-        ? new Uint8Array([0x2b, ...framePacket(`E.${reason.replace(/[^ -~]|[#$}*]/g, "?")}`)])
+        ? new Uint8Array([0x2b, ...framePacket(errorReply(reason))])
         : new TextEncoder().encode(`kdump-gdbserver: ${reason}\n`),
     );
   } catch {
@@ -346,11 +346,7 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
       await serveChannel(target, conn, { ...options, log, label: peer });
     } finally {
       conns.delete(conn);
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
+      closeQuietly(conn);
       log(`[${peer}] disconnected`);
     }
   };
@@ -374,11 +370,7 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         const refused = conn;
         const closeRefused = () => {
           refusing.delete(refused);
-          try {
-            refused.close();
-          } catch {
-            // already closed
-          }
+          closeQuietly(refused);
         };
         // Telling takes up to GREETING_DELAY_MS: a flood of connections is closed untold
         // beyond a few, so refused ones cannot pile up (each holds a descriptor).
@@ -413,15 +405,20 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
       stopping = true;
       stopListening();
       for (const conn of [...conns, ...refusing.keys()]) {
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
+        closeQuietly(conn);
       }
       await finished;
     },
   };
+}
+
+/** Close a connection that may be closed already. */
+function closeQuietly(conn: Connection): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
 }
 
 /** Send buffer asked for on gdb's pipe: two of the largest replies (the kernel doubles it). */
