@@ -106,7 +106,7 @@ export class TextConsole {
         let action: ConsoleAction = "continue";
         if (overflow) write("kdb_parse: command buffer overflow, command ignored\n");
         else if (line === "quit" || line === "exit") return { kind: "quit" };
-        else if (line !== "") action = this.run(line, write);
+        else action = this.run(line, write); // an empty line may repeat kdb's last command
         if (action === "kgdb") return { kind: "rsp", replay: new Uint8Array(0) };
         // kdb prints no prompt after `go` or `ss`: its next is after the entry line, at the stop.
         if (action === "running") return { kind: "running" };

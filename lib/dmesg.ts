@@ -216,24 +216,46 @@ export function recordLines(r: LogRecord): string[] {
   return text.split("\n").map((l) => prefix + l);
 }
 
-/** Every line of the log, oldest first. */
+/** Every line of the log, oldest first, as the serial console printed them. */
 export function logLines(log: KernelLog, maxLevel = 7): string[] {
   const out: string[] = [];
   for (const r of log.records) if (r.level <= maxLevel) out.push(...recordLines(r));
   return out;
 }
 
-/** Output of kdb's `dmesg [LINES [ADJUST]]` over the log's lines. */
-export function dmesgCommand(lines: readonly string[], args: readonly string[]): string[] {
+/**
+ * The records kdb's `dmesg` shows (those below `maxLevel + 1`), oldest first, each as its lines
+ * the way `kmsg_dump_get_line(…, syslog = true, …)` makes them: `<6>[    5.647483] text`, the
+ * syslog priority (facility × 8 + level) in front of every line of the record.
+ */
+export function kdbLogRecords(log: KernelLog, maxLevel = 7): string[][] {
+  const out: string[][] = [];
+  for (const r of log.records) {
+    if (r.level > maxLevel) continue;
+    const priority = `<${(r.facility << 3) | r.level}>`;
+    out.push(recordLines(r).map((l) => priority + l));
+  }
+  return out;
+}
+
+/**
+ * Output of kdb's `dmesg [LINES [ADJUST]]`. kdb counts records (one `kmsg_dump_get_line` each),
+ * so `records` holds one entry per record: its line, or its lines.
+ */
+export function dmesgCommand(
+  records: readonly (string | readonly string[])[],
+  args: readonly string[],
+): string[] {
   const int = (s: string | undefined): number | undefined => {
     const v = s === undefined ? undefined : parseKernelNumber(s, true);
-    return v === undefined ? undefined : Number(v);
+    // kstrtoint: a number that does not fit an int is not one.
+    return v === undefined || v < -(2n ** 31n) || v >= 2n ** 31n ? undefined : Number(v);
   };
   // kdb: an unparsable count means all lines, an unparsable or negative adjust means 0.
   let count = int(args[0]) ?? 0;
   let adjust = int(args[1]) ?? 0;
   if (adjust < 0) adjust = 0;
-  const n = lines.length;
+  const n = records.length;
   const out: string[] = [];
   let skip = 0;
   if (count < 0) {
@@ -255,8 +277,11 @@ export function dmesgCommand(lines: readonly string[], args: readonly string[]):
     }
   } else count = n;
   if (skip >= n || skip < 0) return out;
-  // A loop, not push(...): a large log's 130,000 lines or more overflow the argument stack.
-  for (const line of lines.slice(skip, skip + count)) out.push(line);
+  // Loops, not push(...): a large log's 130,000 lines or more overflow the argument stack.
+  for (const record of records.slice(skip, skip + count)) {
+    if (typeof record === "string") out.push(record);
+    else for (const line of record) out.push(line);
+  }
   return out;
 }
 

@@ -16,9 +16,9 @@ import { KernelTasks, type TaskInfo } from "./tasks.ts";
 import { serverCommand } from "./monitor.ts";
 import { formatBacktrace, kernelBacktrace } from "./backtrace.ts";
 import { addressArg, hex16, KdbDiag, KdbError, parseKernelNumber } from "./kdb_expr.ts";
-import { symbolAt, valueAndSymbol } from "./kdb_expr.ts";
-import { mdCommand, type MdState, newMdState } from "./md.ts";
-import { dmesgCommand, logLines, readKernelLog } from "./dmesg.ts";
+import { symbolAt, symbolText, valueAndSymbol } from "./kdb_expr.ts";
+import { mdCommand, type MdState, newMdState, printableWord } from "./md.ts";
+import { dmesgCommand, kdbLogRecords, readKernelLog } from "./dmesg.ts";
 import { summaryLines } from "./summary.ts";
 import { lsmodLines } from "./lsmod.ts";
 import { errorText } from "./file_source.ts";
@@ -113,6 +113,9 @@ const RUN_CONTROL_COMMANDS: readonly (readonly [string, string, string])[] = [
 
 /** kdb's commands for a running kernel (lib/kdb_run.ts): on a dump they only say they cannot. */
 const LIVE_ONLY = new Set([...RUN_CONTROL_COMMANDS.map(([name]) => name), "ss"]);
+
+/** Commands kdb runs again, without arguments, on an empty line (KDB_REPEAT_NO_ARGS). */
+const REPEAT_NO_ARGS = new Set(["md", "mdr", "mdp", "mds", "mm", "ss"]);
 
 const COMMANDS: Command[] = [
   {
@@ -227,7 +230,10 @@ const COMMANDS: Command[] = [
     name: "lsmod",
     usage: "",
     help: "List loaded kernel modules",
-    run: (sh, _a, _args, out) => sh.withKernel("lsmod", (k) => lsmodLines(k).forEach(out)),
+    run: (sh, _a, args, out) => {
+      if (args.length) throw new KdbError(KdbDiag.ARGCOUNT);
+      sh.withKernel("lsmod", (k) => lsmodLines(k).forEach(out));
+    },
   },
   {
     name: "dmesg",
@@ -319,6 +325,11 @@ const INITIAL_ENV: readonly string[] = [
 
 /** Most frames a backtrace prints. */
 const MAX_FRAMES = 64;
+/**
+ * How far below a frame's stack pointer `bt ADDR` still finds it: one kernel stack (16 KiB on
+ * x86_64 and arm64), so an address on another stack (an IRQ stack) starts nothing.
+ */
+const STACK_SPAN = 16n * 1024n;
 
 /** kdb's state for one client, and its commands. */
 export class KdbShell {
@@ -400,8 +411,14 @@ export class KdbShell {
 
   #runOne(line: string, out: MonitorOutput): KdbAction {
     const print: Line = (l) => out(l + "\n");
-    const argv = tokenize(line);
-    if (argv.length === 0) return "continue";
+    let argv = tokenize(line);
+    // kdb_parse: an empty line runs the last command again if it repeats (KDB_REPEAT_NO_ARGS:
+    // `md` then Enter goes on where it stopped).
+    if (argv.length === 0) {
+      if (this.#repeat === undefined) return "continue";
+      argv = [this.#repeat];
+    }
+    this.#repeat = undefined;
     let word = argv[0];
     let ignoreErrors = false;
     if (word.length > 1 && word[0] === "-" && !/[0-9]/.test(word[1])) {
@@ -414,7 +431,7 @@ export class KdbShell {
       const exact = COMMANDS.find((c) =>
         c.name === word || (c.minlen !== undefined && word === c.name.slice(0, c.minlen))
       );
-      if (exact) return exact.run(this, word, args, print) ?? "continue";
+      if (exact) return this.#dispatch(exact, word, args, print);
       const macro = MACROS.find((m) => m.name === word);
       if (macro) {
         if (args.length) throw new KdbError(KdbDiag.ARGCOUNT);
@@ -452,7 +469,7 @@ export class KdbShell {
         word.startsWith(c.name) &&
         (this.target.run !== undefined || !LIVE_ONLY.has(c.name) || /^mm\d$/.test(word))
       );
-      if (prefix) return prefix.run(this, word, args, print) ?? "continue";
+      if (prefix) return this.#dispatch(prefix, word, args, print);
       this.#expression(argv, print);
     } catch (e) {
       if (e instanceof KdbError) {
@@ -463,6 +480,15 @@ export class KdbShell {
     }
     return "continue";
   }
+
+  /** Run a command; an empty line then repeats it, without its arguments, if kdb's does. */
+  #dispatch(command: Command, word: string, args: string[], out: Line): KdbAction {
+    if (REPEAT_NO_ARGS.has(command.name)) this.#repeat = word;
+    return command.run(this, word, args, out) ?? "continue";
+  }
+
+  /** The command an empty line runs (kdb's KDB_REPEAT_NO_ARGS commands), as it was typed. */
+  #repeat: string | undefined;
 
   /** Whether the last statement a defined command ran failed (it stops the rest). */
   #failed = false;
@@ -632,9 +658,23 @@ export class KdbShell {
     const mine = this.#currentTaskOfCpu() === t.address ? "*" : " ";
     const has = t.runningOn !== undefined ? 1 : 0;
     const cpu = t.runningOn ?? t.cpu ?? 0;
-    return `${hex16(t.address)} ${String(t.pid).padStart(8)} ${String(t.ppid).padStart(8)}  ` +
+    const parent = this.#parentPid(t);
+    return `${hex16(t.address)} ${String(t.pid).padStart(8)} ${String(parent).padStart(8)}  ` +
       `${has} ${String(cpu).padStart(4)}   ${this.#stateChar(t)}  ` +
       `${hex16(t.address + BigInt(threadOff))} ${mine}${t.comm}`;
+  }
+
+  /**
+   * kdb_ps1's parent column, `p->parent->pid`: the tracer of a traced task, and not the same as
+   * `ps`'s PPID (`real_parent->tgid`) for idle tasks and children of threads.
+   */
+  #parentPid(t: TaskInfo): number {
+    const k = this.kernel!;
+    const parent = k.btf?.member("task_struct", "parent")?.offset;
+    const pid = k.btf?.member("task_struct", "pid")?.offset;
+    const p = parent === undefined ? undefined : k.memory?.readU64(t.address + BigInt(parent));
+    if (!p || pid === undefined) return t.ppid;
+    return this.#taskList().byAddress(p)?.pid ?? k.readU32(p + BigInt(pid)) ?? t.ppid;
   }
 
   #currentTaskOfCpu(): bigint | undefined {
@@ -703,8 +743,8 @@ export class KdbShell {
         const v = parseKernelNumber(args[0]);
         if (v === undefined) throw new KdbError(KdbDiag.BADINT);
         const pid = Number(BigInt.asIntN(32, v));
-        t = this.#taskList().list().find((x) => x.pid === pid && x.idleOf === undefined) ??
-          (pid === 0 ? this.#taskList().list().find((x) => x.idleOf === 0) : undefined);
+        // find_task_by_pid_ns: idle tasks (pid 0) are in no pid hash; `pid R` or `cpu N` reach them.
+        t = this.#taskList().list().find((x) => x.pid === pid && x.idleOf === undefined);
         if (!t) {
           out(`No task with pid=${pid}`);
           return;
@@ -954,15 +994,38 @@ export class KdbShell {
   perCpu(args: string[], out: Line): void {
     const k = this.#kernel("per_cpu");
     if (args.length < 1 || args.length > 3) throw new KdbError(KdbDiag.ARGCOUNT);
-    let sym: bigint;
+    const offsets = k.symbol("__per_cpu_offset");
+    // kdb adds __per_cpu_offset[cpu] to the address given.
+    let place = (cpu: number, sym: bigint) => {
+      const off = offsets === undefined ? undefined : k.memory?.readU64(offsets + BigInt(cpu) * 8n);
+      return off === undefined ? undefined : (sym + off) & 0xffffffffffffffffn;
+    };
+    let sym = 0n;
+    let byName = false;
     try {
       sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
     } catch (e) {
-      // kdb's words for a name it cannot find (not "Illegal numeric value": a name was meant).
-      if (e instanceof KdbError && e.diag === KdbDiag.BADINT) {
+      if (!(e instanceof KdbError) || e.diag !== KdbDiag.BADINT) throw e;
+      // A name kallsyms lacks (a kernel without data symbols): BTF's .data..percpu places it
+      // from each CPU's runqueue, which the server found (Kernel.perCpu).
+      const named = /^([A-Za-z_][\w.]*)(?:\+(\S+))?$/.exec(args[0]);
+      const plus = named?.[2] === undefined ? 0n : parseKernelNumber(named[2]);
+      if (!named || plus === undefined || k.perCpu(named[1], 0) === undefined) {
+        // kdb's words for a name it cannot find (not "Illegal numeric value": a name was meant).
         throw new KdbError(KdbDiag.BADADDR, `${args[0]} is not a per_cpu variable`);
       }
-      throw e;
+      byName = true;
+      place = (cpu) => {
+        const at = k.perCpu(named[1], cpu);
+        return at === undefined ? undefined : (at + plus) & 0xffffffffffffffffn;
+      };
+    }
+    if (offsets === undefined && !byName) {
+      // An address, and no __per_cpu_offset to add to it.
+      throw new KdbError(
+        KdbDiag.BADADDR,
+        "per_cpu: the kernel's symbols have no __per_cpu_offset: name the variable, or give --vmlinux",
+      );
     }
     let bytes = 8;
     if (args.length >= 2) {
@@ -981,23 +1044,31 @@ export class KdbShell {
       }
       which = Number(v);
     }
-    const offsets = k.symbol("__per_cpu_offset");
     for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) {
       if (which !== undefined && cpu !== which) continue;
-      const off = offsets === undefined ? undefined : k.memory?.readU64(offsets + BigInt(cpu) * 8n);
-      const addr = (sym + (off ?? 0n)) & 0xffffffffffffffffn;
+      const addr = place(cpu, sym);
+      const unable = (diag: number) =>
+        out(`${String(cpu).padStart(5)} ${hex16(addr ?? sym)} - unable to read, diag=${diag}`);
+      if (![1, 2, 4, 8].includes(bytes)) {
+        // kdb_getword refuses other widths, CPU by CPU.
+        out(`kdb_getword: bad width ${bytes}`);
+        unable(KdbDiag.BADWIDTH);
+        continue;
+      }
       const buf = new Uint8Array(bytes);
-      const r = k.memory?.read(addr, buf);
-      if (off === undefined || !r || r.error) {
-        out(`${String(cpu).padStart(5)} ${hex16(addr)} - unable to read, diag=${KdbDiag.BADADDR}`);
+      const r = addr === undefined ? undefined : k.memory?.read(addr, buf);
+      if (addr === undefined || !r || r.error) {
+        unable(KdbDiag.BADADDR);
         continue;
       }
       let w = 0n;
       for (let i = bytes - 1; i >= 0; i--) w = (w << 8n) | BigInt(buf[i]);
+      // kdb_md_line with one word: its symbol (8-byte words), else its bytes.
       const hit = bytes === 8 ? symbolAt(k, w) : undefined;
+      const word = w.toString(16).padStart(bytes * 2, "0");
       out(
-        `${String(cpu).padStart(5)} ${hex16(addr)} ${w.toString(16).padStart(bytes * 2, "0")} ` +
-          (hit ? `${hit.name}${hit.offset ? `+0x${hit.offset.toString(16)}` : ""}` : ""),
+        `${String(cpu).padStart(5)} ${hex16(addr)} ${word} ` +
+          (hit ? symbolText(hit) + "  " : "  " + printableWord(w, bytes)),
       );
     }
   }
@@ -1012,8 +1083,8 @@ export class KdbShell {
     if (args.length > 2) throw new KdbError(KdbDiag.ARGCOUNT);
     const level = parseKernelNumber(this.getEnv("LOGLEVEL") ?? "");
     const log = readKernelLog(this.#kernel("dmesg"));
-    const lines = logLines(log, level === undefined ? 7 : Number(level) - 1);
-    for (const l of dmesgCommand(lines, args)) out(l);
+    const records = kdbLogRecords(log, level === undefined ? 7 : Number(level) - 1);
+    for (const l of dmesgCommand(records, args)) out(l);
   }
 
   // --- backtraces --------------------------------------------------------------------------------
@@ -1039,24 +1110,45 @@ export class KdbShell {
     for (const l of formatBacktrace(bt)) out(l);
   }
 
-  /** `bt [ADDR]`: the current task's stack, or the stack of the task at ADDR. */
+  /**
+   * `bt [ADDR]`: the current task's stack; with a stack address, as kdb's `show_stack(task, ADDR)`,
+   * the task's own unwind from the frame at or above ADDR on (the frame whose return address is
+   * stored at ADDR, or the next one up).
+   */
   bt(args: string[], out: Line): void {
     const k = this.#kernel("bt");
-    if (args.length) {
-      // bt ADDRESS: a stack location assumed to hold a return address.
-      const sp = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
-      const pc = k.memory?.readU64(sp);
-      if (pc === undefined) {
-        throw new KdbError(KdbDiag.BADADDR, `kdb_getarea_size: Bad address 0x${sp.toString(16)}`);
-      }
-      const x86 = k.dump.arch === "x86_64";
-      const regs = new Map([[x86 ? "rip" : "pc", pc], [x86 ? "rsp" : "sp", sp + 8n]]);
-      this.#stack(regs, this.#task, out);
-      return;
-    }
     const t = this.#currentTask();
-    if (!t) return this.#cpuStack(this.#cpu, out);
-    this.#bt1(t, out);
+    if (!args.length) {
+      if (!t) return this.#cpuStack(this.#cpu, out);
+      return this.#bt1(t, out);
+    }
+    const at = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+    const regs = t === undefined
+      ? k.dump.cpus[this.#cpu]?.registers ?? new Map()
+      : t.runningOn !== undefined
+      ? k.dump.cpus[t.runningOn]?.registers ?? new Map()
+      : this.#taskList().kernelRegisters(t);
+    const cpu = t === undefined ? this.#cpu : t.runningOn;
+    const bt = kernelBacktrace(k, regs, { task: t?.address, cpu, maxFrames: MAX_FRAMES });
+    const first = bt.frames.findIndex((f) => f.sp >= at && f.sp - at < STACK_SPAN);
+    if (first < 0) {
+      const whose = t ? `pid ${t.pid} (${t.comm})` : `cpu ${this.#cpu}`;
+      const span = bt.frames.length
+        ? `: its frames' stack pointers run from 0x${bt.frames[0].sp.toString(16)} to 0x${
+          bt.frames[bt.frames.length - 1].sp.toString(16)
+        }`
+        : "";
+      throw new KdbError(
+        KdbDiag.BADADDR,
+        `bt: 0x${
+          at.toString(16)
+        } is not on the stack of ${whose}${span} (for another task's, pid N first)`,
+      );
+    }
+    out("Call Trace:");
+    for (const l of formatBacktrace({ ...bt, frames: bt.frames.slice(first), note: undefined })) {
+      out(l);
+    }
   }
 
   /**

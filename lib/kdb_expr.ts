@@ -7,7 +7,7 @@
  */
 
 import type { Kernel } from "./kernel.ts";
-import { moduleSymbolsNamed } from "./modules.ts";
+import { moduleSymbolNear, moduleSymbolsNamed } from "./modules.ts";
 
 /** kdb's diagnostics (include/linux/kdb.h), by name. */
 export const KdbDiag = {
@@ -92,11 +92,23 @@ export interface SymbolHit {
 }
 
 /**
- * The symbol covering an address, as `kdbnearsym` finds it: nothing below 4096, nothing when
- * the nearest symbol is more than 8 MiB away. Uses the dump's kallsyms.
+ * The symbol covering an address, as `kdbnearsym` finds it through `kallsyms_lookup`: nothing
+ * below 4096; inside the kernel image (`_stext` to `_end`) the dump's kallsyms, outside it a
+ * loaded module's symbols, named `[module]symbol` as kdb prints them. Where the image's bounds
+ * are not known (kallsyms without data symbols), the nearest kallsyms symbol up to 8 MiB away.
  */
 export function symbolAt(kernel: Kernel, address: bigint): SymbolHit | undefined {
   if (address < 4096n) return undefined;
+  const start = kernel.symbol("_stext");
+  const end = kernel.symbol("_end");
+  const inImage = start !== undefined && end !== undefined
+    ? address >= start && address < end
+    : undefined;
+  if (inImage !== true) {
+    const m = moduleSymbolNear(kernel, address);
+    if (m) return { name: `[${m.module}]${m.name}`, offset: m.offset, size: m.size };
+    if (inImage === false) return undefined;
+  }
   const hit = kernel.kallsyms()?.lookup(address);
   if (!hit || hit.offset > 8 * 1024 * 1024) return undefined;
   return hit;
@@ -180,13 +192,12 @@ export function addressArg(
     ) {
       return { value, next };
     }
+    // kdb takes a word starting with + or - as the operator alone (the rest of it is not
+    // read) and the offset from the word after it: `sym + 16`; `sym -3` has no offset.
     positive = args[next][0] === "+";
-    offsetText = args[next].slice(1);
     next++;
-    if (offsetText === "") {
-      if (next >= args.length) throw new KdbError(KdbDiag.INVADDRFMT);
-      offsetText = args[next++];
-    }
+    if (next >= args.length) throw new KdbError(KdbDiag.INVADDRFMT);
+    offsetText = args[next++];
   }
   const off = parseKernelNumber(offsetText);
   if (off === undefined) throw new KdbError(KdbDiag.BADINT);

@@ -103,6 +103,13 @@ function printable(b: number): string {
   return b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".";
 }
 
+/** A word's bytes in memory order as kdb's ASCII column shows them (`.` for the unprintable). */
+export function printableWord(w: bigint, bytesPerWord: number): string {
+  let chars = "";
+  for (let j = 0; j < bytesPerWord; j++) chars += printable(Number((w >> BigInt(8 * j)) & 0xffn));
+  return chars;
+}
+
 /**
  * Run one md-family command. `argv0` is the command word as typed (`md`, `md4c8`, `mds`, `mdp`,
  * `mdr`).
@@ -204,9 +211,12 @@ export function mdCommand(
   state.lastRadix = radix;
   if (![1, 2, 4, 8].includes(bytesPerWord)) throw new KdbError(KdbDiag.BADWIDTH);
   const width = bytesPerWord * 2;
-  const fmt = (w: bigint) =>
-    (base === 16 ? w.toString(16).padStart(width, "0") : w.toString(base).padStart(width, "0")) +
-    " ";
+  const fmt = (w: bigint) => {
+    // kdb's `%16.16ld` / `%8.8d`: decimal words of 4 and 8 bytes are signed.
+    const v = base === 10 && bytesPerWord >= 4 ? BigInt.asIntN(bytesPerWord * 8, w) : w;
+    const digits = (v < 0n ? -v : v).toString(base).padStart(width, "0");
+    return (v < 0n ? "-" : "") + digits + " ";
+  };
   state.lastRepeat = repeat;
   state.lastBytesPerWord = bytesPerWord;
 
@@ -279,12 +289,9 @@ function mdLine(
     }
     line += fmt(w);
     const hit = symbolic ? symbolAt(kernel, w) : undefined;
+    // kdb_md_line: a word no symbol covers shows its bytes, in `mds` too.
     if (hit) line += symbolText(hit);
-    else if (!symbolic) {
-      for (let j = 0; j < bytesPerWord; j++) {
-        chars += printable(Number((w >> BigInt(8 * j)) & 0xffn));
-      }
-    }
+    else chars += printableWord(w, bytesPerWord);
     addr += bpw;
   }
   if (i > 0 || !failure) {

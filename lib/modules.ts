@@ -18,6 +18,11 @@ export interface KernelModule {
   /** Its core code: [textStart, textEnd). */
   textStart: bigint;
   textEnd: bigint;
+  /**
+   * All its loaded memory, [start, end) each: the whole core layout up to Linux 6.3, the text,
+   * data, rodata and ro_after_init regions from 6.4 (init memory is freed after loading).
+   */
+  regions: { start: bigint; end: bigint }[];
   /** Its ORC tables (x86_64), when it has them. */
   orc?: { ipTable: bigint; orcTable: bigint; count: number };
   /** Function symbols sorted by address (from its kallsyms symtab). */
@@ -67,6 +72,10 @@ function readModules(kernel: Kernel, out: KernelModule[]): void {
       }
       : undefined);
   if (!base || !textSize) return;
+  const coreSize = m("core_layout.size");
+  const memArray = m("mem");
+  const memStride = btf.structSize("module_memory");
+  const memSize = btf.member("module_memory", "size");
   const orcIp = m("arch.orc_unwind_ip");
   const orcTab = m("arch.orc_unwind");
   const orcNum = m("arch.num_orcs");
@@ -82,8 +91,21 @@ function readModules(kernel: Kernel, out: KernelModule[]): void {
         address: mod,
         textStart,
         textEnd: textStart + BigInt(size),
+        regions: [],
         symbols: moduleSymbols(kernel, mem.readU64(mod + BigInt(kallsyms.offset))),
       };
+      if (memArray && memStride && memSize) {
+        // enum mod_mem_type: MOD_TEXT, MOD_DATA, MOD_RODATA, MOD_RO_AFTER_INIT come first.
+        for (let i = 0; i < 4; i++) {
+          const at = mod + BigInt(memArray.offset + i * memStride);
+          const start = mem.readU64(at);
+          const len = kernel.readU32(at + BigInt(memSize.offset));
+          if (start && len) km.regions.push({ start, end: start + BigInt(len) });
+        }
+      } else {
+        const len = coreSize ? kernel.readU32(mod + BigInt(coreSize.offset)) : undefined;
+        km.regions.push({ start: textStart, end: textStart + BigInt(Math.max(len ?? 0, size)) });
+      }
       if (orcIp && orcTab && orcNum) {
         const ipTable = mem.readU64(mod + BigInt(orcIp.offset));
         const orcTable = mem.readU64(mod + BigInt(orcTab.offset));
@@ -142,7 +164,29 @@ export function moduleAt(kernel: Kernel, address: bigint): KernelModule | undefi
 /** The module symbol covering an address, sized to the next symbol or the end of the code. */
 export function moduleSymbolAt(kernel: Kernel, address: bigint): SymbolHit | undefined {
   const mod = moduleAt(kernel, address);
-  if (!mod) return undefined;
+  return mod ? nearestSymbol(mod, address, mod.textStart, mod.textEnd) : undefined;
+}
+
+/**
+ * The symbol at or below an address anywhere in a module's memory (code or data), as the
+ * kernel's `kallsyms_lookup` finds it for kdb (`[qemu_fw_cfg]fw_cfg_sysfs_attr_raw`): only a
+ * symbol of the same region names it.
+ */
+export function moduleSymbolNear(kernel: Kernel, address: bigint): SymbolHit | undefined {
+  for (const mod of kernelModules(kernel)) {
+    const r = mod.regions.find((r) => address >= r.start && address < r.end);
+    if (r) return nearestSymbol(mod, address, r.start, r.end);
+  }
+  return undefined;
+}
+
+/** The module's last symbol at or below `address` in [start, end), sized to the next one. */
+function nearestSymbol(
+  mod: KernelModule,
+  address: bigint,
+  start: bigint,
+  end: bigint,
+): SymbolHit | undefined {
   const s = mod.symbols;
   let lo = 0;
   let hi = s.length - 1;
@@ -152,13 +196,14 @@ export function moduleSymbolAt(kernel: Kernel, address: bigint): SymbolHit | und
     if (s[mid].value <= address) lo = mid;
     else hi = mid - 1;
   }
+  if (s[lo].value < start) return undefined;
   let next = lo + 1;
   while (next < s.length && s[next].value === s[lo].value) next++;
-  const end = next < s.length && s[next].value < mod.textEnd ? s[next].value : mod.textEnd;
+  const stop = next < s.length && s[next].value < end ? s[next].value : end;
   return {
     name: s[lo].name,
     offset: Number(address - s[lo].value),
-    size: Number(end - s[lo].value),
+    size: Number(stop - s[lo].value),
     module: mod.name,
   };
 }

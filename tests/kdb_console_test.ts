@@ -62,7 +62,10 @@ async function roundTrip(
   // A silent client is greeted with the prompt of the panic CPU.
   assert.equal(await r.until((t) => t.endsWith(prompt)), prompt);
   await write("dmesg 1\r\n");
-  assert.equal(await r.until((t) => t.endsWith(prompt)), `${lastLogLine}\n${prompt}`);
+  // kdb's dmesg puts the record's syslog priority in front of the console's line.
+  const logged = await r.until((t) => t.endsWith(prompt));
+  assert.match(logged, /^<\d+>\[/);
+  assert.equal(logged.replace(/^<\d+>/, ""), `${lastLogLine}\n${prompt}`);
   // Bad input: one kdb line each, and the console goes on.
   await write("frobnicate\n");
   assert.equal(
@@ -219,7 +222,11 @@ Deno.test({
       `monitor cpu ${e.crashed_cpu}`,
       "monitor bt",
     ]);
-    assert.ok(r.out.includes(console.slice(-2).join("\n") + "\n" + console.at(-1) + "\n"), r.out);
+    const unprefixed = r.out.replace(/^<\d+>\[/gm, "[");
+    assert.ok(
+      unprefixed.includes(console.slice(-2).join("\n") + "\n" + console.at(-1) + "\n"),
+      r.out,
+    );
     assert.ok(r.out.includes(`Stack traceback for pid ${e.console.crasher}\n`), r.out);
     assert.match(r.out, /^Task Addr {16}Pid {3}Parent \[\*\] cpu State Thread {13}Command$/m);
     assert.ok(r.out.includes(`KDB current process is nc(pid=${e.console.listener})`), r.out);

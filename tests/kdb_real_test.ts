@@ -9,6 +9,7 @@ import { KdbShell } from "../lib/kdb.ts";
 import { tasksTarget } from "../lib/tasks_target.ts";
 import { CONSOLE_HELP } from "../lib/console.ts";
 import { dmesgCommand, readKernelLog, recordLines } from "../lib/dmesg.ts";
+import { kernelModules } from "../lib/modules.ts";
 import { systemFacts } from "../lib/summary.ts";
 import { readModules } from "../lib/lsmod.ts";
 
@@ -56,36 +57,60 @@ for (const name of DMESG_BOOTS) {
       const { kernel, run } = shell(compressedDump(b));
       try {
         // The console prints records below its loglevel (Debian's default 7: not KERN_DEBUG).
+        // kdb prints each line with the record's syslog priority in front (`<6>[    0.0…`).
         run("set LOGLEVEL 7");
         const shown = run("dmesg").split("\n").slice(0, -1);
-        assert.deepEqual(shown, console);
+        const records = readKernelLog(kernel).records;
+        const priority = (l: string) => /^<(\d+)>\[/.exec(l)?.[1];
+        const shownRecords = records.filter((r) => r.level < 7);
+        assert.deepEqual(
+          shown.map(priority),
+          shownRecords.flatMap((r) => recordLines(r).map(() => String(r.facility * 8 + r.level))),
+        );
+        assert.deepEqual(shown.map((l) => l.replace(/^<\d+>/, "")), console);
         // Plain dmesg also has the debug records, as kdb and crash's log show them.
         const fresh = shell(compressedDump(b));
         const all = fresh.run("dmesg").split("\n").slice(0, -1);
         fresh.kernel.close();
         assert.deepEqual(run("set LOGLEVEL 8") + run("dmesg"), all.join("\n") + "\n");
-        const debug = readKernelLog(kernel).records.filter((r) => r.level === 7);
+        const debug = records.filter((r) => r.level === 7);
         assert.ok(debug.length > 0, "these boots log some KERN_DEBUG records");
         const debugLines = debug.reduce((n, r) => n + recordLines(r).length, 0);
         assert.equal(all.length, console.length + debugLines);
         let i = 0;
-        for (const line of all) if (line === console[i]) i++;
+        for (const line of all) if (line.replace(/^<\d+>/, "") === console[i]) i++;
         assert.equal(i, console.length, "the console's lines are in dmesg, in order");
-        // kdb's arguments: the last N lines, N lines before the last M.
-        assert.deepEqual(run("dmesg 3").split("\n").slice(0, -1), all.slice(-3));
-        assert.deepEqual(run("dmesg 2 1").split("\n").slice(0, -1), all.slice(-3, -1));
-        assert.deepEqual(run("dmesg -2 1").split("\n").slice(0, -1), all.slice(1, 3));
-        assert.equal(
-          run(`dmesg ${all.length + 5}`).split("\n")[0],
-          `buffer only contains ${all.length} lines, first ${all.length} lines printed`,
+        // kdb's arguments count records (a record of several lines prints them all): the last
+        // N records, N records before the last M, N records after the first M.
+        const byRecord = records.map((r) =>
+          recordLines(r).map((l) => `<${r.facility * 8 + r.level}>${l}`)
         );
+        const lines = (rs: string[][]) => rs.flat();
+        assert.deepEqual(run("dmesg 3").split("\n").slice(0, -1), lines(byRecord.slice(-3)));
+        assert.deepEqual(run("dmesg 2 1").split("\n").slice(0, -1), lines(byRecord.slice(-3, -1)));
+        assert.deepEqual(run("dmesg -2 1").split("\n").slice(0, -1), lines(byRecord.slice(1, 3)));
+        // (x86_64-6.1's log has one: the trace clock's warning, four lines.)
+        const multi = byRecord.findIndex((r) => r.length > 1);
+        if (multi >= 0) {
+          assert.deepEqual(
+            run(`dmesg -1 ${multi}`).split("\n").slice(0, -1),
+            byRecord[multi],
+            "one record, all its lines",
+          );
+        }
+        assert.equal(
+          run(`dmesg ${records.length + 5}`).split("\n")[0],
+          `buffer only contains ${records.length} lines, first ${records.length} lines printed`,
+        );
+        // kstrtoint: a count past an int is no number, and dmesg prints everything.
+        assert.equal(run("dmesg -99999999999"), run("dmesg"));
         assert.deepEqual(run("log 1"), run("dmesg 1"));
         // kdb's emulated pipe: | grep with ^ and $ anchors and quotes.
         const grep = (pred: (l: string) => boolean) =>
           all.filter(pred).map((l) => l + "\n").join("");
         assert.equal(run("dmesg | grep Kernel"), grep((l) => l.includes("Kernel")));
         assert.equal(run('dmesg | grep "not syncing"'), grep((l) => l.includes("not syncing")));
-        assert.equal(run("dmesg | grep ^[    0.0"), grep((l) => l.startsWith("[    0.0")));
+        assert.equal(run("dmesg | grep ^<6>[    0.0"), grep((l) => l.startsWith("<6>[    0.0")));
         assert.equal(run("dmesg | grep crash$"), grep((l) => l.endsWith("crash")));
         assert.equal(run("dmesg | sort"), "invalid 'pipe', see grephelp\n");
       } finally {
@@ -282,12 +307,28 @@ Deno.test({
         perCpu.map((l) => BigInt("0x" + l.trim().split(/\s+/)[2])),
         e.cpus.map((c: Expected) => big(c.task)),
       );
-      // bt ADDRESS: the stack from a location assumed to hold a return address.
+      // bt ADDRESS, kdb's show_stack(task, ADDRESS): the current task's own unwind, from the
+      // frame at or above ADDRESS. From its stack pointer, the whole stack.
       const sp = big(crashed.registers.rsp);
-      const word = kernel.memory!.readU64(sp)!;
-      const fromSp = run(`bt 0x${sp.toString(16)}`).split("\n");
-      assert.equal(fromSp[0], "Call Trace:");
-      assert.ok(fromSp[1].includes(word.toString(16)) || /\w\+0x/.test(fromSp[1]), fromSp[1]);
+      const whole = run("bt").split("\n");
+      const trace = whole.slice(whole.indexOf("Call Trace:"));
+      assert.deepEqual(run(`bt 0x${sp.toString(16)}`).split("\n"), trace);
+      // From the slot holding the return address into sysrq_handle_crash (drgn's third frame),
+      // the stack from that frame up: the frames below it (delay_tsc, panic) are left out.
+      const caller = crashed.frames.find((f: Expected) => f.symbol === "sysrq_handle_crash");
+      let slot = sp;
+      while (kernel.memory!.readU64(slot) !== big(caller.pc) && slot < sp + 4096n) slot += 8n;
+      assert.ok(slot < sp + 4096n, "the return address is on the stack");
+      const at = trace.findIndex((l) => l.startsWith(" sysrq_handle_crash+0x"));
+      assert.ok(at > 2, trace.join("\n"));
+      assert.deepEqual(
+        run(`bt 0x${slot.toString(16)}`).split("\n"),
+        ["Call Trace:", " <TASK>", ...trace.slice(at)],
+      );
+      assert.match(
+        run("bt 0xffff000000000000"),
+        /^bt: 0xffff000000000000 is not on the stack of pid \d+ \(crasher\.sh\)/,
+      );
 
       // cpu: kdb's words for the switch, then the prompt follows the CPU.
       assert.equal(run("cpu"), `Currently on cpu ${e.crashed_cpu}\nAvailable cpus: 0-1\n`);
@@ -549,6 +590,108 @@ Deno.test({
         assert.equal(btc[at + 2], "Call Trace:");
         const frames = btc.slice(at + 3, at + 8).join("\n");
         assert.ok(frames.includes(` ${cpu.frames[0].symbol}+0x`), frames);
+      }
+    } finally {
+      kernel.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "per_cpu on aarch64-6.1 without a vmlinux: a name placed through BTF and the runqueues found, as __per_cpu_offset places it with the vmlinux",
+  ignore: !hasBoot("aarch64-6.1"),
+  fn() {
+    const b = boot("aarch64-6.1");
+    const bare = shell(b.path("dump.zlib-d31.kdump"));
+    const full = shell(b.path("dump.zlib-d31.kdump"), b.path("vmlinux"));
+    try {
+      assert.equal(bare.kernel.symbol("__per_cpu_offset"), undefined, "kallsyms has no data");
+      const withVmlinux = full.run("per_cpu runqueues");
+      assert.equal(withVmlinux.split("\n").length, b.expected.cpus.length + 1, withVmlinux);
+      assert.equal(bare.run("per_cpu runqueues"), withVmlinux);
+      assert.equal(bare.run("per_cpu runqueues+8 8 1"), full.run("per_cpu runqueues+8 8 1"));
+      // An address needs __per_cpu_offset: said, not read at the wrong place.
+      assert.match(
+        bare.run("per_cpu 0xffff800008000000"),
+        /^per_cpu: the kernel's symbols have no __per_cpu_offset: name the variable, or give --vmlinux\n$/,
+      );
+      assert.equal(
+        bare.run("per_cpu no_such_variable"),
+        "no_such_variable is not a per_cpu variable\n",
+      );
+    } finally {
+      bare.kernel.close();
+      full.kernel.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kdb's details on x86_64-6.1: module symbols by address, per_cpu's bytes, pid 0, lsmod's arguments, an operator word, signed decimal, Enter repeats md, kdb's parent",
+  ignore: !hasBoot("x86_64-6.1"),
+  fn() {
+    const b = boot("x86_64-6.1");
+    const { kernel, run } = shell(b.path("dump.zlib-d31.kdump"));
+    try {
+      // kallsyms_lookup covers modules: a module function's address is named [module]name.
+      const mod = kernelModules(kernel).find((m) => m.name === "qemu_fw_cfg");
+      assert.ok(mod, "the fixtures' guest loads qemu_fw_cfg");
+      const fn = mod.symbols.find((x) => x.value >= mod.textStart && x.value < mod.textEnd)!;
+      const at = `0x${(fn.value + 4n).toString(16)}`;
+      assert.equal(
+        run(at),
+        `${at} = 0x${
+          (fn.value + 4n).toString(16).padStart(16, "0")
+        } ([qemu_fw_cfg]${fn.name}+0x4)\n`,
+      );
+      // Past the image's end, nothing is named (kdb: is_ksym_addr), however near a symbol.
+      assert.equal(
+        run("_end+0x10"),
+        `_end+0x10 = 0x${(kernel.symbol("_end")! + 16n).toString(16).padStart(16, "0")}\n`,
+      );
+      // per_cpu and mds: a word no symbol covers shows its bytes (kdb_md_line's ASCII column).
+      assert.match(run("per_cpu runqueues"), /^ {4}0 0x[0-9a-f]{16} [0-9a-f]{16} {3}[ -~]{8}$/m);
+      assert.match(run("mds init_task 1"), /^0x[0-9a-f]{16} 0000000000004000 {3}\.@\.{6}$/m);
+      assert.equal(
+        run("per_cpu runqueues 3"),
+        b.expected.cpus.map((c: Expected) =>
+          `kdb_getword: bad width 3\n${String(c.cpu).padStart(5)} 0x${
+            kernel.perCpu("runqueues", c.cpu)!.toString(16).padStart(16, "0")
+          } - unable to read, diag=-3\n`
+        ).join(""),
+      );
+      // find_task_by_pid_ns knows no pid 0; lsmod takes no argument.
+      assert.equal(run("pid 0"), "No task with pid=0\n");
+      assert.equal(run("lsmod x"), "diag: -2: Improper argument count, see usage.\n");
+      // A word starting with - is the operator alone; the offset is the next word.
+      assert.equal(run("md linux_banner -3"), "diag: -16: Invalid symbolic address format\n");
+      assert.equal(run("md linux_banner - 8 1"), run("md linux_banner-8 1"));
+      // Radix 10: kdb's %16.16ld prints 8-byte words signed.
+      const offsets = kernel.symbol("__per_cpu_offset")!;
+      const word = kernel.memory!.readU64(offsets)!;
+      assert.ok(word >= 1n << 63n, "a direct-map address");
+      run("set RADIX 10");
+      const decimal = run("md8c1 __per_cpu_offset");
+      run("set RADIX 16");
+      assert.ok(
+        decimal.includes(` -${(-BigInt.asIntN(64, word)).toString().padStart(16, "0")} `),
+        decimal,
+      );
+      // An empty line runs md again without arguments: the next lines.
+      const first = run("md linux_banner 1");
+      const next = run("");
+      assert.equal(next, run("md linux_banner+0x10 1"));
+      assert.notEqual(next, first);
+      run("ps");
+      assert.equal(run(""), "", "ps does not repeat");
+      // kdb_ps1's parent is p->parent->pid: init's children show 1, kthreadd's 2.
+      const ps = run("ps A").split("\n");
+      for (const t of b.expected.tasks.filter((t: Expected) => t.pid > 0)) {
+        const row = ps.find((l) => new RegExp(`^0x[0-9a-f]{16} +${t.pid} `).test(l));
+        assert.ok(row, `pid ${t.pid} in ps A`);
+        assert.equal(row.trim().split(/\s+/)[2], String(t.ppid), row);
       }
     } finally {
       kernel.close();

@@ -35,7 +35,10 @@ for (const name of ["x86_64-6.1", "aarch64-6.1"]) {
       assert.equal(lines[0], `${prompt}summary`);
       assert.ok(lines.includes(`release    ${e.release}`), c.out);
       const at = lines.indexOf(`${prompt}dmesg 3`);
-      assert.deepEqual(lines.slice(at + 1, at + 4), console.slice(-3));
+      assert.deepEqual(
+        lines.slice(at + 1, at + 4).map((l) => l.replace(/^<\d+>/, "")),
+        console.slice(-3),
+      );
       assert.equal(lines[at + 4], `${prompt}frobnicate`);
       assert.equal(lines[at + 5], "Unknown kdb command: 'frobnicate'");
 
