@@ -53,7 +53,7 @@ Serve a Linux kernel crash dump to gdb over the remote protocol.
       --zero-excluded   read pages the dump level filtered out as zeros instead of errors
       --cache-mb N      page cache size in MiB (default ${DEFAULT_CACHE_MB})
   -d, --debug           log every packet on stderr
-      --once            exit after the first client disconnects
+      --once            serve one client (others are told why not), exit when it leaves
   -f VMCORE             the dump (same as the positional argument)
       --tasks           every kernel task is a thread (pid, comm), registers from its stack
       --pid N           process mode: process N's threads and user address space

@@ -79,8 +79,15 @@ export async function mainLive(opts: CliOptions, log: (line: string) => void): P
   // for the next debugger otherwise).
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
+      const held = target.holdsGuest;
       target.close();
       qmp?.close();
+      log(
+        `kdump-gdbserver: ${signal}: stopped` +
+          (held
+            ? "; the guest is left paused, our breakpoints taken out (as a dropped gdb leaves it)"
+            : ""),
+      );
       Deno.exit(signal === "SIGINT" ? 130 : 143);
     });
   }

@@ -8,7 +8,7 @@
  */
 
 import type { Kernel } from "./kernel.ts";
-import type { RegisterValues } from "./target.ts";
+import type { ArchName, RegisterValues } from "./target.ts";
 import { scanUserModeCpu, unwindX86_64 } from "./unwind_x86_64.ts";
 import { unwindAarch64 } from "./unwind_aarch64.ts";
 
@@ -127,6 +127,11 @@ export function kernelBacktrace(
 const hex16 = (v: bigint | undefined) => (v ?? 0n).toString(16).padStart(16, "0");
 const hex = (v: bigint | undefined, n: number) => (v ?? 0n).toString(16).padStart(n, "0");
 
+/** The line the kernel prints before a stack's frames: x86_64's `Call Trace:`, arm64's `Call trace:`. */
+export function callTraceHeader(arch: ArchName): string {
+  return arch === "x86_64" ? "Call Trace:" : "Call trace:";
+}
+
 /** The register lines the kernel prints under a frame of saved registers (`__show_regs`). */
 export function formatRegisters(regs: RegisterValues, text?: string): string[] {
   if (regs.has("pc")) {
@@ -173,15 +178,17 @@ const name = (n: string) => n.replace(/^r0/, "r");
 
 /**
  * Lines of a backtrace in the kernel's Call Trace style (` func+0x16/0x20`, ` ? guess`), with
- * `<IRQ>`/`<NMI>`/`<TASK>` markers where the stack changes and the registers saved at each entry
- * (`RIP: 0033:0x47b7a0` … for user mode), as the kernel prints them.
+ * `<IRQ>`/`<NMI>`/`<TASK>` markers where the stack changes (x86_64) and the registers saved at each
+ * entry (`RIP: 0033:0x47b7a0` … for user mode), as the kernel prints them.
  */
-export function formatBacktrace(bt: Backtrace): string[] {
+export function formatBacktrace(bt: Backtrace, arch: ArchName = "x86_64"): string[] {
   const lines: string[] = [];
   if (bt.note) lines.push(` (${bt.note})`);
   let stack: string | undefined;
+  // arm64's dump_backtrace marks no stack changes.
+  const marked = arch === "x86_64";
   for (const f of bt.frames) {
-    if (f.stack !== stack) {
+    if (marked && f.stack !== stack) {
       if (stack) lines.push(` </${stack}>`);
       if (f.stack) lines.push(` <${f.stack}>`);
       stack = f.stack;

@@ -87,6 +87,11 @@ export interface DumpReader {
    * for at every stop.
    */
   readonly live?: boolean;
+  /**
+   * A CPU's `current` task pointer from a register that holds it, for a target that can read one
+   * the saved registers lack (a live arm64 vCPU's SP_EL0 in the kernel); undefined otherwise.
+   */
+  kernelCurrent?(cpu: number): bigint | undefined;
   /** Things the user should know about the file (e.g. "the dump is incomplete"). */
   readonly warnings: readonly string[];
   /** Extra facts for the banner (dump level, CPU that saved the dump, …). */

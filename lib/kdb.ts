@@ -14,7 +14,7 @@ import type { Kernel } from "./kernel.ts";
 import type { MonitorOutput, RegisterValues, Target } from "./target.ts";
 import { KernelTasks, type TaskInfo } from "./tasks.ts";
 import { serverCommand } from "./monitor.ts";
-import { formatBacktrace, kernelBacktrace } from "./backtrace.ts";
+import { callTraceHeader, formatBacktrace, kernelBacktrace } from "./backtrace.ts";
 import { addressArg, hex16, KdbDiag, KdbError, parseKernelNumber } from "./kdb_expr.ts";
 import { symbolAt, symbolText, valueAndSymbol } from "./kdb_expr.ts";
 import { mdCommand, type MdState, newMdState, printableWord } from "./md.ts";
@@ -43,6 +43,8 @@ export interface KdbHooks {
    * closed line lets run on; not for `ss`.
    */
   resume?(stepThread?: number, fromGo?: boolean): string | undefined;
+  /** Whether gdb holds the line (commands come through `monitor`), not kdb's console. */
+  gdbAttached?(): boolean;
 }
 
 /** What the caller does after a command line. */
@@ -857,6 +859,11 @@ export class KdbShell {
    */
   runControl(name: string, argv0: string, args: string[], out: Line): void {
     this.#live(argv0, out, (ctx, run) => {
+      // kdb's breakpoints go into the guest at `go`, which gdb's continue is not: they would
+      // be listed as enabled and never hit.
+      if ((name === "bp" || name === "bph") && args.length && this.hooks.gdbAttached?.()) {
+        return out(`${argv0}: gdb is attached: set breakpoints from gdb (break, hbreak, watch)`);
+      }
       if (name === "bp" || name === "bl") run.bp(ctx, args, out);
       else if (name === "bph") run.bph(ctx, args, out);
       else if (name === "bc" || name === "bd" || name === "be") run.change(name, args, out);
@@ -1106,8 +1113,8 @@ export class KdbShell {
       cpu: t?.runningOn,
       maxFrames: MAX_FRAMES,
     });
-    out("Call Trace:");
-    for (const l of formatBacktrace(bt)) out(l);
+    out(callTraceHeader(this.kernel!.dump.arch));
+    for (const l of formatBacktrace(bt, this.kernel!.dump.arch)) out(l);
   }
 
   /**
@@ -1145,8 +1152,13 @@ export class KdbShell {
         } is not on the stack of ${whose}${span} (for another task's, pid N first)`,
       );
     }
-    out("Call Trace:");
-    for (const l of formatBacktrace({ ...bt, frames: bt.frames.slice(first), note: undefined })) {
+    out(callTraceHeader(this.kernel!.dump.arch));
+    for (
+      const l of formatBacktrace(
+        { ...bt, frames: bt.frames.slice(first), note: undefined },
+        k.dump.arch,
+      )
+    ) {
       out(l);
     }
   }
@@ -1167,8 +1179,8 @@ export class KdbShell {
     out(`Stack traceback for cpu ${cpu}${c?.pid !== undefined ? `, pid ${c.pid}` : ""}${why}`);
     const regs = k.dump.cpus[cpu]?.registers ?? new Map();
     const bt = kernelBacktrace(k, regs, { task: c?.task, cpu, maxFrames: MAX_FRAMES });
-    out("Call Trace:");
-    for (const l of formatBacktrace(bt)) out(l);
+    out(callTraceHeader(this.kernel!.dump.arch));
+    for (const l of formatBacktrace(bt, this.kernel!.dump.arch)) out(l);
   }
 
   /** `btp PID`: the stack of task PID. */

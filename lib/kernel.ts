@@ -62,6 +62,9 @@ const KERNEL_HALF = 0xffff000000000000n;
 /** Lowest kernel address of x86_64 with 5-level paging (the direct map may start there). */
 const KERNEL_SPACE = 0xff00000000000000n;
 
+/** THREAD_SIZE of x86_64 and arm64 kernels without KASAN. */
+const KERNEL_STACK_SIZE = 16n * 1024n;
+
 /** The dumped kernel. */
 export class Kernel {
   /** The dump (or a live guest's memory) the kernel is read from. */
@@ -453,6 +456,37 @@ export class Kernel {
     }
   }
 
+  /**
+   * The task whose stack a CPU runs on. `__schedule()` sets `rq->curr` to the next task before
+   * `context_switch()` switches stacks, so a stop in between (a breakpoint in the switch, an NMI
+   * that stopped the CPU for the dump) finds `rq->curr` already the next task while the CPU
+   * still runs on the previous one's stack. There, `current` is asked (x86_64's per-CPU
+   * `current_task`, a live arm64 vCPU's SP_EL0) and taken if the stack pointer is on its stack.
+   */
+  #taskOnStack(cpu: number, rqCurr: bigint): bigint {
+    const regs = this.dump.cpus[cpu]?.registers;
+    const sp = regs?.get(this.dump.arch === "x86_64" ? "rsp" : "sp");
+    if (sp === undefined || this.#onStackOf(rqCurr, sp) !== false) return rqCurr;
+    let current: bigint | undefined;
+    if (this.dump.arch === "x86_64") {
+      // Linux 6.2+ keeps it in pcpu_hot; before, a per-CPU variable of its own.
+      const hot = this.btf?.member("pcpu_hot", "current_task");
+      const at = hot
+        ? (this.perCpu("pcpu_hot", cpu) ?? -1n) + BigInt(hot.offset)
+        : this.perCpu("current_task", cpu);
+      current = at !== undefined && at >= 0n ? this.memory?.readU64(at) : undefined;
+    } else current = this.dump.kernelCurrent?.(cpu);
+    return current && current !== rqCurr && this.#onStackOf(current, sp) ? current : rqCurr;
+  }
+
+  /** Whether `sp` lies on the task's kernel stack (16 KiB); undefined when that is not known. */
+  #onStackOf(task: bigint, sp: bigint): boolean | undefined {
+    const member = this.btf?.member("task_struct", "stack");
+    const base = member ? this.memory?.readU64(task + BigInt(member.offset)) : undefined;
+    if (!base) return undefined;
+    return sp >= base && sp - base < KERNEL_STACK_SIZE;
+  }
+
   #cpuTask(cpu: number): CpuTask {
     const out: CpuTask = { cpu };
     const btf = this.btf;
@@ -468,8 +502,9 @@ export class Kernel {
     const rq = this.runqueueAddress(cpu);
     const curr = btf.member("rq", "curr");
     if (rq === undefined || !curr) return out;
-    const task = mem.readU64(rq + BigInt(curr.offset));
-    if (task === undefined || task === 0n) return out;
+    const next = mem.readU64(rq + BigInt(curr.offset));
+    if (next === undefined || next === 0n) return out;
+    const task = this.#taskOnStack(cpu, next);
     out.task = task;
     const pid = btf.member("task_struct", "pid");
     const comm = btf.member("task_struct", "comm");

@@ -187,17 +187,29 @@ export function readAarch64Vcpu(
 ): Aarch64Vcpu {
   const out: Aarch64Vcpu = { pc: registers.get("pc"), cpsr: registers.get("cpsr") };
   for (const [key, names] of Object.entries(SYSTEM_REGISTERS)) {
-    const reg = names.map((n) => src.desc.byName.get(n)).find((r) => r !== undefined);
-    if (!reg || reg.bits > 64) continue;
-    src.stub.selectThread(src.vcpus[cpu]);
-    const reply = src.stub.request(`p${reg.regnum.toString(16)}`);
-    const bytes = hexBytes(reply);
-    if (!bytes || bytes.length !== Math.ceil(reg.bits / 8)) continue; // `E14`, `xx…`
-    let value = 0n;
-    for (let i = bytes.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
-    out[key as keyof typeof SYSTEM_REGISTERS] = value;
+    const value = readSystemRegister(src, cpu, names);
+    if (value !== undefined) out[key as keyof typeof SYSTEM_REGISTERS] = value;
   }
   return out;
+}
+
+/**
+ * One register of vCPU `cpu` that QEMU leaves out of `g` (a system register), by the first of
+ * `names` its description has, with one `p`; undefined when it has none or refuses.
+ */
+export function readSystemRegister(
+  src: LiveSource,
+  cpu: number,
+  names: readonly string[],
+): bigint | undefined {
+  const reg = names.map((n) => src.desc.byName.get(n)).find((r) => r !== undefined);
+  if (!reg || reg.bits > 64) return undefined;
+  src.stub.selectThread(src.vcpus[cpu]);
+  const bytes = hexBytes(src.stub.request(`p${reg.regnum.toString(16)}`));
+  if (!bytes || bytes.length !== Math.ceil(reg.bits / 8)) return undefined; // `E14`, `xx…`
+  let value = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
+  return value;
 }
 
 /**

@@ -19,6 +19,7 @@ import type { ArchName } from "./target.ts";
 import type { QemuStub } from "./qemu_stub.ts";
 import type { GuestRam, RamRange } from "./guest_ram.ts";
 import { decodeRegisters, type StubDescription } from "./target_xml.ts";
+import { readSystemRegister } from "./live_discovery.ts";
 
 const PAGE_SIZE = 4096;
 
@@ -227,6 +228,13 @@ export class LiveDump implements DumpReader {
     if (bytes.length < PAGE_SIZE) return PageStatus.Absent;
     out.set(bytes);
     return PageStatus.Present;
+  }
+
+  /** arm64: SP_EL0, which holds `current` while the vCPU is in the kernel (EL1). */
+  kernelCurrent(cpu: number): bigint | undefined {
+    if (this.arch !== "aarch64") return undefined;
+    const el = ((this.#registers[cpu]?.get("cpsr") ?? 0n) >> 2n) & 3n;
+    return el === 1n ? readSystemRegister(this.#src, cpu, ["SP_EL0"]) : undefined;
   }
 
   close(): void {

@@ -41,6 +41,7 @@ import {
   type LiveFacts,
   ramFileScan,
   readAarch64Vcpu,
+  readSystemRegister,
   stubScan,
   type VmcoreinfoScan,
 } from "./live_discovery.ts";
@@ -116,6 +117,30 @@ interface Snapshot {
   /** Our thread id of the task running on each CPU (tasks mode), else cpu + 1. */
   cpuThread: number[];
 }
+
+/**
+ * The arm64 system registers `monitor sysregs` shows: what an exception, a fault or the kernel's
+ * own state needs. Each by our name first, then the names QEMU's description may use (QEMU 7.2
+ * names registers shared with AArch32 by their AArch32 name).
+ */
+const AARCH64_SYSTEM_REGISTERS: readonly (readonly string[])[] = [
+  ["ESR_EL1"],
+  ["FAR_EL1"],
+  ["ELR_EL1"],
+  ["SPSR_EL1"],
+  ["SP_EL0"],
+  ["SP_EL1"],
+  ["VBAR_EL1", "VBAR"],
+  ["SCTLR_EL1", "SCTLR"],
+  ["TCR_EL1"],
+  ["TTBR0_EL1"],
+  ["TTBR1_EL1"],
+  ["MAIR_EL1"],
+  ["CONTEXTIDR_EL1", "CONTEXTIDR"],
+  ["TPIDR_EL1"],
+  ["TPIDR_EL0"],
+  ["MDSCR_EL1"],
+];
 
 /** Thread number of QEMU's `p01.02` / `02` form. */
 function qemuThreadNumber(text: string): number | undefined {
@@ -332,6 +357,11 @@ export class LiveTarget implements Target, RunControl {
       return errorText(e);
     }
     return undefined;
+  }
+
+  /** Whether a connection to QEMU's stub is held (a client's session, or the banner's look). */
+  get holdsGuest(): boolean {
+    return this.#stub !== undefined;
   }
 
   release(resume: boolean): void {
@@ -877,11 +907,18 @@ export class LiveTarget implements Target, RunControl {
     return [
       ...new KernelTarget(this.#state().kernel).monitorHelp(),
       "qemu CMD     a QEMU monitor (HMP) command, e.g. qemu info registers",
+      ...(this.#state().kernel.dump.arch === "aarch64"
+        ? ["sysregs [CPU] a vCPU's EL1 system registers (ESR, FAR, ELR, SPSR, TTBRx, …)"]
+        : []),
     ];
   }
 
   monitor(command: string, out: MonitorOutput): boolean {
     const [verb] = command.trim().split(/\s+/, 1);
+    if (verb === "sysregs") {
+      out(this.#systemRegisters(command.trim().split(/\s+/).slice(1)));
+      return true;
+    }
     if (verb === "qemu") {
       const rest = command.trim().slice(4).trim();
       const qemuVerb = rest.split(/\s+/, 1)[0];
@@ -905,6 +942,35 @@ export class LiveTarget implements Target, RunControl {
       return true;
     }
     return this.#state().inner.monitor?.(command, out) ?? false;
+  }
+
+  /**
+   * `sysregs [CPU]`: an arm64 vCPU's EL1 system registers, each with one `p` to QEMU's stub,
+   * which keeps them out of `g` (gdb's register set here is the core and FP registers).
+   */
+  #systemRegisters(args: string[]): string {
+    const arch = this.#state().kernel.dump.arch;
+    if (arch !== "aarch64") {
+      return "sysregs: x86_64's system registers are gdb's own: p/x $cr3, info registers system\n";
+    }
+    const src = this.#src();
+    if (args.length > 1 || (args.length && !/^\d+$/.test(args[0]))) {
+      return "sysregs: usage: sysregs [CPU]\n";
+    }
+    const cpus = args.length ? [Number(args[0])] : src.vcpus.map((_, cpu) => cpu);
+    if (cpus.some((cpu) => cpu >= src.vcpus.length)) {
+      return `sysregs: no CPU ${args[0]} (the guest has ${src.vcpus.length})\n`;
+    }
+    const lines: string[] = [];
+    for (const cpu of cpus) {
+      lines.push(`CPU ${cpu}:`);
+      for (const names of AARCH64_SYSTEM_REGISTERS) {
+        const value = readSystemRegister(src, cpu, names);
+        if (value === undefined) continue;
+        lines.push(`  ${names[0].padEnd(15)} 0x${value.toString(16).padStart(16, "0")}`);
+      }
+    }
+    return lines.join("\n") + "\n";
   }
 
   prepare(budgetMs: number): boolean {

@@ -224,6 +224,7 @@ export class RspSession {
     }
     this.#kdb = new KdbShell(target, CONSOLE_HELP, {
       resume: (stepThread, fromGo) => this.#consoleGo(stepThread, fromGo),
+      gdbAttached: () => !this.#consoleMode,
     });
     this.#console = new TextConsole(
       (line, write) => {
@@ -706,6 +707,14 @@ export class RspSession {
       this.#physical,
     );
     if (data.length > 0) this.#forgetTarget();
+    // gdb shows only "Cannot access memory" for a refused write: the reason goes to the log.
+    if (err && data.length > 0) {
+      this.#log(
+        `kdump-gdbserver: memory write at 0x${address.toString(16)} refused: ${
+          err.replace(/^E\.?/, "")
+        }`,
+      );
+    }
     this.#reply(err ?? "OK");
   }
 

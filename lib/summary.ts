@@ -36,6 +36,8 @@ export interface SystemFacts {
   memTotalKb?: number;
   /** Free pages (`vm_zone_stat[NR_FREE_PAGES]`) in KiB. */
   memFreeKb?: number;
+  /** Block devices' page cache (`nr_blockdev_pages()`, kdb's `Buffers:`) in KiB. */
+  buffersKb?: number;
   /** CPUs in the dump (its CPU notes). */
   cpus: number;
   /** The CPU that panicked (`panic_cpu`, the dump header, or the log). */
@@ -158,6 +160,9 @@ export function systemFacts(kernel: Kernel): SystemFacts {
   const free = i64(kernel, zoneStat === undefined ? undefined : zoneStat + nrFree * 8n);
   if (free !== undefined) facts.memFreeKb = Number(free) * pageKb;
 
+  const buffers = blockdevPages(kernel);
+  if (buffers !== undefined) facts.buffersKb = Number(buffers) * pageKb;
+
   const taint = u64(kernel, sym("tainted_mask"));
   if (taint !== undefined) {
     facts.taintMask = taint;
@@ -171,6 +176,35 @@ export function systemFacts(kernel: Kernel): SystemFacts {
     // no log: no message
   }
   return facts;
+}
+
+/** No kernel has more block device inodes than this: a guard against a list that loops. */
+const MAX_BLOCKDEV_INODES = 1_000_000;
+
+/**
+ * `nr_blockdev_pages()`: the pages of every inode on the block device pseudo-filesystem's
+ * superblock (`blockdev_superblock->s_inodes`), or undefined when the list cannot be walked.
+ */
+function blockdevPages(kernel: Kernel): bigint | undefined {
+  const btf = kernel.btf;
+  const sb = u64(kernel, kernel.symbol("blockdev_superblock"));
+  const inodes = btf?.member("super_block", "s_inodes");
+  const link = btf?.member("inode", "i_sb_list");
+  const mapping = btf?.member("inode", "i_mapping");
+  const nrpages = btf?.member("address_space", "nrpages");
+  if (!sb || !inodes || !link || !mapping || !nrpages) return undefined;
+  const head = sb + BigInt(inodes.offset);
+  let total = 0n;
+  let node = u64(kernel, head);
+  for (let n = 0; node !== head; n++) {
+    if (node === undefined || n >= MAX_BLOCKDEV_INODES) return undefined;
+    const m = u64(kernel, node - BigInt(link.offset) + BigInt(mapping.offset));
+    const pages = m ? u64(kernel, m + BigInt(nrpages.offset)) : undefined;
+    if (pages === undefined) return undefined;
+    total += pages;
+    node = u64(kernel, node);
+  }
+  return total;
 }
 
 /** `2026-12-03 08:41:14`, as the kernel's %ptTs prints a time. */
@@ -221,6 +255,7 @@ export function summaryLines(kernel: Kernel): string[] {
   ) => (v === undefined ? "unknown".padStart(8) : String(v).padStart(8));
   lines.push(`MemTotal:       ${kb(f.memTotalKb)} kB`);
   lines.push(`MemFree:        ${kb(f.memFreeKb)} kB`);
+  lines.push(`Buffers:        ${kb(f.buffersKb)} kB`);
   lines.push("");
   lines.push(`cpus       ${f.cpus}`);
   lines.push(`panic cpu  ${f.panicCpu ?? "unknown"}`);

@@ -329,6 +329,8 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
   /** Connections over the cap, being told why before they are closed. */
   const refusing = new Map<Connection, Promise<void>>();
   let stopping = false;
+  /** Whether a client has been taken (with --once, the only one). */
+  let served = false;
 
   const stopListening = () => {
     try {
@@ -364,8 +366,12 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         continue;
       }
       if (!conn) break;
-      if (sessions.size >= maxClients) {
-        const reason = `${maxClients} clients already connected, the most served at once`;
+      // --once: the port stays open while its one client is served, to tell others why not.
+      const full = options.once ? served : sessions.size >= maxClients;
+      if (full) {
+        const reason = options.once
+          ? "this server serves one client (--once), and it is connected"
+          : `${maxClients} clients already connected, the most served at once`;
         log(`[${conn.peer}] refused: ${reason}`);
         const refused = conn;
         const closeRefused = () => {
@@ -378,15 +384,18 @@ function listenTcp(target: Target, options: ServeOptions): RspServer {
         else refusing.set(refused, tellRefused(refused, reason).finally(closeRefused));
         continue;
       }
-      if (options.once) {
-        stopping = true;
-        stopListening();
-      }
+      served = true;
       const peer = conn.peer;
       // serveChannel reports its own errors; the catch is the backstop that keeps the server up.
       const session = runConnection(conn).catch((e) => log(`[${peer}] session failed: ${e}`));
       sessions.add(session);
-      session.finally(() => sessions.delete(session));
+      session.finally(() => {
+        sessions.delete(session);
+        if (options.once) {
+          stopping = true;
+          stopListening();
+        }
+      });
     }
     while (sessions.size > 0 || refusing.size > 0) {
       await Promise.all([...sessions, ...refusing.values()]);

@@ -186,6 +186,28 @@ Deno.test("clients beyond maxClients are refused with a line; a freed place is s
   }
 });
 
+Deno.test("--once: a second client is told why while the first is served; then the port closes", async () => {
+  const lines: string[] = [];
+  const server = await serveTcp(target, { port: 0, once: true, log: (l) => lines.push(l) });
+  try {
+    const first = await TcpFuzzClient.connect(server.port);
+    await handshake(first);
+    const reason = "this server serves one client (--once), and it is connected";
+    assert.equal(
+      await refusedWith(server.port, "$qSupported#37"),
+      `+${new TextDecoder().decode(framePacket(`E.${reason}`))}`,
+    );
+    assert.ok(lines.some((l) => l.endsWith(`refused: ${reason}`)), lines.join("\n"));
+    // The first client is served on, and when it leaves the server ends.
+    assert.ok((await tcpExchange(first)("?")).length > 0);
+    await first.close();
+    await server.finished;
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+  } finally {
+    await server.close();
+  }
+});
+
 /** Connect, send `first` if given, and read everything until the server closes. */
 async function refusedWith(port: number, first?: string): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });

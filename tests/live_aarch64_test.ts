@@ -17,6 +17,7 @@ import {
   runLiveServer,
 } from "./live_guest.ts";
 import { boot, hasBoot } from "./fixtures.ts";
+import { Vmlinux } from "../lib/vmlinux.ts";
 
 const available = liveGuestAvailable("aarch64");
 const banner = runLiveServer;
@@ -49,7 +50,17 @@ Deno.test({
       "watch jiffies",
       "continue",
       "delete",
-    ], { gdb: "gdb-multiarch", timeoutMs: 120_000 });
+      // Inside a context switch rq->curr is already the next task; the CPU is still on the
+      // previous one's stack (x0), which SP_EL0 (`current`) names.
+      "break __switch_to if ((struct task_struct *)$x0)->pid != 0",
+      "continue",
+      "delete",
+      'printf "PREV %d\\n", ((struct task_struct *)$x0)->pid',
+      "monitor bt",
+      // The EL1 system registers QEMU keeps out of `g`.
+      "monitor sysregs 0",
+      "monitor sysregs 7",
+    ], { gdb: "gdb-multiarch", timeoutMs: 150_000 });
     assert.match(r.out, /format: +live QEMU guest, RAM read from .*aarch64/, r.out);
     assert.match(
       r.out,
@@ -70,6 +81,27 @@ Deno.test({
 
     const offset = r.out.match(/^KASLR: +kernel offset (0x[0-9a-f]+)$/m)?.[1];
     assert.ok(offset && offset !== "0x0", r.out);
+    const prev = r.out.match(/^PREV (\d+)$/m)?.[1];
+    assert.ok(prev, r.out);
+    assert.match(
+      r.out,
+      new RegExp(`Thread \\d "CPU \\d: \\S+ \\(pid ${prev}\\)" hit Breakpoint`),
+      r.out,
+    );
+    assert.match(r.out, new RegExp(`^Stack traceback for pid ${prev}$`, "m"), r.out);
+    assert.doesNotMatch(r.out, /is on no known stack/, r.out);
+    // VBAR_EL1 holds the kernel's vectors: the vmlinux's, moved by the KASLR offset.
+    const vbar = r.out.match(/^ {2}VBAR_EL1 +(0x[0-9a-f]{16})$/m)?.[1];
+    assert.ok(vbar, r.out);
+    const image = new Vmlinux(vmlinux);
+    const vectors = image.symbol("vectors");
+    image.close();
+    assert.ok(vectors !== undefined);
+    assert.equal(BigInt(vbar), vectors + BigInt(offset));
+    for (const name of ["ESR_EL1", "FAR_EL1", "ELR_EL1", "SPSR_EL1", "SP_EL0", "TTBR1_EL1"]) {
+      assert.match(r.out, new RegExp(`^ {2}${name} +0x[0-9a-f]{16}$`, "m"), r.out);
+    }
+    assert.match(r.out, /^sysregs: no CPU 7 \(the guest has 2\)$/m, r.out);
 
     // Without the RAM file: the offset from VBAR_EL1, VMCOREINFO read through the gdbstub.
     const bare = await runGdb([

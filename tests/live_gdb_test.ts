@@ -454,6 +454,55 @@ Deno.test({
       );
     });
 
+    await t.step(
+      "a stop inside a context switch: the CPU's task is the one whose stack it runs on",
+      async () => {
+        // __schedule has set rq->curr to the next task; __switch_to_asm still runs on the
+        // previous task's stack ($rdi), which is the CPU's task until the stack switch.
+        const commands = [
+          "break __switch_to_asm if ((struct task_struct *)$rdi)->pid != 0",
+          "continue",
+          "delete",
+          'printf "PREV %d NEXT %d\\n", ((struct task_struct *)$rdi)->pid, ((struct task_struct *)$rsi)->pid',
+        ];
+        const kernelMode = await liveGdb(g, ["--guest-ram", g.ramPath], [
+          ...commands,
+          "monitor bt",
+          "monitor bp do_nanosleep",
+        ]);
+        const ids = (out: string) => {
+          const m = /^PREV (\d+) NEXT (\d+)$/m.exec(out);
+          assert.ok(m, out);
+          return m[1];
+        };
+        const prev = ids(kernelMode.out);
+        assert.match(
+          kernelMode.out,
+          new RegExp(`Thread \\d+ "CPU \\d: \\S+ \\(pid ${prev}\\)" hit`),
+        );
+        assert.match(kernelMode.out, new RegExp(`^Stack traceback for pid ${prev}$`, "m"));
+        assert.match(kernelMode.out, /^ __schedule\+0x/m, kernelMode.out);
+        assert.doesNotMatch(kernelMode.out, /on no known stack/);
+        // kdb's breakpoints go in at kdb's `go`: with gdb on the line, gdb's break is the way.
+        assert.match(
+          kernelMode.out,
+          /^bp: gdb is attached: set breakpoints from gdb \(break, hbreak, watch\)$/m,
+        );
+        // Tasks mode: the stop is in the previous task's thread, with the CPU's registers, and
+        // its stack unwinds through __schedule.
+        const tasksMode = await liveGdb(g, ["--guest-ram", g.ramPath, "--tasks"], [
+          ...commands,
+          "bt 4",
+        ]);
+        const prevTask = ids(tasksMode.out);
+        assert.match(
+          tasksMode.out,
+          new RegExp(`Thread \\d+ "${prevTask} \\S+ \\(CPU \\d\\)" hit`),
+        );
+        assert.match(tasksMode.out, /^#[1-3] .*__schedule \(/m, tasksMode.out);
+      },
+    );
+
     await t.step("interrupt (^C) stops a running guest; the session goes on", async () => {
       const child = new Deno.Command("gdb", {
         args: [
@@ -617,6 +666,15 @@ Deno.test({
           server.stderr(),
           /another gdb is attached to this guest; one client at a time/,
         );
+        // The server stopped while the first client holds the guest: it says so, and leaves
+        // the guest paused as a dropped gdb does.
+        await server.stop();
+        assert.match(
+          server.stderr(),
+          /^kdump-gdbserver: SIGTERM: stopped; the guest is left paused, our breakpoints taken out/m,
+        );
+        assert.equal(await server.status, 143);
+        assert.equal(await guestStatus(g), "paused");
         first.close();
       } finally {
         await server.stop();
@@ -977,7 +1035,8 @@ Deno.test({
             "set var init_task.comm[0] = 's'",
           ]);
           assert.match(again.out, /\$1 = "Swapper\/0\\000/, again.out);
-          const ro = await liveGdb(g, ["--guest-ram", g.ramPath, "--read-only"], [
+          // --debug keeps the server's stderr open in pipe mode, for its refusal line.
+          const ro = await liveGdb(g, ["--guest-ram", g.ramPath, "--read-only", "--debug"], [
             "set debug remote 1",
             "set var init_task.comm[0] = 'X'",
             "set debug remote 0",
@@ -1000,12 +1059,12 @@ Deno.test({
           const registers = literal("E.read-only (--read-only): register writes are refused");
           assert.match(
             ro.out,
-            new RegExp(`X[0-9a-f]+,0:#..\n.*Packet received: ${memory}\n`),
+            new RegExp(`X[0-9a-f]+,0:#..\n(?:.*\n)*?.*Packet received: ${memory}\n`),
             ro.out,
           );
           assert.match(
             ro.out,
-            new RegExp(`X[0-9a-f]+,1:X#..\n.*Packet received: ${memory}\n`),
+            new RegExp(`X[0-9a-f]+,1:X#..\n(?:.*\n)*?.*Packet received: ${memory}\n`),
             ro.out,
           );
           assert.match(ro.out, /\$1 = "swapper\/0\\000/, ro.out);
@@ -1015,6 +1074,12 @@ Deno.test({
             ro.out,
           );
           assert.match(ro.out, new RegExp(`received: "${registers}"`), ro.out);
+          // gdb says only "Cannot access memory" for a refused memory write: the server says why.
+          assert.match(
+            ro.out,
+            /^kdump-gdbserver: memory write at 0x[0-9a-f]+ refused: read-only \(--read-only\): memory writes are refused$/m,
+            ro.out,
+          );
         } finally {
           await Deno.remove(tmp, { recursive: true });
         }
