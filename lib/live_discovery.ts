@@ -35,6 +35,7 @@ import type { Vmlinux } from "./vmlinux.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
 import type { GuestRam, RamRange } from "./guest_ram.ts";
 import type { LiveSource } from "./live_dump.ts";
+import type { StubDescription, StubRegister } from "./target_xml.ts";
 import { hexBytes } from "./rsp_client.ts";
 
 /** Where the kernel is linked to start without KASLR (`__START_KERNEL`, x86_64). */
@@ -169,12 +170,24 @@ export interface Aarch64Vcpu {
   tcr?: bigint;
 }
 
-/** System registers by the names QEMU's system-registers.xml gives them (older ones first). */
-const SYSTEM_REGISTERS = {
-  vbar: ["VBAR_EL1", "VBAR"],
-  ttbr1: ["TTBR1_EL1"],
-  tcr: ["TCR_EL1"],
-} as const;
+/** The system registers that locate the kernel. */
+const SYSTEM_REGISTERS = { vbar: "VBAR_EL1", ttbr1: "TTBR1_EL1", tcr: "TCR_EL1" } as const;
+
+/**
+ * QEMU 7.2 names a system register that AArch32 shares by its AArch32 name (`VBAR`, `SCTLR`); later
+ * versions may name it as AArch64 does.
+ */
+const QEMU_AARCH32_NAMES: Readonly<Record<string, string>> = {
+  VBAR_EL1: "VBAR",
+  SCTLR_EL1: "SCTLR",
+  CONTEXTIDR_EL1: "CONTEXTIDR",
+};
+
+/** QEMU's register of that name (AArch64's, or QEMU's older AArch32 name for it). */
+export function qemuRegister(desc: StubDescription, name: string): StubRegister | undefined {
+  const older = QEMU_AARCH32_NAMES[name];
+  return desc.byName.get(name) ?? (older === undefined ? undefined : desc.byName.get(older));
+}
 
 /**
  * vCPU `cpu`'s {@link Aarch64Vcpu}: pc and cpsr from its `g` registers, the system registers
@@ -186,23 +199,23 @@ export function readAarch64Vcpu(
   registers: Map<string, bigint>,
 ): Aarch64Vcpu {
   const out: Aarch64Vcpu = { pc: registers.get("pc"), cpsr: registers.get("cpsr") };
-  for (const [key, names] of Object.entries(SYSTEM_REGISTERS)) {
-    const value = readSystemRegister(src, cpu, names);
+  for (const [key, name] of Object.entries(SYSTEM_REGISTERS)) {
+    const value = readSystemRegister(src, cpu, name);
     if (value !== undefined) out[key as keyof typeof SYSTEM_REGISTERS] = value;
   }
   return out;
 }
 
 /**
- * One register of vCPU `cpu` that QEMU leaves out of `g` (a system register), by the first of
- * `names` its description has, with one `p`; undefined when it has none or refuses.
+ * One register of vCPU `cpu` that QEMU leaves out of `g` (a system register), with one `p`;
+ * undefined when QEMU's description has none of that name or the stub refuses.
  */
 export function readSystemRegister(
   src: LiveSource,
   cpu: number,
-  names: readonly string[],
+  name: string,
 ): bigint | undefined {
-  const reg = names.map((n) => src.desc.byName.get(n)).find((r) => r !== undefined);
+  const reg = qemuRegister(src.desc, name);
   if (!reg || reg.bits > 64) return undefined;
   src.stub.selectThread(src.vcpus[cpu]);
   const bytes = hexBytes(src.stub.request(`p${reg.regnum.toString(16)}`));

@@ -234,7 +234,7 @@ export class LiveDump implements DumpReader {
   kernelCurrent(cpu: number): bigint | undefined {
     if (this.arch !== "aarch64") return undefined;
     const el = ((this.#registers[cpu]?.get("cpsr") ?? 0n) >> 2n) & 3n;
-    return el === 1n ? readSystemRegister(this.#src, cpu, ["SP_EL0"]) : undefined;
+    return el === 1n ? readSystemRegister(this.#src, cpu, "SP_EL0") : undefined;
   }
 
   close(): void {

@@ -39,6 +39,7 @@ import {
   discoverAarch64,
   discoverX86,
   type LiveFacts,
+  qemuRegister,
   ramFileScan,
   readAarch64Vcpu,
   readSystemRegister,
@@ -53,6 +54,7 @@ import { PhysicalMemory } from "./physical_memory.ts";
 import type { VirtualMemory } from "./paging.ts";
 import { Vmlinux } from "./vmlinux.ts";
 import { Btf } from "./btf.ts";
+import { AARCH64_SYSTEM_REGISTERS } from "./regs_aarch64.ts";
 import type { Qmp } from "./qmp.ts";
 import { bytesHex } from "./rsp_client.ts";
 import { errorText } from "./file_source.ts";
@@ -117,30 +119,6 @@ interface Snapshot {
   /** Our thread id of the task running on each CPU (tasks mode), else cpu + 1. */
   cpuThread: number[];
 }
-
-/**
- * The arm64 system registers `monitor sysregs` shows: what an exception, a fault or the kernel's
- * own state needs. Each by our name first, then the names QEMU's description may use (QEMU 7.2
- * names registers shared with AArch32 by their AArch32 name).
- */
-const AARCH64_SYSTEM_REGISTERS: readonly (readonly string[])[] = [
-  ["ESR_EL1"],
-  ["FAR_EL1"],
-  ["ELR_EL1"],
-  ["SPSR_EL1"],
-  ["SP_EL0"],
-  ["SP_EL1"],
-  ["VBAR_EL1", "VBAR"],
-  ["SCTLR_EL1", "SCTLR"],
-  ["TCR_EL1"],
-  ["TTBR0_EL1"],
-  ["TTBR1_EL1"],
-  ["MAIR_EL1"],
-  ["CONTEXTIDR_EL1", "CONTEXTIDR"],
-  ["TPIDR_EL1"],
-  ["TPIDR_EL0"],
-  ["MDSCR_EL1"],
-];
 
 /** Thread number of QEMU's `p01.02` / `02` form. */
 function qemuThreadNumber(text: string): number | undefined {
@@ -844,6 +822,14 @@ export class LiveTarget implements Target, RunControl {
     }, new Map());
   }
 
+  systemRegister(threadId: number, name: string): bigint | undefined {
+    return this.#guard(() => {
+      const cpu = this.#cpuOf(threadId);
+      if (cpu === undefined || this.#running) return undefined;
+      return readSystemRegister(this.#src(), cpu, name);
+    }, undefined);
+  }
+
   afterStop(threadId: number): void {
     if (this.#running || this.#lost) return;
     const s = this.#state();
@@ -964,10 +950,10 @@ export class LiveTarget implements Target, RunControl {
     const lines: string[] = [];
     for (const cpu of cpus) {
       lines.push(`CPU ${cpu}:`);
-      for (const names of AARCH64_SYSTEM_REGISTERS) {
-        const value = readSystemRegister(src, cpu, names);
+      for (const name of AARCH64_SYSTEM_REGISTERS) {
+        const value = readSystemRegister(src, cpu, name);
         if (value === undefined) continue;
-        lines.push(`  ${names[0].padEnd(15)} 0x${value.toString(16).padStart(16, "0")}`);
+        lines.push(`  ${name.padEnd(15)} 0x${value.toString(16).padStart(16, "0")}`);
       }
     }
     return lines.join("\n") + "\n";
@@ -1187,7 +1173,7 @@ export class LiveTarget implements Target, RunControl {
       // Every name first: a register QEMU lacks fails the request before anything is written.
       const packets: [string, string][] = [];
       for (const [name, value] of values) {
-        const reg = this.#desc.byName.get(name);
+        const reg = qemuRegister(this.#desc, name);
         if (!reg) return `E.QEMU has no register ${name}`;
         packets.push([name, `P${reg.regnum.toString(16)}=${encodeRegisterValue(reg, value)}`]);
       }

@@ -28,6 +28,11 @@ export interface RegisterFeature {
   typesXml?: string;
   /** Registers of the feature, in `g` order. */
   registers: RegisterDef[];
+  /**
+   * Registers read one at a time (`p`), outside the `g` block and stop replies, as QEMU keeps
+   * its system registers: reading them costs the target a request each. Such features come last.
+   */
+  outsideG?: boolean;
 }
 
 /** A complete register layout of one architecture. */
@@ -40,6 +45,8 @@ export interface RegisterLayout {
   readonly offsets: readonly number[];
   /** Size of the whole `g` block in bytes. */
   readonly gBytes: number;
+  /** How many registers the `g` block holds (the first ones); the others are read with `p`. */
+  readonly gCount: number;
   /** The target description, UTF-8. */
   readonly targetXml: Uint8Array;
 }
@@ -56,12 +63,19 @@ export function defineLayout(
   features: RegisterFeature[],
 ): RegisterLayout {
   const registers = features.flatMap((f) => f.registers);
+  const firstOutside = features.findIndex((f) => f.outsideG);
+  if (firstOutside >= 0 && features.slice(firstOutside).some((f) => !f.outsideG)) {
+    throw new Error("registers outside the g block must come last");
+  }
+  const gCount = features.filter((f) => !f.outsideG).reduce((n, f) => n + f.registers.length, 0);
   const offsets: number[] = [];
   let offset = 0;
+  let gBytes = 0;
   for (const r of registers) {
     if (r.bits % 8 !== 0) throw new Error(`register ${r.name}: ${r.bits} bits is not whole bytes`);
     offsets.push(offset);
     offset += r.bits / 8;
+    if (offsets.length === gCount) gBytes = offset;
   }
   const lines = [
     `<?xml version="1.0"?>`,
@@ -84,7 +98,8 @@ export function defineLayout(
     arch,
     registers,
     offsets,
-    gBytes: offset,
+    gBytes,
+    gCount,
     targetXml: new TextEncoder().encode(lines.join("\n")),
   };
 }
@@ -132,13 +147,16 @@ function encodeOne(def: RegisterDef, value: bigint | undefined, sink: RegisterSi
   sink.hex(bytes);
 }
 
-/** Encode the `g` reply: every register of the layout, in order. */
+/** Encode the `g` reply: every register of the `g` block, in order. */
 export function encodeAllRegisters(
   layout: RegisterLayout,
   values: RegisterValues,
   sink: RegisterSink,
 ): void {
-  for (const def of layout.registers) encodeOne(def, values.get(def.name), sink);
+  for (let i = 0; i < layout.gCount; i++) {
+    const def = layout.registers[i];
+    encodeOne(def, values.get(def.name), sink);
+  }
 }
 
 /** Encode a `p` reply for register number `regno`; false when the layout has no such register. */
@@ -152,4 +170,14 @@ export function encodeRegister(
   if (def === undefined) return false;
   encodeOne(def, values.get(def.name), sink);
   return true;
+}
+
+/** Encode one register's value (`x` digits when undefined) as a `p` reply does. */
+export function encodeRegisterValue(
+  layout: RegisterLayout,
+  regno: number,
+  value: bigint | undefined,
+  sink: RegisterSink,
+): void {
+  encodeOne(layout.registers[regno], value, sink);
 }

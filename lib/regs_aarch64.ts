@@ -62,8 +62,42 @@ const fpu: RegisterDef[] = [
   { name: "fpcr", bits: 32, type: "int" },
 ];
 
-/** The AArch64 layout: 68 registers, 788 bytes of `g`. */
+/**
+ * EL1 system registers, by the names QEMU's stub gives them (`p/x $ESR_EL1` works through us as on
+ * QEMU): what an exception or a fault needs, and the kernel's own state. Outside `g`, as on QEMU:
+ * a live target reads each with a `p` of its own when gdb asks; a dump has none of them.
+ */
+export const AARCH64_SYSTEM_REGISTERS: readonly string[] = [
+  "ESR_EL1",
+  "FAR_EL1",
+  "ELR_EL1",
+  "SPSR_EL1",
+  "SP_EL0",
+  "SP_EL1",
+  "VBAR_EL1",
+  "SCTLR_EL1",
+  "TCR_EL1",
+  "TTBR0_EL1",
+  "TTBR1_EL1",
+  "MAIR_EL1",
+  "CONTEXTIDR_EL1",
+  "TPIDR_EL1",
+  "TPIDR_EL0",
+  "MDSCR_EL1",
+];
+
+/** The AArch64 layout: 68 registers, 788 bytes of `g`, then the system registers. */
 export const AARCH64_LAYOUT: RegisterLayout = defineLayout("aarch64", "aarch64", [
   { name: "org.gnu.gdb.aarch64.core", typesXml: CPSR_TYPE, registers: core },
   { name: "org.gnu.gdb.aarch64.fpu", typesXml: VECTOR_TYPES, registers: fpu },
+  {
+    name: "org.kdump-gdbserver.aarch64.system",
+    registers: AARCH64_SYSTEM_REGISTERS.map((name) => ({
+      name,
+      bits: 64,
+      type: "int",
+      group: "system",
+    })),
+    outsideG: true,
+  },
 ]);

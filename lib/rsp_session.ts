@@ -14,7 +14,12 @@ import { DumpError, LiveError } from "./errors.ts";
 import { KdbShell, tokenize } from "./kdb.ts";
 import { AARCH64_LAYOUT } from "./regs_aarch64.ts";
 import { X86_64_LAYOUT } from "./regs_x86_64.ts";
-import { encodeAllRegisters, encodeRegister, type RegisterLayout } from "./regs.ts";
+import {
+  encodeAllRegisters,
+  encodeRegister,
+  encodeRegisterValue,
+  type RegisterLayout,
+} from "./regs.ts";
 import {
   errorReply,
   hexDecode,
@@ -542,7 +547,7 @@ export class RspSession {
     w.text(reply);
     if (values && values.size > 0) {
       const defs = this.#layout.registers;
-      for (let regno = 0; regno < defs.length; regno++) {
+      for (let regno = 0; regno < this.#layout.gCount; regno++) {
         if (values.get(defs[regno].name) === undefined) continue;
         w.text(`${regno.toString(16)}:`);
         encodeRegister(this.#layout, regno, values, w);
@@ -728,7 +733,7 @@ export class RspSession {
   #writeRegisters(hex: string): void {
     const layout = this.#layout;
     const size = hex.length / 2;
-    const count = size === layout.gBytes ? layout.registers.length : layout.offsets.indexOf(size);
+    const count = size === layout.gBytes ? layout.gCount : layout.offsets.indexOf(size);
     if (hex.length % 2 !== 0 || count <= 0) return this.#reply(ERR_MALFORMED);
     const thread = this.#currentThread();
     const current = this.#target.registers(thread);
@@ -1070,10 +1075,21 @@ export class RspSession {
     if (regno === undefined || regno >= BigInt(this.#layout.registers.length)) {
       return this.#reply(ERR_MALFORMED);
     }
-    const values = this.#target.registers(this.#currentThread());
     const w = this.#writer;
+    const n = Number(regno);
+    if (n >= this.#layout.gCount) {
+      // Outside `g` (arm64's system registers): the target reads it now, if it can.
+      const name = this.#layout.registers[n].name;
+      const value = this.#target.systemRegister?.(this.#currentThread(), name) ??
+        this.#target.registers(this.#currentThread()).get(name);
+      w.startPacket();
+      encodeRegisterValue(this.#layout, n, value, w);
+      w.endPacket();
+      return;
+    }
+    const values = this.#target.registers(this.#currentThread());
     w.startPacket();
-    encodeRegister(this.#layout, Number(regno), values, w);
+    encodeRegister(this.#layout, n, values, w);
     w.endPacket();
   }
 

@@ -64,6 +64,12 @@ export interface Target {
   /** Saved registers of one thread. */
   registers(threadId: number): RegisterValues;
   /**
+   * A register outside the `g` block (the layout's `outsideG` features: arm64's system
+   * registers), which a live target reads from its vCPU when gdb asks; undefined when the thread
+   * has none (a dump, a task not on a CPU).
+   */
+  systemRegister?(threadId: number, name: string): bigint | undefined;
+  /**
    * Read memory at a target address (kernel virtual by default), as seen by thread `threadId`
    * (gdb's selected thread: user addresses belong to that thread's process). Must never throw
    * for an unreadable address: report it through `MemoryRead.error` instead.

@@ -1,6 +1,7 @@
-// Real gdb on real x86_64 dumps: the control registers of QEMU's notes under QEMU's names
-// ($cr3 is the page-table root of the task the CPU ran, as the kernel's own memory says), and
-// the read-only refusal of writes in words gdb shows.
+// Real gdb on real dumps: the control registers of QEMU's notes under QEMU's names (x86_64:
+// $cr3 is the page-table root of the task the CPU ran, as the kernel's own memory says; arm64's
+// system registers are declared, and unavailable in a dump), and the read-only refusal of writes
+// in words gdb shows.
 import assert from "node:assert/strict";
 import { big, boot } from "./fixtures.ts";
 import { pipeTarget, runGdb } from "./gdb_helpers.ts";
@@ -67,4 +68,23 @@ Deno.test("gdb: writes are refused in words gdb shows", async () => {
   assert.equal(words.length, 2, r.out);
   assert.equal(words[0], words[1], "memory unchanged");
   assert.notEqual(words[1], "0x12345678");
+});
+
+Deno.test("gdb-multiarch aarch64-6.1: the EL1 system registers are gdb's, unavailable in a dump", async () => {
+  const B = boot("aarch64-6.1");
+  const r = await runGdb([
+    pipeTarget([B.path("dump.zlib-d31.kdump")]),
+    "p $ESR_EL1",
+    "info registers system",
+    "p/x $pc",
+  ], { gdb: "gdb-multiarch" });
+  // Outside `g` (as QEMU's stub keeps them): the core registers still come whole.
+  assert.match(r.out, /^\$1 = <unavailable>$/m, r.out);
+  for (const name of ["FAR_EL1", "TTBR1_EL1", "SP_EL0"]) {
+    assert.match(r.out, new RegExp(`^${name} +<unavailable>$`, "m"), r.out);
+  }
+  const pc = r.out.match(/^\$2 = (0x[0-9a-f]+)$/m)?.[1];
+  const crashed = B.expected.cpus.find((c: { cpu: number }) => c.cpu === B.expected.crashed_cpu);
+  assert.ok(pc, r.out);
+  assert.equal(BigInt(pc), big(crashed.frames[0].pc), "the panic CPU's pc, as drgn unwound it");
 });

@@ -60,6 +60,9 @@ Deno.test({
       // The EL1 system registers QEMU keeps out of `g`.
       "monitor sysregs 0",
       "monitor sysregs 7",
+      // gdb's own registers too, read as on QEMU's stub (outside `g`, one `p` each).
+      "thread 1",
+      'printf "VBAR %#lx ESR %#lx\\n", $VBAR_EL1, $ESR_EL1',
     ], { gdb: "gdb-multiarch", timeoutMs: 150_000 });
     assert.match(r.out, /format: +live QEMU guest, RAM read from .*aarch64/, r.out);
     assert.match(
@@ -93,6 +96,9 @@ Deno.test({
     // VBAR_EL1 holds the kernel's vectors: the vmlinux's, moved by the KASLR offset.
     const vbar = r.out.match(/^ {2}VBAR_EL1 +(0x[0-9a-f]{16})$/m)?.[1];
     assert.ok(vbar, r.out);
+    const seen = r.out.match(/^VBAR (0x[0-9a-f]+) ESR (0x[0-9a-f]+|0)$/m);
+    assert.ok(seen, r.out);
+    assert.equal(BigInt(seen[1]), BigInt(vbar));
     const image = new Vmlinux(vmlinux);
     const vectors = image.symbol("vectors");
     image.close();
