@@ -99,14 +99,16 @@ export class TextConsole {
       this.#lastWasCR = b === CR;
       if (b === CR || b === LF) {
         if (b === LF && afterCR) continue; // CR LF is one line end
-        const line = new TextDecoder().decode(this.#line.subarray(0, this.#length)).trim();
+        const typed = new TextDecoder().decode(this.#line.subarray(0, this.#length));
+        const line = typed.trim();
         const overflow = this.#overflow;
         this.reset();
         this.#lastWasCR = b === CR;
         let action: ConsoleAction = "continue";
         if (overflow) write("kdb_parse: command buffer overflow, command ignored\n");
         else if (line === "quit" || line === "exit") return { kind: "quit" };
-        else action = this.run(line, write); // an empty line may repeat kdb's last command
+        // Only a line with nothing at all repeats kdb's last command (blanks reset it, as in kdb).
+        else action = this.run(line === "" ? typed : line, write);
         if (action === "kgdb") return { kind: "rsp", replay: new Uint8Array(0) };
         // kdb prints no prompt after `go` or `ss`: its next is after the entry line, at the stop.
         if (action === "running") return { kind: "running" };

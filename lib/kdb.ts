@@ -417,8 +417,10 @@ export class KdbShell {
     // kdb_parse: an empty line runs the last command again if it repeats (KDB_REPEAT_NO_ARGS:
     // `md` then Enter goes on where it stopped).
     if (argv.length === 0) {
-      if (this.#repeat === undefined) return "continue";
-      argv = [this.#repeat];
+      const repeat = line === "" ? this.#repeat : undefined;
+      this.#repeat = undefined;
+      if (repeat === undefined) return "continue";
+      argv = [repeat];
     }
     this.#repeat = undefined;
     let word = argv[0];
@@ -1011,6 +1013,10 @@ export class KdbShell {
     let byName = false;
     try {
       sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+      // A name, but no __per_cpu_offset to place it with: through BTF below.
+      if (offsets === undefined && /^[A-Za-z_]/.test(args[0])) {
+        throw new KdbError(KdbDiag.BADINT);
+      }
     } catch (e) {
       if (!(e instanceof KdbError) || e.diag !== KdbDiag.BADINT) throw e;
       // A name kallsyms lacks (a kernel without data symbols): BTF's .data..percpu places it
@@ -1120,7 +1126,8 @@ export class KdbShell {
   /**
    * `bt [ADDR]`: the current task's stack; with a stack address, as kdb's `show_stack(task, ADDR)`,
    * the task's own unwind from the frame at or above ADDR on (the frame whose return address is
-   * stored at ADDR, or the next one up).
+   * stored at ADDR, or the next one up) on x86_64, the whole of it on arm64 (whose show_stack
+   * does not use the address).
    */
   bt(args: string[], out: Line): void {
     const k = this.#kernel("bt");
@@ -1137,7 +1144,10 @@ export class KdbShell {
       : this.#taskList().kernelRegisters(t);
     const cpu = t === undefined ? this.#cpu : t.runningOn;
     const bt = kernelBacktrace(k, regs, { task: t?.address, cpu, maxFrames: MAX_FRAMES });
-    const first = bt.frames.findIndex((f) => f.sp >= at && f.sp - at < STACK_SPAN);
+    // arm64's show_stack ignores the address: the task's whole stack.
+    const first = k.dump.arch === "aarch64"
+      ? 0
+      : bt.frames.findIndex((f) => f.sp >= at && f.sp - at < STACK_SPAN);
     if (first < 0) {
       const whose = t ? `pid ${t.pid} (${t.comm})` : `cpu ${this.#cpu}`;
       const span = bt.frames.length

@@ -62,9 +62,6 @@ const KERNEL_HALF = 0xffff000000000000n;
 /** Lowest kernel address of x86_64 with 5-level paging (the direct map may start there). */
 const KERNEL_SPACE = 0xff00000000000000n;
 
-/** THREAD_SIZE of x86_64 and arm64 kernels without KASAN. */
-const KERNEL_STACK_SIZE = 16n * 1024n;
-
 /** The dumped kernel. */
 export class Kernel {
   /** The dump (or a live guest's memory) the kernel is read from. */
@@ -462,30 +459,41 @@ export class Kernel {
    * that stopped the CPU for the dump) finds `rq->curr` already the next task while the CPU
    * still runs on the previous one's stack. There, `current` is asked (x86_64's per-CPU
    * `current_task`, a live arm64 vCPU's SP_EL0) and taken if the stack pointer is on its stack.
+   * Cheap at a live stop: x86_64 reads `current` from memory and needs the CPU's registers only
+   * when it differs from `rq->curr`; arm64 looks only at registers already read (a vCPU's cost a
+   * request to QEMU), and asks SP_EL0 only when the stack pointer is off `rq->curr`'s stack.
    */
   #taskOnStack(cpu: number, rqCurr: bigint): bigint {
-    const regs = this.dump.cpus[cpu]?.registers;
-    const sp = regs?.get(this.dump.arch === "x86_64" ? "rsp" : "sp");
-    if (sp === undefined || this.#onStackOf(rqCurr, sp) !== false) return rqCurr;
+    const x86 = this.dump.arch === "x86_64";
     let current: bigint | undefined;
-    if (this.dump.arch === "x86_64") {
+    if (x86) {
       // Linux 6.2+ keeps it in pcpu_hot; before, a per-CPU variable of its own.
       const hot = this.btf?.member("pcpu_hot", "current_task");
       const at = hot
         ? (this.perCpu("pcpu_hot", cpu) ?? -1n) + BigInt(hot.offset)
         : this.perCpu("current_task", cpu);
       current = at !== undefined && at >= 0n ? this.memory?.readU64(at) : undefined;
-    } else current = this.dump.kernelCurrent?.(cpu);
+      if (!current || current === rqCurr) return rqCurr;
+    }
+    const regs = this.dump.cpus[cpu]?.registers;
+    if (!regs || (!x86 && (regs as { loaded?: boolean }).loaded === false)) return rqCurr;
+    const sp = regs.get(x86 ? "rsp" : "sp");
+    if (sp === undefined || this.#onStackOf(rqCurr, sp) !== false) return rqCurr;
+    if (!x86) current = this.dump.kernelCurrent?.(cpu);
     return current && current !== rqCurr && this.#onStackOf(current, sp) ? current : rqCurr;
   }
 
-  /** Whether `sp` lies on the task's kernel stack (16 KiB); undefined when that is not known. */
+  /** Whether `sp` lies on the task's kernel stack; undefined when that is not known. */
   #onStackOf(task: bigint, sp: bigint): boolean | undefined {
     const member = this.btf?.member("task_struct", "stack");
     const base = member ? this.memory?.readU64(task + BigInt(member.offset)) : undefined;
     if (!base) return undefined;
-    return sp >= base && sp - base < KERNEL_STACK_SIZE;
+    // THREAD_SIZE: 16 KiB on x86_64 and arm64, twice that with KASAN.
+    this.#stackSize ??= this.symbol("__asan_load8") === undefined ? 16n * 1024n : 32n * 1024n;
+    return sp >= base && sp - base < this.#stackSize;
   }
+
+  #stackSize?: bigint;
 
   #cpuTask(cpu: number): CpuTask {
     const out: CpuTask = { cpu };

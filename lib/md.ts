@@ -212,8 +212,9 @@ export function mdCommand(
   if (![1, 2, 4, 8].includes(bytesPerWord)) throw new KdbError(KdbDiag.BADWIDTH);
   const width = bytesPerWord * 2;
   const fmt = (w: bigint) => {
-    // kdb's `%16.16ld` / `%8.8d`: decimal words of 4 and 8 bytes are signed.
-    const v = base === 10 && bytesPerWord >= 4 ? BigInt.asIntN(bytesPerWord * 8, w) : w;
+    // kdb's `%16.16ld`: a word is an unsigned long (narrower ones zero-extended), so only
+    // 8-byte words print negative in decimal.
+    const v = base === 10 && bytesPerWord === 8 ? BigInt.asIntN(64, w) : w;
     const digits = (v < 0n ? -v : v).toString(base).padStart(width, "0");
     return (v < 0n ? "-" : "") + digits + " ";
   };

@@ -734,7 +734,10 @@ export class RspSession {
     const layout = this.#layout;
     const size = hex.length / 2;
     const count = size === layout.gBytes ? layout.gCount : layout.offsets.indexOf(size);
-    if (hex.length % 2 !== 0 || count <= 0) return this.#reply(ERR_MALFORMED);
+    // Only the `g` block's registers: the ones outside it are written one at a time (`P`).
+    if (hex.length % 2 !== 0 || count <= 0 || count > layout.gCount) {
+      return this.#reply(ERR_MALFORMED);
+    }
     const thread = this.#currentThread();
     const current = this.#target.registers(thread);
     const changes = new Map<string, bigint>();

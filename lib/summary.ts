@@ -178,8 +178,8 @@ export function systemFacts(kernel: Kernel): SystemFacts {
   return facts;
 }
 
-/** No kernel has more block device inodes than this: a guard against a list that loops. */
-const MAX_BLOCKDEV_INODES = 1_000_000;
+/** Block device inodes walked at most (a machine with this many disks and partitions is rare). */
+const MAX_BLOCKDEV_INODES = 100_000;
 
 /**
  * `nr_blockdev_pages()`: the pages of every inode on the block device pseudo-filesystem's
@@ -196,8 +196,11 @@ function blockdevPages(kernel: Kernel): bigint | undefined {
   const head = sb + BigInt(inodes.offset);
   let total = 0n;
   let node = u64(kernel, head);
-  for (let n = 0; node !== head; n++) {
-    if (node === undefined || n >= MAX_BLOCKDEV_INODES) return undefined;
+  const seen = new Set<bigint>();
+  while (node !== head) {
+    // A damaged list that loops without coming back to its head ends here, as unknown.
+    if (node === undefined || seen.has(node) || seen.size >= MAX_BLOCKDEV_INODES) return undefined;
+    seen.add(node);
     const m = u64(kernel, node - BigInt(link.offset) + BigInt(mapping.offset));
     const pages = m ? u64(kernel, m + BigInt(nrpages.offset)) : undefined;
     if (pages === undefined) return undefined;

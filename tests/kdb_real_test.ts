@@ -622,6 +622,9 @@ Deno.test({
         bare.run("per_cpu no_such_variable"),
         "no_such_variable is not a per_cpu variable\n",
       );
+      // arm64's show_stack does not use the address: bt ADDR shows the whole stack.
+      const whole = bare.run("bt");
+      assert.equal(bare.run("bt 0xffff800008000000"), whole.slice(whole.indexOf("Call trace:")));
     } finally {
       bare.kernel.close();
       full.kernel.close();
@@ -676,7 +679,11 @@ Deno.test({
       assert.ok(word >= 1n << 63n, "a direct-map address");
       run("set RADIX 10");
       const decimal = run("md8c1 __per_cpu_offset");
+      const narrow = run("md4c2 __per_cpu_offset");
       run("set RADIX 16");
+      // Narrower words are zero-extended: never negative.
+      const high = Number(word >> 32n);
+      assert.ok(narrow.includes(` ${String(high).padStart(8, "0")} `), narrow);
       assert.ok(
         decimal.includes(` -${(-BigInt.asIntN(64, word)).toString().padStart(16, "0")} `),
         decimal,
@@ -686,6 +693,9 @@ Deno.test({
       const next = run("");
       assert.equal(next, run("md linux_banner+0x10 1"));
       assert.notEqual(next, first);
+      run("md linux_banner 1");
+      assert.equal(run("   "), "", "a line of blanks is no empty line: nothing repeats");
+      assert.equal(run(""), "", "and the repeat is gone");
       run("ps");
       assert.equal(run(""), "", "ps does not repeat");
       // kdb_ps1's parent is p->parent->pid: init's children show 1, kthreadd's 2.

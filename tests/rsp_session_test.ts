@@ -7,6 +7,7 @@ import { serveChannel } from "../lib/transport.ts";
 import { DumpError } from "../lib/errors.ts";
 import { X86_64_LAYOUT } from "../lib/regs_x86_64.ts";
 import { AARCH64_LAYOUT } from "../lib/regs_aarch64.ts";
+import type { ArchName } from "../lib/target.ts";
 import type { MemoryRead, ResumeAction, RunControl, StopEvent } from "../lib/target.ts";
 import { MemoryChannel, parseReplies, SessionClient, unescape, unhex } from "./rsp_client.ts";
 import {
@@ -212,6 +213,34 @@ Deno.test("aarch64 registers: x0-x30, sp, pc, 32-bit cpsr, fpu unavailable", () 
   assert.equal(c.request("p20"), le64(0xffff80000866a0b0n));
   assert.equal(c.request("p21"), "05000080");
   assert.equal(c.request("p22"), "x".repeat(32)); // v0
+  // The system registers follow, outside `g`: each a `p`, unavailable where the target has none.
+  const esr = AARCH64_LAYOUT.registers.findIndex((r) => r.name === "ESR_EL1");
+  assert.equal(esr, AARCH64_LAYOUT.gCount);
+  assert.equal(c.request(`p${esr.toString(16)}`), "x".repeat(16));
+  // A target that reads them (a live vCPU) answers the `p` from its own read.
+  const asked: string[] = [];
+  const live = Object.assign(new FakeTarget({ arch: "aarch64" }), {
+    systemRegister(_thread: number, name: string) {
+      asked.push(name);
+      return name === "ESR_EL1" ? 0x96000045n : undefined;
+    },
+  });
+  const lc = new SessionClient(new RspSession(live));
+  lc.handshake();
+  assert.equal(lc.request(`p${esr.toString(16)}`), le64(0x96000045n));
+  assert.equal(lc.request("g").length, 788 * 2);
+  assert.deepEqual(asked, ["ESR_EL1"], "g reads none of them");
+});
+
+Deno.test("G on aarch64: the g block's registers only; one reaching a system register is refused", () => {
+  const { c, registerWrites } = writableTarget(false, "aarch64");
+  const g = c.request("g");
+  assert.equal(g.length, AARCH64_LAYOUT.gBytes * 2);
+  assert.equal(c.request("G" + g), "OK");
+  const before = registerWrites.length;
+  // ESR_EL1's 8 bytes after the block: written with P, never through G.
+  assert.equal(c.request("G" + g + "00".repeat(8)), "E01");
+  assert.equal(registerWrites.length, before);
 });
 
 Deno.test("memory reads: hex prefix, errors, clamps, binary x", () => {
@@ -545,8 +574,8 @@ Deno.test("kdb go: a dump cannot run; with gdb attached a live target is continu
 });
 
 /** A fake live target: writes land in its memory and are recorded; `readOnly` refuses them. */
-function writableTarget(readOnly = false) {
-  const target = new FakeTarget();
+function writableTarget(readOnly = false, arch: ArchName = "x86_64") {
+  const target = new FakeTarget({ arch });
   const memoryWrites: { address: bigint; data: Uint8Array }[] = [];
   const registerWrites: { thread: number; values: Map<string, bigint> }[] = [];
   const run = {
