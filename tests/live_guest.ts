@@ -14,12 +14,17 @@ const ROOT = new URL("..", import.meta.url).pathname;
 
 /** Architectures a live guest can have. */
 export type GuestArch = "x86_64" | "aarch64";
+/** A fixtures kernel release a live guest boots (x86_64-6.1/, x86_64-6.12/, …). */
+export type GuestRelease = "6.1" | "6.12";
 
 /** The kernel the guests boot (the x86_64-6.1 or aarch64-6.1 fixture boot's). */
-export function liveKernelDir(arch: GuestArch = "x86_64"): string | undefined {
+export function liveKernelDir(
+  arch: GuestArch = "x86_64",
+  release: GuestRelease = "6.1",
+): string | undefined {
   const dir = FIXTURES;
   try {
-    const vmlinuz = Deno.realPathSync(`${dir}/${arch}-6.1/vmlinuz`);
+    const vmlinuz = Deno.realPathSync(`${dir}/${arch}-${release}/vmlinuz`);
     return vmlinuz.slice(0, vmlinuz.lastIndexOf("/"));
   } catch {
     return undefined;
@@ -27,8 +32,11 @@ export function liveKernelDir(arch: GuestArch = "x86_64"): string | undefined {
 }
 
 /** Whether a live guest can be booted here (fixtures, QEMU and busybox present). */
-export function liveGuestAvailable(arch: GuestArch = "x86_64"): boolean {
-  const k = liveKernelDir(arch);
+export function liveGuestAvailable(
+  arch: GuestArch = "x86_64",
+  release: GuestRelease = "6.1",
+): boolean {
+  const k = liveKernelDir(arch, release);
   if (!k) return false;
   try {
     Deno.statSync(`${FIXTURES}/busybox/${arch === "x86_64" ? "amd64" : "arm64"}/busybox`);
@@ -66,8 +74,7 @@ export interface LiveGuest {
 }
 
 /** Build the live initramfs (into the guest's temporary directory). */
-async function initramfs(tmp: string, arch: GuestArch): Promise<string> {
-  const kdir = liveKernelDir(arch)!;
+async function initramfs(tmp: string, arch: GuestArch, kdir: string): Promise<string> {
   const stage = `${tmp}/stage`;
   for (const d of ["bin", "dev", "proc", "sys", "tmp", "lib/modules"]) {
     await Deno.mkdir(`${stage}/${d}`, { recursive: true });
@@ -91,6 +98,8 @@ async function initramfs(tmp: string, arch: GuestArch): Promise<string> {
 
 /** Options of {@link bootGuest}. */
 export interface BootOptions {
+  /** The fixtures' Debian kernel to boot (default 6.1). */
+  release?: GuestRelease;
   /** Wait for the shell's "LIVE ready" line (default true); false leaves the guest at -S. */
   waitReady?: boolean;
   /** Extra QEMU arguments. */
@@ -114,8 +123,8 @@ export interface BootOptions {
 export async function bootGuest(options: BootOptions = {}): Promise<LiveGuest> {
   const tmp = await Deno.makeTempDir({ prefix: "kdump-live-" });
   const arch = options.arch ?? "x86_64";
-  const kdir = liveKernelDir(arch)!;
-  const initrd = await initramfs(tmp, arch);
+  const kdir = liveKernelDir(arch, options.release)!;
+  const initrd = await initramfs(tmp, arch, kdir);
   const gdbPort = freePort();
   const qmpPort = freePort();
   const mb = options.memoryMb ?? 512;
