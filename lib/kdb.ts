@@ -14,7 +14,7 @@ import type { Kernel } from "./kernel.ts";
 import type { MonitorOutput, RegisterValues, Target } from "./target.ts";
 import { KernelTasks, type TaskInfo } from "./tasks.ts";
 import { serverCommand } from "./monitor.ts";
-import { callTraceHeader, formatBacktrace, kernelBacktrace } from "./backtrace.ts";
+import { type Backtrace, callTraceHeader, formatBacktrace, kernelBacktrace } from "./backtrace.ts";
 import { addressArg, hex16, KdbDiag, KdbError, parseKernelNumber } from "./kdb_expr.ts";
 import { symbolAt, symbolText, valueAndSymbol } from "./kdb_expr.ts";
 import { mdCommand, type MdState, newMdState, printableWord } from "./md.ts";
@@ -1004,41 +1004,43 @@ export class KdbShell {
     const k = this.#kernel("per_cpu");
     if (args.length < 1 || args.length > 3) throw new KdbError(KdbDiag.ARGCOUNT);
     const offsets = k.symbol("__per_cpu_offset");
-    // kdb adds __per_cpu_offset[cpu] to the address given.
-    let place = (cpu: number, sym: bigint) => {
-      const off = offsets === undefined ? undefined : k.memory?.readU64(offsets + BigInt(cpu) * 8n);
-      return off === undefined ? undefined : (sym + off) & 0xffffffffffffffffn;
-    };
-    let sym = 0n;
-    let byName = false;
-    try {
-      sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
-      // A name, but no __per_cpu_offset to place it with: through BTF below.
-      if (offsets === undefined && /^[A-Za-z_]/.test(args[0])) {
-        throw new KdbError(KdbDiag.BADINT);
-      }
-    } catch (e) {
-      if (!(e instanceof KdbError) || e.diag !== KdbDiag.BADINT) throw e;
-      // A name kallsyms lacks (a kernel without data symbols): BTF's .data..percpu places it
-      // from each CPU's runqueue, which the server found (Kernel.perCpu).
-      const named = /^([A-Za-z_][\w.]*)(?:\+(\S+))?$/.exec(args[0]);
-      const plus = named?.[2] === undefined ? 0n : parseKernelNumber(named[2]);
-      if (!named || plus === undefined || k.perCpu(named[1], 0) === undefined) {
-        // kdb's words for a name it cannot find (not "Illegal numeric value": a name was meant).
-        throw new KdbError(KdbDiag.BADADDR, `${args[0]} is not a per_cpu variable`);
-      }
-      byName = true;
+    // A variable kallsyms lacks, or a kernel without __per_cpu_offset (no data symbols in
+    // kallsyms): BTF's .data..percpu places it from each CPU's runqueue the server found
+    // (Kernel.perCpu).
+    const named = /^([A-Za-z_][\w.]*)(?:\+(\S+))?$/.exec(args[0]);
+    const plus = named?.[2] === undefined ? 0n : parseKernelNumber(named[2]);
+    let place: (cpu: number) => bigint | undefined;
+    if (
+      named && plus !== undefined &&
+      (offsets === undefined || k.symbol(named[1]) === undefined) &&
+      k.perCpu(named[1], 0) !== undefined
+    ) {
       place = (cpu) => {
         const at = k.perCpu(named[1], cpu);
         return at === undefined ? undefined : (at + plus) & 0xffffffffffffffffn;
       };
-    }
-    if (offsets === undefined && !byName) {
-      // An address, and no __per_cpu_offset to add to it.
-      throw new KdbError(
-        KdbDiag.BADADDR,
-        "per_cpu: the kernel's symbols have no __per_cpu_offset: name the variable, or give --vmlinux",
-      );
+    } else {
+      // kdb: the address given plus __per_cpu_offset[cpu].
+      let sym: bigint;
+      try {
+        sym = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
+      } catch (e) {
+        // kdb's words for a name it cannot find (not "Illegal numeric value": a name was meant).
+        if (e instanceof KdbError && e.diag === KdbDiag.BADINT) {
+          throw new KdbError(KdbDiag.BADADDR, `${args[0]} is not a per_cpu variable`);
+        }
+        throw e;
+      }
+      if (offsets === undefined) {
+        throw new KdbError(
+          KdbDiag.BADADDR,
+          "per_cpu: the kernel's symbols have no __per_cpu_offset: name the variable, or give --vmlinux",
+        );
+      }
+      place = (cpu) => {
+        const off = k.memory?.readU64(offsets + BigInt(cpu) * 8n);
+        return off === undefined ? undefined : (sym + off) & 0xffffffffffffffffn;
+      };
     }
     let bytes = 8;
     if (args.length >= 2) {
@@ -1059,9 +1061,9 @@ export class KdbShell {
     }
     for (let cpu = 0; cpu < k.dump.cpus.length; cpu++) {
       if (which !== undefined && cpu !== which) continue;
-      const addr = place(cpu, sym);
+      const addr = place(cpu);
       const unable = (diag: number) =>
-        out(`${String(cpu).padStart(5)} ${hex16(addr ?? sym)} - unable to read, diag=${diag}`);
+        out(`${String(cpu).padStart(5)} ${hex16(addr ?? 0n)} - unable to read, diag=${diag}`);
       if (![1, 2, 4, 8].includes(bytes)) {
         // kdb_getword refuses other widths, CPU by CPU.
         out(`kdb_getword: bad width ${bytes}`);
@@ -1106,21 +1108,30 @@ export class KdbShell {
   #bt1(t: TaskInfo, out: Line): void {
     out(`Stack traceback for pid ${t.pid}`);
     out(this.#ps1(t));
+    this.#printTrace(this.#taskBacktrace(t), out);
+  }
+
+  /** A task's kernel stack: from its CPU's registers when it runs, else from its saved ones. */
+  #taskBacktrace(t: TaskInfo): Backtrace {
     const k = this.kernel!;
     const regs = t.runningOn !== undefined
       ? k.dump.cpus[t.runningOn]?.registers ?? new Map()
       : this.#taskList().kernelRegisters(t);
-    this.#stack(regs, t, out);
+    return kernelBacktrace(k, regs, { task: t.address, cpu: t.runningOn, maxFrames: MAX_FRAMES });
   }
 
-  #stack(regs: RegisterValues, t: TaskInfo | undefined, out: Line): void {
-    const bt = kernelBacktrace(this.kernel!, regs, {
-      task: t?.address,
-      cpu: t?.runningOn,
-      maxFrames: MAX_FRAMES,
-    });
-    out(callTraceHeader(this.kernel!.dump.arch));
-    for (const l of formatBacktrace(bt, this.kernel!.dump.arch)) out(l);
+  /** A CPU's kernel stack from its registers, when its task is not known. */
+  #cpuBacktrace(cpu: number): Backtrace {
+    const k = this.kernel!;
+    const regs = k.dump.cpus[cpu]?.registers ?? new Map();
+    return kernelBacktrace(k, regs, { task: k.cpuTasks[cpu]?.task, cpu, maxFrames: MAX_FRAMES });
+  }
+
+  /** The architecture's `Call Trace:` line, then the frames as the kernel prints them. */
+  #printTrace(bt: Backtrace, out: Line): void {
+    const arch = this.kernel!.dump.arch;
+    out(callTraceHeader(arch));
+    for (const l of formatBacktrace(bt, arch)) out(l);
   }
 
   /**
@@ -1137,13 +1148,7 @@ export class KdbShell {
       return this.#bt1(t, out);
     }
     const at = addressArg(k, args, 0, (n) => this.getEnv(n)).value;
-    const regs = t === undefined
-      ? k.dump.cpus[this.#cpu]?.registers ?? new Map()
-      : t.runningOn !== undefined
-      ? k.dump.cpus[t.runningOn]?.registers ?? new Map()
-      : this.#taskList().kernelRegisters(t);
-    const cpu = t === undefined ? this.#cpu : t.runningOn;
-    const bt = kernelBacktrace(k, regs, { task: t?.address, cpu, maxFrames: MAX_FRAMES });
+    const bt = t ? this.#taskBacktrace(t) : this.#cpuBacktrace(this.#cpu);
     // arm64's show_stack ignores the address: the task's whole stack.
     const first = k.dump.arch === "aarch64"
       ? 0
@@ -1162,15 +1167,7 @@ export class KdbShell {
         } is not on the stack of ${whose}${span} (for another task's, pid N first)`,
       );
     }
-    out(callTraceHeader(this.kernel!.dump.arch));
-    for (
-      const l of formatBacktrace(
-        { ...bt, frames: bt.frames.slice(first), note: undefined },
-        k.dump.arch,
-      )
-    ) {
-      out(l);
-    }
+    this.#printTrace({ ...bt, frames: bt.frames.slice(first), note: undefined }, out);
   }
 
   /**
@@ -1178,8 +1175,7 @@ export class KdbShell {
    * the header names the CPU, and the stack starts from the CPU's saved registers.
    */
   #cpuStack(cpu: number, out: Line): void {
-    const k = this.kernel!;
-    const c = k.cpuTasks[cpu];
+    const c = this.kernel!.cpuTasks[cpu];
     let why = "";
     try {
       this.#taskList().list();
@@ -1187,10 +1183,7 @@ export class KdbShell {
       why = ` (no task list: ${errorText(e)})`;
     }
     out(`Stack traceback for cpu ${cpu}${c?.pid !== undefined ? `, pid ${c.pid}` : ""}${why}`);
-    const regs = k.dump.cpus[cpu]?.registers ?? new Map();
-    const bt = kernelBacktrace(k, regs, { task: c?.task, cpu, maxFrames: MAX_FRAMES });
-    out(callTraceHeader(this.kernel!.dump.arch));
-    for (const l of formatBacktrace(bt, this.kernel!.dump.arch)) out(l);
+    this.#printTrace(this.#cpuBacktrace(cpu), out);
   }
 
   /** `btp PID`: the stack of task PID. */

@@ -35,8 +35,7 @@ import type { Vmlinux } from "./vmlinux.ts";
 import { VmcoreInfo } from "./vmcoreinfo.ts";
 import type { GuestRam, RamRange } from "./guest_ram.ts";
 import type { LiveSource } from "./live_dump.ts";
-import type { StubDescription, StubRegister } from "./target_xml.ts";
-import { hexBytes } from "./rsp_client.ts";
+import { decodeRegisterValue, type StubDescription, type StubRegister } from "./target_xml.ts";
 
 /** Where the kernel is linked to start without KASLR (`__START_KERNEL`, x86_64). */
 const START_KERNEL = 0xffffffff81000000n;
@@ -218,11 +217,7 @@ export function readSystemRegister(
   const reg = qemuRegister(src.desc, name);
   if (!reg || reg.bits > 64) return undefined;
   src.stub.selectThread(src.vcpus[cpu]);
-  const bytes = hexBytes(src.stub.request(`p${reg.regnum.toString(16)}`));
-  if (!bytes || bytes.length !== Math.ceil(reg.bits / 8)) return undefined; // `E14`, `xx…`
-  let value = 0n;
-  for (let i = bytes.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(bytes[i]);
-  return value;
+  return decodeRegisterValue(reg, src.stub.request(`p${reg.regnum.toString(16)}`));
 }
 
 /**

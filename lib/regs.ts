@@ -171,13 +171,3 @@ export function encodeRegister(
   encodeOne(def, values.get(def.name), sink);
   return true;
 }
-
-/** Encode one register's value (`x` digits when undefined) as a `p` reply does. */
-export function encodeRegisterValue(
-  layout: RegisterLayout,
-  regno: number,
-  value: bigint | undefined,
-  sink: RegisterSink,
-): void {
-  encodeOne(layout.registers[regno], value, sink);
-}

@@ -14,12 +14,7 @@ import { DumpError, LiveError } from "./errors.ts";
 import { KdbShell, tokenize } from "./kdb.ts";
 import { AARCH64_LAYOUT } from "./regs_aarch64.ts";
 import { X86_64_LAYOUT } from "./regs_x86_64.ts";
-import {
-  encodeAllRegisters,
-  encodeRegister,
-  encodeRegisterValue,
-  type RegisterLayout,
-} from "./regs.ts";
+import { encodeAllRegisters, encodeRegister, type RegisterLayout } from "./regs.ts";
 import {
   errorReply,
   hexDecode,
@@ -1086,7 +1081,7 @@ export class RspSession {
       const value = this.#target.systemRegister?.(this.#currentThread(), name) ??
         this.#target.registers(this.#currentThread()).get(name);
       w.startPacket();
-      encodeRegisterValue(this.#layout, n, value, w);
+      encodeRegister(this.#layout, n, new Map(value === undefined ? [] : [[name, value]]), w);
       w.endPacket();
       return;
     }

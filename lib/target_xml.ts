@@ -127,6 +127,15 @@ function littleEndianHex(text: string, at: number, count: number): number {
   return v;
 }
 
+/** A `p` reply's value of one register (up to 64 bits); undefined for `xx…`, `E14` or a wrong size. */
+export function decodeRegisterValue(reg: StubRegister, reply: string): bigint | undefined {
+  const size = Math.ceil(reg.bits / 8);
+  if (reg.bits > 64 || reply.length !== size * 2) return undefined;
+  const low = littleEndianHex(reply, 0, Math.min(size, 4));
+  const high = size > 4 ? littleEndianHex(reply, 8, size - 4) : 0;
+  return low < 0 || high < 0 ? undefined : (BigInt(high) << 32n) | BigInt(low);
+}
+
 /** Little-endian hex of a register value, for `P`. */
 export function encodeRegisterValue(reg: StubRegister, value: bigint): string {
   const size = Math.ceil(reg.bits / 8);
